@@ -1,0 +1,25 @@
+"""Shared pytest configuration: device markers and seeded factories (xarray-style)."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    """A seeded generator: every random test input is reproducible."""
+    return np.random.default_rng(20261121)
+
+
+@pytest.fixture(params=["cpu", pytest.param("cuda", marks=requires_cuda)])
+def device(request) -> str:
+    """Run a test on the CPU and, where present, on CUDA."""
+    return request.param
