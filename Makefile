@@ -17,6 +17,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e '.[dev]'
+	# rt-utils (a PyTomography dependency) pulls in the Python 3.6 backport `dataclasses`, whose dataclasses.py in
+	# site-packages shadows the standard library wherever site-packages comes first on sys.path -- as it does in
+	# Prefect's local API server (uvicorn --app-dir site-packages), which then fails to start. Python 3.11 has it.
+	$(PY) -m pip uninstall --quiet --yes dataclasses
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -1,0 +1,661 @@
+"""A cohort directory: the Zarr v3 scan store read through xarray, and the Parquet tables.
+
+Layout (``storage_schema/README.md`` explains every decision)::
+
+    COHORT_DIR/
+      store.zarr/                                  zarr v3 root group; attrs schema_version, created, software_versions
+        scans/{patient}/{timepoint}/v0001/         one group per scan version; arrays (z, y, x) + attrs
+        scans/{patient}/{timepoint}/v0002/         written when the source files changed; v0001 stays readable
+        .staging/                                  writers build here, then publish by one rename
+        .locks/                                    one flock file per scan and per table
+      tables/{name}.parquet
+      reports/
+      .secrets/pseudonym.key                       only when no key is configured
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import secrets
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Literal
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import xarray as xr
+import zarr
+from zarr.codecs import BloscCodec
+
+from cohort_dosimetry import __version__
+
+from ._locking import exclusive_lock, lock_file, try_lock
+from ._pseudonym import pseudonym_key, pseudonymise_patient_id
+from ._schema import SCHEMA_VERSION, attr_problems, check_identifier, label_names_problems, store_schema
+
+STORE_NAME = "store.zarr"
+DIMS = ("z", "y", "x")
+VERSION_DIR = "v{:04d}"
+_GROUP_JSON = {"zarr_format": 3, "node_type": "group", "attributes": {}}
+_STORE_SET_ATTRS = ("status", "version", "written_utc")
+_GEOMETRY_ATTRS = ("spacing_mm", "origin_mm", "direction")
+
+WriteOutcome = Literal["written", "new_version", "unchanged"]
+
+
+def open_cohort(path: str | os.PathLike, create: bool = False) -> "Cohort":
+    """Open the cohort directory ``path``; with ``create=True`` make it (or its missing parts) first.
+
+    Opening removes the staging leftovers of writers that died (their scan lock is free); it never touches
+    published scans. Raises ``FileNotFoundError`` naming ``path`` if it is not a cohort and ``create`` is False.
+    """
+    root = Path(path)
+    store = root / STORE_NAME
+    if create:
+        root.mkdir(parents=True, exist_ok=True)
+        if not (store / "zarr.json").exists():
+            # Built aside and renamed into place: of two processes creating one cohort at once, one store wins whole.
+            staged = root / f".{STORE_NAME}.{secrets.token_hex(6)}"
+            group = zarr.open_group(staged, mode="w-", zarr_format=3)
+            group.attrs.update(
+                {"schema_version": SCHEMA_VERSION, "created": _utc_now(), "software_versions": software_versions()}
+            )
+            group.create_group("scans")
+            try:
+                os.rename(staged, store)
+            except OSError:
+                if not (store / "zarr.json").is_file():
+                    raise
+                shutil.rmtree(staged)
+        for sub in ("tables", "reports"):
+            (root / sub).mkdir(exist_ok=True)
+    elif not (store / "zarr.json").is_file():
+        raise FileNotFoundError(
+            f"{root} is not a cohort directory: {store}/zarr.json is missing "
+            "(create one with open_cohort(path, create=True) or `cohort-dosimetry ingest`)"
+        )
+    cohort = Cohort(root)
+    version = cohort.attrs.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise ValueError(f"{store} has schema_version {version!r}; this software reads version {SCHEMA_VERSION}")
+    cohort._clean_dead_staging()
+    return cohort
+
+
+class Cohort:
+    """One cohort directory. Create with :func:`open_cohort`.
+
+    Scans are addressed by (patient, timepoint): a pseudonym such as ``"P3fa9c2d41b07"`` and ``"tp1"``..``"tp4"``.
+    Every array is (z, y, x) with a ``units`` attribute; geometry attrs are in mm, (z, y, x) order.
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.store_path = self.path / STORE_NAME
+
+    # ----------------------------------------------------------------------------------------------- layout
+    @property
+    def tables_dir(self) -> Path:
+        """``COHORT_DIR/tables``: one Parquet file per table."""
+        return self.path / "tables"
+
+    @property
+    def reports_dir(self) -> Path:
+        """``COHORT_DIR/reports``: figures and HTML reports."""
+        return self.path / "reports"
+
+    @property
+    def attrs(self) -> dict:
+        """Root attrs of the store: schema_version, created (ISO 8601 UTC), software_versions."""
+        return _read_json(self.store_path / "zarr.json").get("attributes", {})
+
+    def _scan_dir(self, patient: str, timepoint: str) -> Path:
+        check_identifier(patient, "patient")
+        check_identifier(timepoint, "timepoint")
+        return self.store_path / "scans" / patient / timepoint
+
+    def _lock_path(self, *owner: str) -> Path:
+        return lock_file(self.store_path, *owner)
+
+    def _staging_path(self, kind: str, *names: str) -> Path:
+        return self.store_path / ".staging" / ".".join((kind, *names, secrets.token_hex(6)))
+
+    # ------------------------------------------------------------------------------------------- read scans
+    def scans(self) -> list[tuple[str, str]]:
+        """Sorted (patient, timepoint) pairs of every published (hence complete) scan."""
+        found = []
+        scans_dir = self.store_path / "scans"
+        for patient_dir in sorted(p for p in scans_dir.iterdir() if p.is_dir()) if scans_dir.is_dir() else []:
+            for tp_dir in sorted(p for p in patient_dir.iterdir() if p.is_dir()):
+                if _version_numbers(tp_dir):
+                    found.append((patient_dir.name, tp_dir.name))
+        return found
+
+    def scan_versions(self, patient: str, timepoint: str) -> list[int]:
+        """Published versions of one scan, oldest first (empty if the scan does not exist)."""
+        return _version_numbers(self._scan_dir(patient, timepoint))
+
+    def _version_dir(self, patient: str, timepoint: str, version: int | None) -> Path:
+        scan_dir = self._scan_dir(patient, timepoint)
+        versions = _version_numbers(scan_dir)
+        if not versions:
+            raise KeyError(f"scan {patient}/{timepoint} is not in the cohort {self.path}")
+        if version is None:
+            version = versions[-1]
+        elif version not in versions:
+            raise KeyError(f"scan {patient}/{timepoint} has no version {version} (versions: {versions})")
+        return scan_dir / VERSION_DIR.format(version)
+
+    def scan_attrs(self, patient: str, timepoint: str, version: int | None = None) -> dict:
+        """Attrs of one scan (latest version unless ``version`` is given), decoded as :meth:`scan` gives them."""
+        return _decode_scan_attrs(_read_json(self._version_dir(patient, timepoint, version) / "zarr.json")["attributes"])
+
+    def scan(self, patient: str, timepoint: str, version: int | None = None) -> xr.Dataset:
+        """One scan as a lazy Dataset: dask-backed (z, y, x) variables chunked as stored, each with ``units``.
+
+        Holds exactly the arrays listed in the scan's provenance, i.e. those whose write completed.
+        Attrs: see ``storage_schema/README.md``; ``spacing_mm``/``origin_mm``/``direction`` are tuples of float,
+        ``labels.attrs["names"]`` is {int label: VOI name}. Reading a slab of slices reads only its chunks.
+        """
+        vdir = self._version_dir(patient, timepoint, version)
+        ds = xr.open_zarr(vdir, zarr_format=3, consolidated=False, chunks={}, mask_and_scale=False)
+        declared = list(ds.attrs.get("provenance", {}))
+        missing = [name for name in declared if name not in ds.data_vars]
+        if missing:
+            raise RuntimeError(f"scan {patient}/{timepoint}: declared arrays {missing} are missing from {vdir}")
+        ds = ds[declared]
+        ds.attrs = _decode_scan_attrs(ds.attrs)
+        for name in ds.data_vars:
+            ds[name].attrs.pop("_FillValue", None)
+        if "labels" in ds:
+            ds["labels"].attrs["names"] = _decode_label_names(ds["labels"].attrs["names"])
+        return ds
+
+    def has_arrays(self, patient: str, timepoint: str, names: Iterable[str]) -> bool:
+        """True if the latest version of the scan exists and holds every array in ``names``."""
+        try:
+            vdir = self._version_dir(patient, timepoint, None)
+        except KeyError:
+            return False
+        declared = _read_json(vdir / "zarr.json")["attributes"].get("provenance", {})
+        return all(name in declared for name in names)
+
+    # ------------------------------------------------------------------------------------------ write scans
+    def write_scan(self, patient: str, timepoint: str, ds: xr.Dataset, attrs: dict) -> WriteOutcome:
+        """Publish one complete scan; readers see all of it or nothing.
+
+        ``ds``: (z, y, x) variables named as in the schema; at least ct_hu, density, activity, labels (with
+        ``labels.attrs["names"]`` = {int: VOI name}); floats are stored as float32, labels as int16; a missing
+        ``units`` attr is taken from the schema, a different one is an error. Coordinates are dropped
+        (geometry lives in the attrs). ``attrs``: the schema's scan attrs, plus optional
+        ``provenance`` = {array name: {...}}; status, version and written_utc are set by the store.
+
+        Returns "unchanged" if the latest version has the same ``source_hash`` (nothing is written),
+        "written" for a new scan, "new_version" when the hash differs (the old version stays readable).
+        The scan is built in ``store.zarr/.staging`` and published by one atomic directory rename while the
+        scan's lock is held, so a crash leaves only an invisible staging directory.
+        """
+        where = f"scan {patient}/{timepoint}"
+        scan_dir = self._scan_dir(patient, timepoint)
+        variables = _checked_variables(ds, where, require_ingest_arrays=True)
+        attrs = dict(attrs)
+        given_provenance = attrs.pop("provenance", {}) or {}
+        _check_scan_attrs(attrs, where)
+        unknown = set(given_provenance) - set(variables)
+        if unknown:
+            raise ValueError(f"{where}: provenance given for arrays not in the dataset: {sorted(unknown)}")
+        now = _utc_now()
+        provenance = {
+            name: {"method": "ingest", **given_provenance.get(name, {}), "software_version": __version__, "written_utc": now}
+            for name in variables
+        }
+        with exclusive_lock(self._lock_path("scan", patient, timepoint)):
+            self._clean_dead_staging(patient, timepoint, lock_held=True)
+            versions = _version_numbers(scan_dir)
+            if versions:
+                latest = _read_json(scan_dir / VERSION_DIR.format(versions[-1]) / "zarr.json")["attributes"]
+                if latest.get("source_hash") == attrs["source_hash"]:
+                    return "unchanged"
+            version = versions[-1] + 1 if versions else 1
+            group_attrs = _jsonable(
+                {**attrs, "status": "complete", "version": version, "written_utc": now, "provenance": provenance}, where
+            )
+            staging = self._staging_path("scan", patient, timepoint)
+            _write_group(staging, variables, group_attrs)
+            _ensure_group(scan_dir.parent)
+            _ensure_group(scan_dir)
+            os.rename(staging, scan_dir / VERSION_DIR.format(version))
+            _fsync_dir(scan_dir)
+        return "new_version" if versions else "written"
+
+    def write_arrays(
+        self, patient: str, timepoint: str, ds: xr.Dataset, provenance: dict, version: int | None = None
+    ) -> None:
+        """Add derived arrays (dose_rate_*) to a scan version; readers see all of them or none.
+
+        ``version``: the scan version the arrays were computed from (``scan.attrs["version"]``); None = the latest.
+        Pass it when a re-ingest may publish a new version while the arrays are being computed: they then land
+        in the version they belong to, never in a newer one built from other source files.
+        ``ds``: (z, y, x) variables with the scan's shape, named as derived arrays in the schema.
+        ``provenance``: one dict recorded for every array of this call; needs ``method`` and should give
+        software version, weights/kernel hash, device and wall time (software_version and written_utc are filled in).
+        An array of the same name is replaced. Under the scan's lock: the arrays are built in staging, moved
+        into the scan group one by one, then one atomic rewrite of the group's attrs lists them in
+        ``provenance``. Readers only see arrays listed there, so in between they see the scan as before
+        (a replaced array is delisted first: in between it is absent, never half old, half new).
+        A Dataset opened lazily before a replacement must be reopened: chunks of the replaced array that it had
+        not read yet would come back as NaN (the fill value), since the old array's files are removed.
+        """
+        where = f"scan {patient}/{timepoint}"
+        if not isinstance(provenance, dict) or not provenance.get("method"):
+            raise ValueError(f"{where}: provenance must be a dict with at least 'method'")
+        variables = _checked_variables(ds, where, require_ingest_arrays=False)
+        ingest_names = [n for n in variables if store_schema()["arrays"][n]["written_by"] != "derived"]
+        if ingest_names:
+            raise ValueError(f"{where}: {ingest_names} come from ingest; write them with write_scan (a new version)")
+        record = {**provenance, "software_version": provenance.get("software_version", __version__), "written_utc": _utc_now()}
+        record = _jsonable(record, f"{where} provenance")
+        with exclusive_lock(self._lock_path("scan", patient, timepoint)):
+            self._clean_dead_staging(patient, timepoint, lock_held=True)
+            vdir = self._version_dir(patient, timepoint, version)
+            shape = tuple(_read_json(vdir / "ct_hu" / "zarr.json")["shape"])
+            wrong = {n: v.shape for n, v in variables.items() if v.shape != shape}
+            if wrong:
+                raise ValueError(f"{where}: arrays {wrong} do not match the scan's shape {shape} (z, y, x)")
+            staging = self._staging_path("scan", patient, timepoint)
+            _write_group(staging, variables, {})
+            # Journal for the clean-up of a crashed writer: these names, if not yet declared, are ours to remove.
+            _write_json_atomic(staging / "publishing.json", {"version_dir": vdir.name, "arrays": sorted(variables)}, staging)
+            replaced = [n for n in variables if (vdir / n).exists()]
+            if replaced:
+                self._update_provenance(vdir, remove=replaced, staging=staging)
+                (staging / "replaced").mkdir()
+                for name in replaced:
+                    os.rename(vdir / name, staging / "replaced" / name)
+            for name in variables:
+                os.rename(staging / name, vdir / name)
+            self._update_provenance(vdir, add={name: record for name in variables}, staging=staging)
+            shutil.rmtree(staging)
+
+    def _update_provenance(self, vdir: Path, staging: Path, add: dict | None = None, remove: Iterable[str] = ()) -> None:
+        meta = _read_json(vdir / "zarr.json")
+        prov = meta["attributes"].setdefault("provenance", {})
+        for name in remove:
+            prov.pop(name, None)
+        prov.update(add or {})
+        _write_json_atomic(vdir / "zarr.json", meta, staging)
+
+    # ----------------------------------------------------------------------------------------- clean staging
+    def _clean_dead_staging(self, patient: str | None = None, timepoint: str | None = None, lock_held: bool = False) -> None:
+        """Remove staging entries whose writer is gone (its lock is free). With a scan given, only that scan's."""
+        staging_root = self.store_path / ".staging"
+        if not staging_root.is_dir():
+            return
+        by_lock: dict[Path, list[Path]] = {}
+        for entry in staging_root.iterdir():
+            owner = _staging_owner(entry.name)
+            if owner is None:
+                continue
+            if patient is not None and owner != ("scan", patient, timepoint):
+                continue
+            by_lock.setdefault(self._lock_path(*owner), []).append(entry)
+        for lock, entries in by_lock.items():
+            if lock_held:
+                for entry in entries:
+                    self._discard_staging(entry)
+                continue
+            with try_lock(lock) as taken:
+                if taken:
+                    for entry in entries:
+                        self._discard_staging(entry)
+
+    def _discard_staging(self, entry: Path) -> None:
+        journal = entry / "publishing.json"
+        if journal.is_file():
+            kind, patient, timepoint = _staging_owner(entry.name)
+            plan = _read_json(journal)
+            vdir = self._scan_dir(patient, timepoint) / plan["version_dir"]
+            declared = _read_json(vdir / "zarr.json")["attributes"].get("provenance", {})
+            for name in plan["arrays"]:
+                if name not in declared and (vdir / name).is_dir():
+                    shutil.rmtree(vdir / name)
+        if entry.is_dir():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+    # ---------------------------------------------------------------------------------------------- tables
+    def _table_path(self, name: str) -> Path:
+        return self.tables_dir / f"{check_identifier(name, 'table name')}.parquet"
+
+    def write_table(self, name: str, df: pd.DataFrame, units: dict[str, str] | None = None) -> Path:
+        """Write ``tables/{name}.parquet`` atomically (write aside, then rename over the old file).
+
+        A table named in the schema must have the schema's columns (extra columns are kept after them);
+        values are converted to the schema's dtypes. Units go into each Arrow field's metadata (``units``):
+        the schema's for its columns, ``units`` for extra columns (contradicting the schema is an error).
+        """
+        with exclusive_lock(self._lock_path("table", check_identifier(name, "table name"))):
+            return self._write_table_unlocked(name, df, units)
+
+    def append_table(self, name: str, df: pd.DataFrame, units: dict[str, str] | None = None) -> Path:
+        """Append rows to ``tables/{name}.parquet`` (e.g. runs, ingest_report); atomic and safe between processes."""
+        with exclusive_lock(self._lock_path("table", check_identifier(name, "table name"))):
+            path = self._table_path(name)
+            if path.exists():
+                old_units = self.table_units(name)
+                old = pd.read_parquet(path)
+                df = pd.concat([old, _conform_table(name, df)], ignore_index=True) if len(old) else df
+                units = {**old_units, **(units or {})}
+            return self._write_table_unlocked(name, df, units)
+
+    def _write_table_unlocked(self, name: str, df: pd.DataFrame, units: dict[str, str] | None) -> Path:
+        path = self._table_path(name)
+        df = _conform_table(name, df)
+        column_units = _table_column_units(name, df.columns, units or {})
+        table = pa.Table.from_pandas(df, preserve_index=False)
+        fields = [
+            f.with_metadata({b"units": column_units[f.name].encode()}) if f.name in column_units else f
+            for f in table.schema
+        ]
+        meta = dict(table.schema.metadata or {})
+        meta[b"cohort_dosimetry.table"] = name.encode()
+        meta[b"cohort_dosimetry.schema_version"] = str(SCHEMA_VERSION).encode()
+        table = table.cast(pa.schema(fields, metadata=meta))
+        tmp = self._staging_path("table", name)
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, tmp)
+        self.tables_dir.mkdir(exist_ok=True)
+        os.replace(tmp, path)
+        return path
+
+    def read_table(self, name: str) -> pd.DataFrame:
+        """``tables/{name}.parquet`` as a DataFrame; a schema table not yet written is empty with its columns."""
+        path = self._table_path(name)
+        if path.exists():
+            return pd.read_parquet(path)
+        if name in store_schema()["tables"]:
+            return _empty_table(name)
+        raise FileNotFoundError(f"table {name!r} does not exist in {self.tables_dir}")
+
+    def table_units(self, name: str) -> dict[str, str]:
+        """{column: units} from the Arrow field metadata of ``tables/{name}.parquet``."""
+        schema = pq.read_schema(self._table_path(name))
+        return {f.name: f.metadata[b"units"].decode() for f in schema if f.metadata and b"units" in f.metadata}
+
+    def voi_stats(self) -> pd.DataFrame:
+        """Per scan, VOI and method: volume and dose-rate statistics (``tables/voi_stats.parquet``)."""
+        return self.read_table("voi_stats")
+
+    def concordance(self) -> pd.DataFrame:
+        """Per scan, VOI and method pair: voxel-wise agreement (``tables/concordance.parquet``)."""
+        return self.read_table("concordance")
+
+    def absorbed_dose(self) -> pd.DataFrame:
+        """Per patient, VOI and method: absorbed dose of the cycle in Gy (``tables/absorbed_dose.parquet``)."""
+        return self.read_table("absorbed_dose")
+
+    def runs(self) -> pd.DataFrame:
+        """One row per flow run (``tables/runs.parquet``)."""
+        return self.read_table("runs")
+
+    def ingest_report(self) -> pd.DataFrame:
+        """One row per ingested or rejected scan/file (``tables/ingest_report.parquet``)."""
+        return self.read_table("ingest_report")
+
+    # ------------------------------------------------------------------------------------------ pseudonyms
+    def pseudonymise_patient_id(self, patient_id: str) -> str:
+        """The pseudonym of ``patient_id`` under this cohort's configured key (see :func:`pseudonym_key`)."""
+        return pseudonymise_patient_id(patient_id, pseudonym_key(self.path))
+
+
+# ------------------------------------------------------------------------------------------------- helpers
+def _utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+def software_versions() -> dict[str, str]:
+    """Versions of the packages that decide how the store is written and read (root attrs, run records)."""
+    import dask
+
+    return {
+        "cohort_dosimetry": __version__,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "xarray": xr.__version__,
+        "zarr": zarr.__version__,
+        "dask": dask.__version__,
+        "pyarrow": pa.__version__,
+    }
+
+
+def _read_json(path: Path) -> dict:
+    with open(path) as f:
+        return json.load(f)
+
+
+def _write_json_atomic(path: Path, obj: dict, staging: Path) -> None:
+    """Write JSON to a temporary file in ``staging`` (same filesystem), fsync, then rename over ``path``."""
+    tmp = staging / f".json-{secrets.token_hex(6)}"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _ensure_group(path: Path) -> None:
+    """Make ``path`` a zarr v3 group without attributes if it is not one yet (idempotent, atomic)."""
+    if (path / "zarr.json").exists():
+        return
+    path.mkdir(parents=True, exist_ok=True)
+    tmp = path / f".zarr.json-{secrets.token_hex(6)}"
+    tmp.write_text(json.dumps(_GROUP_JSON))
+    os.replace(tmp, path / "zarr.json")
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _version_numbers(scan_dir: Path) -> list[int]:
+    if not scan_dir.is_dir():
+        return []
+    return sorted(
+        int(p.name[1:])
+        for p in scan_dir.iterdir()
+        if len(p.name) == 5 and p.name[0] == "v" and p.name[1:].isdigit() and (p / "zarr.json").is_file()
+    )
+
+
+def _staging_owner(entry_name: str) -> tuple[str, ...] | None:
+    """('scan', patient, timepoint) or ('table', name) for a staging entry name, None if not ours."""
+    parts = entry_name.split(".")
+    if parts[0] == "scan" and len(parts) == 4:
+        return tuple(parts[:3])
+    if parts[0] == "table" and len(parts) == 3:
+        return tuple(parts[:2])
+    return None
+
+
+def _jsonable(value: Any, where: str) -> Any:
+    """``value`` with numpy scalars/arrays, tuples and datetimes turned into plain JSON types."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v, where) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_jsonable(v, where) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    raise TypeError(f"{where}: attribute value {value!r} of type {type(value).__name__} cannot be stored as JSON")
+
+
+def _check_scan_attrs(attrs: dict, where: str) -> None:
+    problems = []
+    given_store_set = [k for k in _STORE_SET_ATTRS if k in attrs]
+    if given_store_set:
+        problems.append(f"attrs {given_store_set} are set by the store, do not pass them")
+    for name, spec in store_schema()["scan_attrs"].items():
+        if spec.get("set_by_store"):
+            continue
+        if name not in attrs:
+            problems.append(f"required attribute {name!r} is missing")
+        else:
+            problems += attr_problems(name, _jsonable(attrs[name], where), spec)
+    if problems:
+        raise ValueError(f"{where}: " + "; ".join(problems))
+
+
+def _checked_variables(ds: xr.Dataset, where: str, require_ingest_arrays: bool) -> dict[str, xr.Variable]:
+    """The data variables of ``ds`` as fresh (z, y, x) Variables in the schema's dtype and units."""
+    if not isinstance(ds, xr.Dataset):
+        raise TypeError(f"{where}: expected an xarray.Dataset, got {type(ds).__name__}")
+    schema_arrays = store_schema()["arrays"]
+    problems = []
+    unknown = [n for n in ds.data_vars if n not in schema_arrays]
+    if unknown:
+        problems.append(f"arrays {unknown} are not in the store schema (known: {sorted(schema_arrays)})")
+    if require_ingest_arrays:
+        missing = [n for n, s in schema_arrays.items() if s["required"] and n not in ds.data_vars]
+        if missing:
+            problems.append(f"required arrays {missing} are missing")
+    if not ds.data_vars:
+        problems.append("the dataset has no data variables")
+    variables = {}
+    for name, var in ds.data_vars.items():
+        if name not in schema_arrays:
+            continue
+        spec = schema_arrays[name]
+        if var.dims != DIMS:
+            problems.append(f"{name}: dims {var.dims}, the schema needs {DIMS}")
+            continue
+        units = var.attrs.get("units", spec["units"])
+        if units != spec["units"]:
+            problems.append(f"{name}: units {units!r}, the schema needs {spec['units']!r}")
+        attrs = {**var.attrs, "units": spec["units"]}
+        attrs.pop("_FillValue", None)
+        data = var.data
+        dtype = np.dtype(spec["dtype"])
+        if dtype.kind == "f":
+            if var.dtype.kind not in "fiu":
+                problems.append(f"{name}: dtype {var.dtype} is not numeric")
+                continue
+        else:  # labels: integers that fit the schema's integer type
+            if var.dtype.kind not in "iu":
+                problems.append(f"{name}: dtype {var.dtype}, the schema needs integers ({dtype})")
+                continue
+            lo, hi = int(var.min()), int(var.max())
+            info = np.iinfo(dtype)
+            if lo < 0 or hi > info.max:
+                problems.append(f"{name}: values {lo}..{hi} do not fit 0..{info.max} ({dtype})")
+        if name == "labels":
+            problems += [f"labels: {p}" for p in label_names_problems(var.attrs.get("names"))]
+            attrs["names"] = _jsonable({int(k): v for k, v in var.attrs.get("names", {}).items()}, where)
+        variables[name] = xr.Variable(DIMS, data.astype(dtype, copy=False), _jsonable(attrs, f"{where} {name}"))
+    if problems:
+        raise ValueError(f"{where}: " + "; ".join(problems))
+    return variables
+
+
+def _write_group(path: Path, variables: dict[str, xr.Variable], attrs: dict) -> None:
+    """Write variables as a zarr v3 group at ``path`` (which must not exist), chunked per the schema."""
+    chunking = store_schema()["chunking"]
+    codec = BloscCodec(
+        cname=chunking["codec"]["cname"], clevel=chunking["codec"]["clevel"], shuffle=chunking["codec"]["shuffle"]
+    )
+    encoding = {}
+    for name, var in variables.items():
+        chunks = (min(chunking["z"], var.shape[0]), var.shape[1], var.shape[2])
+        if var.chunks is not None:  # dask-backed input: align its chunks with the zarr chunks
+            variables[name] = var.chunk(dict(zip(DIMS, chunks)))
+        encoding[name] = {"chunks": chunks, "compressors": (codec,)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    xr.Dataset(variables, attrs=attrs).to_zarr(
+        path, mode="w-", zarr_format=3, consolidated=False, encoding=encoding
+    )
+
+
+def _decode_scan_attrs(attrs: dict) -> dict:
+    attrs = dict(attrs)
+    for key in _GEOMETRY_ATTRS:
+        if key in attrs:
+            attrs[key] = tuple(float(v) for v in attrs[key])
+    return attrs
+
+
+def _decode_label_names(names: dict) -> dict[int, str]:
+    return {int(k): v for k, v in names.items()}
+
+
+# ---------------------------------------------------------------------------------------- table helpers
+_PANDAS_DTYPES = {"string": "str", "float64": "float64", "int64": "int64", "datetime": "datetime64[us, UTC]"}
+
+
+def _empty_table(name: str) -> pd.DataFrame:
+    columns = store_schema()["tables"][name]["columns"]
+    return pd.DataFrame({c: pd.Series([], dtype=_PANDAS_DTYPES[s["dtype"]]) for c, s in columns.items()})
+
+
+def _conform_table(name: str, df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with a schema table's columns first, in their dtypes; other tables unchanged."""
+    check_identifier(name, "table name")
+    if not isinstance(df, pd.DataFrame):
+        raise TypeError(f"table {name}: expected a pandas DataFrame, got {type(df).__name__}")
+    spec = store_schema()["tables"].get(name)
+    if spec is None:
+        return df.reset_index(drop=True)
+    missing = [c for c in spec["columns"] if c not in df.columns]
+    if missing:
+        raise ValueError(f"table {name}: required columns {missing} are missing (has {list(df.columns)})")
+    out = {}
+    for col, cspec in spec["columns"].items():
+        values = df[col].reset_index(drop=True)
+        kind = cspec["dtype"]
+        try:
+            if kind == "string":
+                if not values.map(lambda v: isinstance(v, str) or v is None or v is pd.NA).all():
+                    raise TypeError("values must be strings")
+                values = values.astype("str")
+            elif kind == "float64":
+                values = pd.to_numeric(values).astype("float64")
+            elif kind == "int64":
+                numeric = pd.to_numeric(values)
+                if numeric.isna().any() or (numeric != np.round(numeric)).any():
+                    raise TypeError("values must be whole numbers without gaps")
+                values = numeric.astype("int64")
+            else:
+                values = pd.to_datetime(values, utc=True)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"table {name}: column {col!r} cannot be stored as {kind}: {exc}") from None
+        out[col] = values
+    extra = [c for c in df.columns if c not in spec["columns"]]
+    for col in extra:
+        out[col] = df[col].reset_index(drop=True)
+    return pd.DataFrame(out)
+
+
+def _table_column_units(name: str, columns: Iterable[str], units: dict[str, str]) -> dict[str, str]:
+    spec = store_schema()["tables"].get(name, {"columns": {}})["columns"]
+    result = {}
+    for col in columns:
+        schema_units = spec.get(col, {}).get("units")
+        given = units.get(col)
+        if schema_units and given and given != schema_units:
+            raise ValueError(f"table {name}: column {col!r} is in {schema_units!r} per the schema, not {given!r}")
+        if schema_units or given:
+            result[col] = schema_units or given
+    unknown = set(units) - set(columns)
+    if unknown:
+        raise ValueError(f"table {name}: units given for columns not in the table: {sorted(unknown)}")
+    return result

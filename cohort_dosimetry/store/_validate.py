@@ -1,0 +1,216 @@
+"""Check a cohort directory against the store schema (metadata only: no array data is read)."""
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ._cohort import DIMS, STORE_NAME, _staging_owner
+from ._locking import lock_file, lock_is_free
+from ._schema import IDENTIFIER_RE, SCHEMA_VERSION, attr_problems, label_names_problems, store_schema
+
+_VERSION_RE = re.compile(r"^v(\d{4})$")
+_ARROW_TYPES = {
+    "string": lambda t: pa.types.is_string(t) or pa.types.is_large_string(t),
+    "float64": lambda t: t == pa.float64(),
+    "int64": lambda t: t == pa.int64(),
+    "datetime": lambda t: pa.types.is_timestamp(t) and t.tz in ("UTC", "+00:00"),
+}
+
+
+def validate_cohort(path: str | os.PathLike) -> list[str]:
+    """Every way the cohort directory ``path`` departs from the store schema, as messages naming the place.
+
+    Checks the root attrs; per scan version its attrs (required, types, version number), its arrays (known
+    name, dims (z, y, x), dtype, units, chunking, one shape for all, the required ones present, each listed in
+    the provenance and each listed one present, the label table); staging leftovers of dead writers; and the
+    tables (readable Parquet, the schema's columns, Arrow types and units). An empty list means valid.
+    Does not modify anything (``open_cohort`` is what cleans dead writers' staging).
+    """
+    root = Path(path)
+    store = root / STORE_NAME
+    meta = _json(store / "zarr.json")
+    if meta is None:
+        return [f"{root}: not a cohort directory ({STORE_NAME}/zarr.json is missing or unreadable)"]
+    problems = _node_problems(meta, "group", STORE_NAME)
+    for name, spec in store_schema()["root_attrs"].items():
+        if name not in meta.get("attributes", {}):
+            problems.append(f"{STORE_NAME}: root attribute {name!r} is missing")
+        else:
+            problems += [f"{STORE_NAME}: {p}" for p in attr_problems(name, meta["attributes"][name], spec)]
+    version = meta.get("attributes", {}).get("schema_version")
+    if version != SCHEMA_VERSION:
+        problems.append(f"{STORE_NAME}: schema_version {version!r}, this validator checks version {SCHEMA_VERSION}")
+    problems += _scans_problems(store)
+    problems += _staging_problems(store)
+    problems += _tables_problems(root / "tables")
+    return problems
+
+
+def _json(path: Path) -> dict | None:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def _node_problems(meta: dict, node_type: str, where: str) -> list[str]:
+    if meta.get("zarr_format") != 3 or meta.get("node_type") != node_type:
+        return [f"{where}: not a zarr v3 {node_type} (zarr_format={meta.get('zarr_format')!r}, "
+                f"node_type={meta.get('node_type')!r})"]
+    return []
+
+
+def _group_problems(path: Path, where: str) -> list[str]:
+    meta = _json(path / "zarr.json")
+    if meta is None:
+        return [f"{where}: zarr.json is missing or unreadable"]
+    return _node_problems(meta, "group", where)
+
+
+def _scans_problems(store: Path) -> list[str]:
+    scans = store / "scans"
+    if not scans.is_dir():
+        return [f"{STORE_NAME}/scans: missing"]
+    problems = _group_problems(scans, f"{STORE_NAME}/scans")
+    for patient_dir in sorted(scans.iterdir()):
+        where = f"{STORE_NAME}/scans/{patient_dir.name}"
+        if patient_dir.name == "zarr.json":
+            continue
+        if not patient_dir.is_dir() or not IDENTIFIER_RE.fullmatch(patient_dir.name):
+            problems.append(f"{where}: unexpected entry (patients are directories named by a safe pseudonym)")
+            continue
+        problems += _group_problems(patient_dir, where)
+        for tp_dir in sorted(patient_dir.iterdir()):
+            tp_where = f"{where}/{tp_dir.name}"
+            if tp_dir.name == "zarr.json":
+                continue
+            if not tp_dir.is_dir() or not IDENTIFIER_RE.fullmatch(tp_dir.name):
+                problems.append(f"{tp_where}: unexpected entry (timepoints are directories with safe names)")
+                continue
+            problems += _group_problems(tp_dir, tp_where)
+            for vdir in sorted(tp_dir.iterdir()):
+                if vdir.name == "zarr.json":
+                    continue
+                match = _VERSION_RE.fullmatch(vdir.name)
+                if not vdir.is_dir() or not match:
+                    problems.append(f"{tp_where}/{vdir.name}: unexpected entry (scan versions are v0001, v0002, ...)")
+                    continue
+                writer_active = not lock_is_free(lock_file(store, "scan", patient_dir.name, tp_dir.name))
+                problems += _version_problems(vdir, f"{tp_where}/{vdir.name}", int(match.group(1)), writer_active)
+    return problems
+
+
+def _version_problems(vdir: Path, where: str, number: int, writer_active: bool) -> list[str]:
+    """Problems of one scan version; arrays not yet declared are in flight, not a problem, while a writer is active."""
+    meta = _json(vdir / "zarr.json")
+    if meta is None:
+        return [f"{where}: zarr.json is missing or unreadable"]
+    problems = _node_problems(meta, "group", where)
+    attrs = meta.get("attributes", {})
+    for name, spec in store_schema()["scan_attrs"].items():
+        if name not in attrs:
+            problems.append(f"{where}: required attribute {name!r} is missing")
+        else:
+            problems += [f"{where}: {p}" for p in attr_problems(name, attrs[name], spec)]
+    if attrs.get("version") != number:
+        problems.append(f"{where}: attribute version={attrs.get('version')!r} does not match the directory name")
+    provenance = attrs.get("provenance") if isinstance(attrs.get("provenance"), dict) else {}
+    for name, record in provenance.items():
+        if not isinstance(record, dict) or not record.get("method"):
+            problems.append(f"{where}: provenance of {name!r} has no 'method'")
+
+    schema_arrays = store_schema()["arrays"]
+    chunk_z = store_schema()["chunking"]["z"]
+    shapes = {}
+    for adir in sorted(p for p in vdir.iterdir() if p.is_dir()):
+        awhere = f"{where}/{adir.name}"
+        ameta = _json(adir / "zarr.json")
+        if ameta is None:
+            problems.append(f"{awhere}: zarr.json is missing or unreadable")
+            continue
+        problems += _node_problems(ameta, "array", awhere)
+        spec = schema_arrays.get(adir.name)
+        if spec is None:
+            problems.append(f"{awhere}: array not in the store schema (known: {sorted(schema_arrays)})")
+            continue
+        if adir.name not in provenance and not writer_active:
+            problems.append(f"{awhere}: array is not listed in the scan's provenance "
+                            "(left by an interrupted write_arrays; invisible to readers)")
+        dims = tuple(ameta.get("dimension_names") or ())
+        if dims != DIMS:
+            problems.append(f"{awhere}: dims {dims}, the schema needs {DIMS}")
+        if ameta.get("data_type") != spec["dtype"]:
+            problems.append(f"{awhere}: dtype {ameta.get('data_type')!r}, the schema needs {spec['dtype']!r}")
+        aattrs = ameta.get("attributes", {})
+        if aattrs.get("units") != spec["units"]:
+            problems.append(f"{awhere}: units {aattrs.get('units')!r}, the schema needs {spec['units']!r}")
+        shape = tuple(ameta.get("shape", ()))
+        shapes[adir.name] = shape
+        chunks = tuple(ameta.get("chunk_grid", {}).get("configuration", {}).get("chunk_shape", ()))
+        if len(shape) == 3 and chunks != (min(chunk_z, shape[0]), shape[1], shape[2]):
+            problems.append(f"{awhere}: chunks {chunks}, the schema needs ({chunk_z} slices, full y, full x)")
+        if adir.name == "labels":
+            problems += [f"{awhere}: {p}" for p in label_names_problems(aattrs.get("names"))]
+    for name in provenance:
+        if name not in shapes:
+            problems.append(f"{where}: provenance lists {name!r} but the array is missing")
+    for name, spec in schema_arrays.items():
+        if spec["required"] and name not in shapes:
+            problems.append(f"{where}: required array {name!r} is missing")
+    if len(set(shapes.values())) > 1:
+        problems.append(f"{where}: arrays differ in shape: {shapes}")
+    return problems
+
+
+def _staging_problems(store: Path) -> list[str]:
+    staging = store / ".staging"
+    if not staging.is_dir():
+        return []
+    problems = []
+    for entry in sorted(staging.iterdir()):
+        owner = _staging_owner(entry.name)
+        where = f"{STORE_NAME}/.staging/{entry.name}"
+        if owner is None:
+            problems.append(f"{where}: unexpected entry in the staging area")
+        elif lock_is_free(lock_file(store, *owner)):
+            problems.append(f"{where}: leftover of an interrupted write (its writer is gone; "
+                            "open_cohort removes it)")
+    return problems
+
+
+def _tables_problems(tables: Path) -> list[str]:
+    if not tables.is_dir():
+        return ["tables: missing"]
+    problems = []
+    schema_tables = store_schema()["tables"]
+    for path in sorted(tables.iterdir()):
+        where = f"tables/{path.name}"
+        if path.suffix != ".parquet" or not IDENTIFIER_RE.fullmatch(path.stem):
+            problems.append(f"{where}: unexpected file (tables are {{name}}.parquet)")
+            continue
+        try:
+            arrow = pq.read_schema(path)
+        except (OSError, pa.ArrowException) as exc:
+            problems.append(f"{where}: not a readable Parquet file ({exc})")
+            continue
+        spec = schema_tables.get(path.stem)
+        if spec is None:
+            continue
+        for col, cspec in spec["columns"].items():
+            if col not in arrow.names:
+                problems.append(f"{where}: column {col!r} is missing")
+                continue
+            field = arrow.field(col)
+            if not _ARROW_TYPES[cspec["dtype"]](field.type):
+                problems.append(f"{where}: column {col!r} has type {field.type}, the schema needs {cspec['dtype']}")
+            units = (field.metadata or {}).get(b"units", b"").decode() or None
+            if cspec.get("units") and units != cspec["units"]:
+                problems.append(f"{where}: column {col!r} has units {units!r} in its metadata, "
+                                f"the schema needs {cspec['units']!r}")
+    return problems
