@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import os
 
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts its OpenMP threads (see Makefile)
+
 import numpy as np
 import pytest
 import torch

@@ -1,4 +1,37 @@
-"""Physics: nuclide data, CT density calibration, the Monte Carlo engine, dose voxel kernels and the DVK method."""
-from cohort_dosimetry.physics._density import AIR_DENSITY_G_CM3, LI_2022, DensityCurve, hu_to_density
+"""Physics: nuclide data, CT density calibration, the Monte Carlo engine, dose voxel kernels and the DVK method.
 
-__all__ = ["AIR_DENSITY_G_CM3", "LI_2022", "DensityCurve", "hu_to_density"]
+Public names are resolved lazily from the private modules that define them, so importing one part (say
+``hu_to_density``) does not pay for torch start-up of another.
+"""
+from __future__ import annotations
+
+import importlib
+
+_PUBLIC = {
+    "AIR_DENSITY_G_CM3": "_density",
+    "LI_2022": "_density",
+    "DensityCurve": "_density",
+    "hu_to_density": "_density",
+    "resolve_device": "_device",
+    "Nuclide": "_nuclide",
+    "nuclide": "_nuclide",
+    "MCResult": "_montecarlo",
+    "ENGINE_VERSION": "_montecarlo",
+    "run_monte_carlo": "_montecarlo",
+    "dose_rate_mc": "_montecarlo",
+    "voxel_kernel": "_kernels",
+    "default_kernel_shape": "_kernels",
+    "load_kernel_npy_pair": "_kernels",
+    "load_kernel_octant_text": "_kernels",
+    "dose_rate_dvk": "_dvk",
+}
+
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str):
+    try:
+        module = _PUBLIC[name]
+    except KeyError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
