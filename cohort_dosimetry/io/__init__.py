@@ -1,0 +1,51 @@
+"""DICOM in: discover studies in any folder layout, read CT / SPECT / contours / RTDOSE, resample onto the dose grid,
+and ingest whole cohorts into the store.
+
+Public API::
+
+    ingest(dicom_dir, cohort_dir, grid="ct", key=None, workers=1, counts_calibration=None) -> report DataFrame
+    discover_studies(dicom_dir) -> Discovery            headers only: scans (SPECT + CT + contours), problems
+    read_ct_series(paths) -> Volume                     HU, (z, y, x)
+    read_nm(paths, counts_calibration=None) -> SpectImage   Bq/mL + injection / acquisition / activity / nuclide
+    read_rtstruct(path, reference_grid) -> LabelMap     contours rasterised on the reference (CT) grid
+    read_seg(path, reference_grid) -> LabelMap
+    read_rtdose(path) -> ExternalDose                   dose as given (DoseUnits, DoseType, DoseSummationType)
+    dose_grid(ct_grid, "ct" | "compact" | (z, y, x) mm) -> Grid
+    resample_to_grid(volume, grid, "activity" | "ct_hu" | "labels" | "dose") -> Volume
+    IngestError                                         bad input: .subject (file or series) and .problem
+
+Axis order is (z, y, x) everywhere; geometry follows DICOM patient space (LPS, mm), see :mod:`._volume`.
+"""
+from cohort_dosimetry.io._contours import LabelMap, read_rtstruct, read_seg
+from cohort_dosimetry.io._ct import read_ct_series
+from cohort_dosimetry.io._discovery import Discovery, ScanSources, Series, discover_studies
+from cohort_dosimetry.io._errors import IngestError, Problem
+from cohort_dosimetry.io._ingest import ingest
+from cohort_dosimetry.io._nm import CountsCalibration, SpectImage, read_nm
+from cohort_dosimetry.io._resample import COMPACT_SPACING_MM, dose_grid, resample_to_grid
+from cohort_dosimetry.io._rtdose import ExternalDose, read_rtdose
+from cohort_dosimetry.io._volume import Grid, Volume
+
+__all__ = [
+    "COMPACT_SPACING_MM",
+    "CountsCalibration",
+    "Discovery",
+    "ExternalDose",
+    "Grid",
+    "IngestError",
+    "LabelMap",
+    "Problem",
+    "ScanSources",
+    "Series",
+    "SpectImage",
+    "Volume",
+    "discover_studies",
+    "dose_grid",
+    "ingest",
+    "read_ct_series",
+    "read_nm",
+    "read_rtdose",
+    "read_rtstruct",
+    "read_seg",
+    "resample_to_grid",
+]
