@@ -1,0 +1,26 @@
+"""Write a cohort's self-contained HTML report (run `cohort-dosimetry stats COHORT_DIR` first).
+
+The report goes to COHORT_DIR/reports/cohort_report.html: cohort summary table, agreement between methods, CNN-vs-MC
+joint histogram, absorbed doses with the chosen time-integration model, figures, methods and provenance.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("cohort_dir", help="cohort directory (holds store.zarr and tables/)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from cohort_dosimetry.stats import write_report
+    from cohort_dosimetry.store import open_cohort
+
+    try:
+        path = write_report(open_cohort(args.cohort_dir))
+    except (ValueError, FileNotFoundError, KeyError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(path)
+    return 0

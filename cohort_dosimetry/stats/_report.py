@@ -1,0 +1,343 @@
+"""The cohort report: one self-contained HTML file (figures embedded as base64 PNG, no script, no external resource).
+
+Built from the three statistics tables (run :func:`compute_cohort_tables` first) plus one more pass over the scans for
+the CNN-vs-MC joint histogram and the DRVHs (one scan in memory at a time). Sections, in order: the synthetic-data
+statement, the cohort summary (Table 1, the form of Li et al.'s patient table: per VOI class and method, mean dose-rate
+and DR10-DR90 as mean (min-max) over scans and VOIs), agreement between methods, the joint histogram, absorbed doses
+with the time-integration model chosen per VOI and why, time-activity curves, DRVHs, methods and provenance.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import os
+from datetime import datetime, timezone
+from importlib import metadata
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import _metrics, _time_integration
+from ._figures import MGY_PER_H_PER_GY_PER_S, plot_drvh, plot_joint_histogram, plot_time_activity
+from ._metrics import DR_PERCENTS, VoiIndex, drvh
+from ._tables import METHODS, scan_methods
+from ._time_integration import fit_time_activity
+
+REPORT_NAME = "cohort_report.html"
+
+#: VOI classes in report order; the targets and organs at risk pooled in the joint histogram and shown as curves.
+VOI_TYPE_ORDER = ("lesion", "kidney", "liver", "spleen", "vertebra", "lung", "body")
+TARGET_VOI_TYPES = ("lesion", "kidney", "liver", "spleen")
+JOINT_HISTOGRAM_BINS = 200
+#: Dose-rate levels of the DRVH figures: 0, then geometric from 1e-4 to 1 times the scan's highest value (1 % steps,
+#: so low-dose VOIs are resolved on their own scale too).
+DRVH_LEVELS = 1024
+
+_STYLE = """
+body { font-family: sans-serif; margin: 2em auto; max-width: 75em; color: #222; }
+table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.85em; }
+th, td { border: 1px solid #bbb; padding: 0.2em 0.5em; text-align: right; }
+th { background: #eee; }
+td:first-child, th:first-child { text-align: left; }
+.synthetic { background: #fff3cd; border: 2px solid #d39e00; padding: 0.8em; font-weight: bold; }
+img { max-width: 100%; }
+code { background: #f4f4f4; }
+"""
+
+_PACKAGES = ("numpy", "scipy", "pandas", "xarray", "zarr", "dask", "matplotlib", "torch", "pydicom", "SimpleITK",
+             "pytomography", "icrp107-database", "prefect")
+
+
+def write_report(cohort, notes: Sequence[str] = ()) -> Path:
+    """Write ``reports/cohort_report.html`` for a :class:`cohort_dosimetry.store.Cohort` and return its path.
+
+    Needs the ``voi_stats`` table (``cohort-dosimetry stats COHORT_DIR``); ``concordance`` and ``absorbed_dose``
+    sections are included when their tables have rows. ``notes``: sentences about the run (e.g. which scans had
+    Monte Carlo), listed under the summary.
+    """
+    voi_stats = cohort.voi_stats()
+    if voi_stats.empty:
+        raise ValueError(f"cohort {cohort.path}: the voi_stats table is empty; run "
+                         f"`cohort-dosimetry stats {cohort.path}` first")
+    concordance = cohort.concordance()
+    absorbed = cohort.absorbed_dose()
+    scans = sorted(set(zip(voi_stats["patient"], voi_stats["timepoint"])))
+    scan_attrs = {scan: cohort.scan_attrs(*scan) for scan in scans}
+    voi_type_of = dict(zip(voi_stats["voi"], voi_stats["voi_type"]))
+    methods = [m for m in METHODS if m in set(voi_stats["method"])]
+
+    joint, drvh_figures = _scan_pass(cohort, scans, voi_stats)
+    parts = [
+        f"<h1>Cohort dosimetry report: {html.escape(cohort.path.name)}</h1>",
+        _synthetic_statement(scan_attrs),
+        f"<p>{len(set(p for p, _ in scans))} patients, {len(scans)} scans, dose-rate methods: "
+        f"{', '.join(m.upper() for m in methods)}. Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC.</p>",
+        "".join(f"<p>Note: {html.escape(note)}</p>" for note in notes),
+        "<h2>Table 1. Cohort summary: dose-rate per VOI class and method</h2>",
+        "<p>Mean (min&ndash;max) over all scans and VOIs of the class, in mGy/h (1 Gy/s = 3.6&times;10<sup>6</sup> "
+        "mGy/h). DRx = minimum dose-rate received by x % of the VOI's volume.</p>",
+        _table_html(cohort_summary_table(voi_stats)),
+    ]
+    if not concordance.empty:
+        parts += ["<h2>Agreement between methods</h2>",
+                  "<p>Per pair of methods (B the reference) and VOI class: voxel-wise Pearson R<sup>2</sup> and "
+                  "Lin's CCC within each VOI, and the VOI mean dose-rate error |mean<sub>A</sub> &minus; "
+                  "mean<sub>B</sub>| / mean<sub>B</sub> and NRMSE, as median or mean (min&ndash;max) over scans and "
+                  "VOIs.</p>",
+                  _table_html(concordance_summary(concordance, voi_type_of))]
+    if joint is not None:
+        parts += [f"<h2>CNN vs MC joint histogram</h2><p>All voxels of the VOI classes "
+                  f"{', '.join(TARGET_VOI_TYPES)} over all scans ({joint['n']:,} voxels).</p>",
+                  _figure_html(plot_joint_histogram(joint["counts"], joint["edges_a"], joint["edges_b"], "CNN", "MC",
+                                                    joint["pearson_r2"], joint["ccc"]), "CNN vs MC joint histogram")]
+    if not absorbed.empty:
+        chosen = absorbed[absorbed["selected"]]
+        parts += ["<h2>Absorbed dose of the cycle</h2>",
+                  "<p>Mean (min&ndash;max) over patients and VOIs of the class, in Gy, with the time-integration "
+                  "model chosen (counts). The rule: " + html.escape(_selection_rule()) + "</p>",
+                  _table_html(absorbed_summary(chosen, voi_type_of)),
+                  "<details><summary>Chosen model per patient, VOI and method, and why</summary>",
+                  _table_html(chosen[["patient", "voi", "method", "model", "absorbed_dose_gy", "uncertainty_gy",
+                                      "n_timepoints", "reason"]].round({"absorbed_dose_gy": 3, "uncertainty_gy": 3})),
+                  "</details>"]
+    parts += ["<h2>Time-activity curves</h2>", *_time_activity_figures(voi_stats, methods)]
+    parts += ["<h2>Dose-rate volume histograms</h2><p>First scan of each patient.</p>", *drvh_figures]
+    parts += [_methods_html(), _provenance_html(cohort, scan_attrs)]
+    document = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+                "<link rel=\"icon\" href=\"data:,\">"
+                f"<title>Cohort dosimetry report: {html.escape(cohort.path.name)}</title><style>{_STYLE}</style>"
+                "</head><body>\n" + "\n".join(parts) + "\n</body></html>\n")
+    cohort.reports_dir.mkdir(parents=True, exist_ok=True)
+    path = cohort.reports_dir / REPORT_NAME
+    tmp = path.with_suffix(".html.tmp")
+    tmp.write_text(document, encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def _mean_min_max(values: pd.Series, scale: float = 1.0, digits: int = 3) -> str:
+    values = values.dropna() * scale
+    if values.empty:
+        return "n/a"
+    return f"{values.mean():.{digits}g} ({values.min():.{digits}g}\u2013{values.max():.{digits}g})"
+
+
+def _type_order(voi_type: str) -> int:
+    return VOI_TYPE_ORDER.index(voi_type) if voi_type in VOI_TYPE_ORDER else len(VOI_TYPE_ORDER)
+
+
+def _method_order(method: str) -> int:
+    return METHODS.index(method) if method in METHODS else len(METHODS)
+
+
+def cohort_summary_table(voi_stats: pd.DataFrame) -> pd.DataFrame:
+    """Table 1: per VOI class and method, n (scan-VOIs) and mean, DR10..DR90 as 'mean (min-max)' in mGy/h."""
+    rows = []
+    for (voi_type, method), group in voi_stats.groupby(["voi_type", "method"]):
+        row = {"VOI class": voi_type, "method": method.upper(), "n": int(group["mean"].notna().sum())}
+        for column, label in [("mean", "mean"), *((f"dr{x}", f"DR{x}") for x in DR_PERCENTS)]:
+            row[label] = _mean_min_max(group[column], MGY_PER_H_PER_GY_PER_S)
+        rows.append((_type_order(voi_type), _method_order(method), row))
+    return pd.DataFrame([row for *_, row in sorted(rows, key=lambda r: r[:2])])
+
+
+def concordance_summary(concordance: pd.DataFrame, voi_type_of: dict) -> pd.DataFrame:
+    """Per method pair and VOI class: median R^2 and CCC, mean error and NRMSE in % as mean (min-max)."""
+    table = concordance.assign(voi_type=concordance["voi"].map(voi_type_of))
+    rows = []
+    for (voi_type, a, b), group in table.groupby(["voi_type", "method_a", "method_b"]):
+        rows.append((_type_order(voi_type), _method_order(a), _method_order(b), {
+            "VOI class": voi_type, "A vs B": f"{a.upper()} vs {b.upper()}", "n": len(group),
+            "median R\u00b2": f"{group['pearson_r2'].median():.3f}", "median CCC": f"{group['ccc'].median():.3f}",
+            "mean error (%)": _mean_min_max(group["mean_error"], 100.0),
+            "NRMSE (%)": _mean_min_max(group["nrmse"], 100.0)}))
+    return pd.DataFrame([row for *_, row in sorted(rows, key=lambda r: r[:3])])
+
+
+def absorbed_summary(chosen: pd.DataFrame, voi_type_of: dict) -> pd.DataFrame:
+    """Per VOI class and method: absorbed dose (Gy) as mean (min-max) and how often each model was chosen."""
+    table = chosen.assign(voi_type=chosen["voi"].map(voi_type_of))
+    rows = []
+    for (voi_type, method), group in table.groupby(["voi_type", "method"]):
+        counts = group["model"].value_counts()
+        rows.append((_type_order(voi_type), _method_order(method), {
+            "VOI class": voi_type, "method": method.upper(), "n": len(group),
+            "absorbed dose (Gy)": _mean_min_max(group["absorbed_dose_gy"]),
+            "models chosen": ", ".join(f"{model} {count}" for model, count in counts.items())}))
+    return pd.DataFrame([row for *_, row in sorted(rows, key=lambda r: r[:2])])
+
+
+def _table_html(table: pd.DataFrame) -> str:
+    return table.to_html(index=False, escape=True, na_rep="n/a", border=0)
+
+
+def _figure_html(figure, alt: str) -> str:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=80)
+    encoded = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return f'<p><img alt="{html.escape(alt)}" src="data:image/png;base64,{encoded}"></p>'
+
+
+def _synthetic_statement(scan_attrs: dict) -> str:
+    flags = [bool(attrs.get("synthetic", False)) for attrs in scan_attrs.values()]
+    if all(flags):
+        return (f'<p class="synthetic">All {len(flags)} scans of this cohort are synthetic virtual patients '
+                "(computer-generated anatomy, kinetics and SPECT): no patient data. The numbers characterise the "
+                "software and its methods, not a clinical population.</p>")
+    if any(flags):
+        return (f'<p class="synthetic">{sum(flags)} of {len(flags)} scans are synthetic virtual patients '
+                "(no patient data); the summary pools them with the others.</p>")
+    return "<p>The store does not mark any scan as synthetic.</p>"
+
+
+def _selection_rule() -> str:
+    doc = _time_integration.__doc__
+    rule = doc[doc.index("Model selection"):doc.index("Uncertainty (one")]
+    return " ".join(rule.split())
+
+
+class _PairedMoments:
+    """Running count, means, variances and covariance of paired samples (Chan et al. pairwise combination)."""
+
+    def __init__(self):
+        self.n, self.mean_a, self.mean_b, self.m2_a, self.m2_b, self.c_ab = 0, 0.0, 0.0, 0.0, 0.0, 0.0
+
+    def add(self, a: np.ndarray, b: np.ndarray) -> None:
+        n = a.size
+        if n == 0:
+            return
+        mean_a, mean_b = a.mean(), b.mean()
+        m2_a, m2_b = np.sum((a - mean_a) ** 2), np.sum((b - mean_b) ** 2)
+        c_ab = np.sum((a - mean_a) * (b - mean_b))
+        total = self.n + n
+        delta_a, delta_b = mean_a - self.mean_a, mean_b - self.mean_b
+        weight = self.n * n / total
+        self.m2_a += m2_a + delta_a**2 * weight
+        self.m2_b += m2_b + delta_b**2 * weight
+        self.c_ab += c_ab + delta_a * delta_b * weight
+        self.mean_a += delta_a * n / total
+        self.mean_b += delta_b * n / total
+        self.n = total
+
+    def pearson_r2(self) -> float:
+        return float(self.c_ab**2 / (self.m2_a * self.m2_b))
+
+    def ccc(self) -> float:
+        n = self.n
+        return float(2 * self.c_ab / n / (self.m2_a / n + self.m2_b / n + (self.mean_a - self.mean_b) ** 2))
+
+
+def _scan_pass(cohort, scans, voi_stats: pd.DataFrame):
+    """One pass over the scans: the CNN-vs-MC joint histogram (all scans) and DRVH figures (first scan per patient)."""
+    pooled = voi_stats[voi_stats["voi_type"].isin(TARGET_VOI_TYPES)]
+    has_pair = {"cnn", "mc"} <= set(pooled["method"])
+    if has_pair:
+        top = float(pooled.loc[pooled["method"].isin(["cnn", "mc"]), "max"].max())
+        edges = np.linspace(0.0, top * (1 + 1e-6), JOINT_HISTOGRAM_BINS + 1)
+        counts = np.zeros((JOINT_HISTOGRAM_BINS, JOINT_HISTOGRAM_BINS), np.int64)
+        moments = _PairedMoments()
+    first_scans = {}
+    for patient, timepoint in scans:
+        first_scans.setdefault(patient, timepoint)
+    figures = []
+    for patient, timepoint in scans:
+        is_first = first_scans[patient] == timepoint
+        if not (has_pair or is_first):
+            continue
+        scan_ds = cohort.scan(patient, timepoint)
+        methods = scan_methods(scan_ds)
+        names = scan_ds["labels"].attrs["names"]
+        index = VoiIndex(scan_ds["labels"], names)
+        if has_pair and {"cnn", "mc"} <= set(methods):
+            chosen = [name for name in index.names if _voi_type_of(name) in TARGET_VOI_TYPES]
+            labels = np.asarray(scan_ds["labels"].data)
+            mask = np.isin(labels, [label for label, name in zip(index.labels, index.names) if name in chosen])
+            cnn = np.asarray(scan_ds["dose_rate_cnn"].data)[mask].astype(np.float64)
+            mc = np.asarray(scan_ds["dose_rate_mc"].data)[mask].astype(np.float64)
+            finite = np.isfinite(cnn) & np.isfinite(mc)
+            if finite.any():
+                counts += _metrics.joint_histogram(cnn[finite], mc[finite], bins=[edges, edges])[0]
+                moments.add(cnn[finite], mc[finite])
+        if is_first:
+            shown = [name for name in index.names if name != "body"]
+            maps = {method: np.asarray(scan_ds[f"dose_rate_{method}"].data) for method in methods}
+            top = max(float(np.nanmax(dose_rate)) for dose_rate in maps.values())
+            levels = np.concatenate([[0.0], np.geomspace(1e-4, 1.0, DRVH_LEVELS - 1) * (top if top > 0 else 1.0)])
+            curves = {method: drvh(dose_rate, None, {}, levels, index=index).sel(voi=shown)
+                      for method, dose_rate in maps.items()}
+            figures.append(_figure_html(plot_drvh(curves, f"patient {patient}, {timepoint}"),
+                                        f"DRVH patient {patient} {timepoint}"))
+    joint = None
+    if has_pair and moments.n >= 2:
+        joint = {"counts": counts, "edges_a": edges, "edges_b": edges, "n": moments.n,
+                 "pearson_r2": moments.pearson_r2(), "ccc": moments.ccc()}
+    return joint, figures
+
+
+def _voi_type_of(name: str) -> str:
+    from cohort_dosimetry.phantoms import voi_type
+
+    return voi_type(name)
+
+
+def _time_activity_figures(voi_stats: pd.DataFrame, methods: list[str]) -> list[str]:
+    method = "mc" if "mc" in methods else methods[-1]
+    shown = voi_stats[(voi_stats["method"] == method) & voi_stats["voi_type"].isin(TARGET_VOI_TYPES)]
+    parts = [f"<p>Mean dose-rate of the {method.upper()} maps (points) and every model applied (lines; the chosen "
+             "one solid, with its absorbed dose in the legend).</p>"]
+    for patient, group in shown.groupby("patient"):
+        fits = {}
+        for voi, curve in group.groupby("voi", sort=False):
+            curve = curve[np.isfinite(curve["mean"])]
+            if not curve.empty:
+                fits[voi] = fit_time_activity(curve["hours_post_injection"].to_numpy(), curve["mean"].to_numpy())
+        if fits:
+            parts.append(_figure_html(plot_time_activity(fits, f"patient {patient} ({method.upper()})"),
+                                      f"time-activity curves patient {patient}"))
+    return parts
+
+
+def _methods_html() -> str:
+    metrics_doc = _metrics.__doc__
+    definitions = metrics_doc[metrics_doc.index("- ``DRx``"):metrics_doc.index("Policies")]
+    policies = metrics_doc[metrics_doc.index("Policies"):metrics_doc.index("Arrays are")]
+    integration = _time_integration.__doc__
+    return ("<h2>Methods</h2><h3>Metrics</h3><pre>" + html.escape(definitions.strip()) + "\n\n"
+            + html.escape(policies.strip()) + "</pre><h3>Time integration</h3><pre>"
+            + html.escape(integration[integration.index("Input:"):].strip()) + "</pre>")
+
+
+def _provenance_html(cohort, scan_attrs: dict) -> str:
+    versions = {"cohort_dosimetry": _version("cohort-dosimetry")}
+    versions.update({package: _version(package) for package in _PACKAGES})
+    software = pd.DataFrame({"package": list(versions), "version (this report)": list(versions.values())})
+    store_versions = cohort.attrs.get("software_versions", {})
+    records = {}
+    for attrs in scan_attrs.values():
+        for array, entry in (attrs.get("provenance") or {}).items():
+            if not array.startswith("dose_rate"):
+                continue
+            described = {k: v for k, v in sorted(entry.items()) if k not in ("written_utc",)}
+            key = (array, json.dumps(described, sort_keys=True, default=str))
+            records[key] = records.get(key, 0) + 1
+    provenance = pd.DataFrame([{"array": array, "provenance": text, "scans": n}
+                               for (array, text), n in sorted(records.items())])
+    parts = ["<h2>Provenance</h2>", "<h3>Software used for this report</h3>", _table_html(software)]
+    if store_versions:
+        parts += ["<h3>Software that created the store</h3>",
+                  _table_html(pd.DataFrame({"package": list(store_versions),
+                                            "version": [str(v) for v in store_versions.values()]}))]
+    if not provenance.empty:
+        parts += ["<h3>Dose-rate maps (from each scan's provenance)</h3>", _table_html(provenance)]
+    return "\n".join(parts)
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"

@@ -1,0 +1,82 @@
+"""A tiny seeded synthetic cohort with known kinetics, written through the store (no patient data).
+
+Every voxel of VOI v carries ``texture(voxel) * AMPLITUDE[v] * (exp(-ln2 t / washout) - exp(-ln2 t / uptake))``
+as its MC dose-rate (Gy/s), so the VOI's mean MC dose-rate curve is exactly bi-exponential and its absorbed dose is
+``mean(texture) * AMPLITUDE * (washout - uptake) / ln 2 * 3600`` Gy. CNN = MC with 5 % voxel noise; DVK = 0.9 MC.
+"""
+from __future__ import annotations
+
+import numpy as np
+import xarray as xr
+
+from cohort_dosimetry.store import open_cohort
+
+DIMS = ("z", "y", "x")
+SHAPE = (8, 10, 12)
+SPACING_MM = (3.0, 3.91, 3.91)
+NAMES = {1: "body", 4: "liver", 5: "kidney_left", 101: "lesion_1"}
+#: VOI: (amplitude Gy/s, washout half-life h, uptake half-life h); the effective half-lives are below Lu-177's.
+KINETICS = {"body": (2e-7, 30.0, 0.5), "liver": (1e-6, 60.0, 1.0), "kidney_left": (2e-6, 45.0, 1.5),
+            "lesion_1": (5e-6, 90.0, 3.0)}
+PROTOCOL_H = (4.0, 24.0, 96.0, 168.0)
+#: patient: hours of its scans (4, 3 and 1 time points).
+PATIENTS = {"PA": PROTOCOL_H, "PB": PROTOCOL_H[:3], "PC": (96.0,)}
+
+
+def tac(voi: str, hours):
+    amplitude, washout, uptake = KINETICS[voi]
+    t = np.asarray(hours, dtype=np.float64)
+    return amplitude * (np.exp(-np.log(2) * t / washout) - np.exp(-np.log(2) * t / uptake))
+
+
+def exact_absorbed_dose_gy(voi: str, mean_texture: float) -> float:
+    amplitude, washout, uptake = KINETICS[voi]
+    return mean_texture * amplitude * (washout - uptake) / np.log(2) * 3600.0
+
+
+def patient_anatomy(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Label map (z, y, x) int16 with every VOI of NAMES, and a positive texture (z, y, x)."""
+    rng = np.random.default_rng(seed)
+    labels = np.zeros(SHAPE, np.int16)
+    labels[1:-1, 1:-1, 1:-1] = 1
+    labels[2:6, 2:6, 2:6] = 4
+    labels[2:6, 6:9, 7:10] = 5
+    labels[5:7, 2:4, 8:11] = 101
+    texture = rng.uniform(0.6, 1.4, SHAPE)
+    return labels, texture
+
+
+def make_cohort(path, seed: int = 0):
+    """Write the cohort at ``path``; returns (cohort, {patient: (labels, texture)})."""
+    cohort = open_cohort(path, create=True)
+    anatomy = {}
+    for k, (patient, hours) in enumerate(PATIENTS.items()):
+        labels, texture = patient_anatomy(seed + k)
+        anatomy[patient] = (labels, texture)
+        rng = np.random.default_rng(seed + 100 + k)
+        for i, hour in enumerate(hours):
+            timepoint = f"tp{i + 1}"
+            scan = xr.Dataset({
+                "ct_hu": (DIMS, np.zeros(SHAPE, np.float32), {"units": "HU"}),
+                "density": (DIMS, np.ones(SHAPE, np.float32), {"units": "g/cm3"}),
+                "activity": (DIMS, np.ones(SHAPE, np.float32), {"units": "Bq/mL"}),
+                "labels": (DIMS, labels, {"units": "1", "names": dict(NAMES)}),
+            })
+            attrs = {
+                "source_hash": f"sha256:{patient}{timepoint}", "source_file_hashes": [f"sha256:{patient}{timepoint}"],
+                "spacing_mm": SPACING_MM, "origin_mm": (0.0, 0.0, 0.0),
+                "direction": (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0), "hours_post_injection": hour,
+                "acquisition_datetime": "2026-03-02T10:00:00", "injection_datetime": "2026-03-02T06:00:00",
+                "administered_activity_bq": 7.4e9, "nuclide": "Lu177", "frame_of_reference_uid": "2.25.1",
+                "synthetic": True,
+            }
+            cohort.write_scan(patient, timepoint, scan, attrs)
+            mc = np.zeros(SHAPE)
+            for label, voi in NAMES.items():
+                mc[labels == label] = texture[labels == label] * tac(voi, hour)
+            maps = {"mc": mc, "cnn": mc * (1 + 0.05 * rng.standard_normal(SHAPE)), "dvk": 0.9 * mc}
+            for method, dose_rate in maps.items():
+                cohort.write_arrays(patient, timepoint, xr.Dataset(
+                    {f"dose_rate_{method}": (DIMS, dose_rate.astype(np.float32), {"units": "Gy/s"})}),
+                    provenance={"method": method, "note": "synthetic test cohort"})
+    return cohort, anatomy
