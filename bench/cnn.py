@@ -1,0 +1,94 @@
+"""CNN dose-rate inference per volume: ``predict_dose_rate`` against the unoptimised baseline, same run, same inputs.
+
+Baseline: float32, one 11-slice pack per forward pass, autograd bookkeeping on (``torch.no_grad`` off), what a
+straightforward loop over slices does. Optimised: ``predict_dose_rate`` (its default batch, ``torch.inference_mode``).
+Grids: ``compact`` (130x128x128 at 3.0x3.91x3.91 mm) and ``paper`` (130x512x512 at 3.0x0.98x0.98 mm). The network
+is a seeded, untrained DblurDoseNet written to a temporary model card: run time does not depend on weight values.
+The baseline is timed on a subset of slices and extrapolated to the volume (per-slice cost is constant); the table
+says how many slices it ran. Inputs are a synthetic smooth activity blob, not patient data.
+
+Each grid is measured with every torch intra-op thread count of ``--threads`` (on a machine shared with other
+processes, one thread can beat two: spinning OpenMP threads lose their core).
+
+Run: ``.venv/bin/python bench/cnn.py [--grids compact paper] [--threads 1 2] [--baseline-slices 13] [--batch-size N]``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cohort_dosimetry.model import DblurDoseNet, ModelCard, load_model, make_packs, predict_dose_rate, save_model
+
+GRIDS = {"compact": ((130, 128, 128), (3.0, 3.91, 3.91)), "paper": ((130, 512, 512), (3.0, 0.98, 0.98))}
+
+
+def _volumes(shape):
+    z, y, x = (np.linspace(-1, 1, n, dtype=np.float32) for n in shape)
+    r2 = z[:, None, None] ** 2 + y[None, :, None] ** 2 + x[None, None, :] ** 2
+    spect = (1e5 * np.exp(-r2 / 0.1)).astype(np.float32)
+    density = np.where(r2 < 0.8, 1.04, 0.001).astype(np.float32)
+    return spect, density, spect * 1e-11
+
+
+def _card(tmp: Path, spacing) -> Path:
+    torch.manual_seed(0)
+    card = ModelCard(spacing_mm=spacing, spect_scale=1e4, dose_rate_scale=1e7,
+                     training_data={"description": "untrained benchmark network"}, training={}, validation_metrics={})
+    return save_model(DblurDoseNet(), card, tmp / f"bench_{spacing[1]}.json")
+
+
+def _baseline_s_per_slice(card_path, spect, density, dvk, n_slices) -> float:
+    model, card = load_model(card_path)
+    total = spect.sum(dtype=np.float64)
+    centres = np.linspace(0, spect.shape[0] - 1, n_slices).astype(int)
+    sp = make_packs(spect / total * card.spect_scale, 11, centres)
+    de = make_packs(density, 11, centres)
+    model(torch.zeros((1, 2, 11) + spect.shape[1:]), torch.zeros((1, 1) + spect.shape[1:]))  # warm-up
+    start = time.perf_counter()
+    for k, z in enumerate(centres):
+        pack = torch.from_numpy(np.stack([sp[k], de[k]])[None].astype(np.float32))
+        prior = torch.from_numpy((dvk[z] / total * card.dose_rate_scale)[None, None].astype(np.float32))
+        out = model(pack, prior)
+        out.detach().clamp_min(0).numpy()
+    return (time.perf_counter() - start) / n_slices
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--grids", nargs="+", default=list(GRIDS), choices=list(GRIDS))
+    parser.add_argument("--baseline-slices", type=int, default=13)
+    parser.add_argument("--batch-size", type=int, default=None, help="default: predict_dose_rate's")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    args = parser.parse_args()
+    print(f"torch {torch.__version__}, device cpu, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; "
+          "synthetic inputs")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for grid in args.grids:
+            shape, spacing = GRIDS[grid]
+            card_path = _card(Path(tmp), spacing)
+            spect, density, dvk = _volumes(shape)
+            for threads in args.threads:
+                torch.set_num_threads(threads)
+                predict_dose_rate(spect[:11], density[:11], dvk[:11], spacing, weights=card_path, device="cpu")  # warm-up
+                per_slice = _baseline_s_per_slice(card_path, spect, density, dvk, args.baseline_slices)
+                start = time.perf_counter()
+                predict_dose_rate(spect, density, dvk, spacing, weights=card_path, device="cpu",
+                                  batch_size=args.batch_size)
+                optimised = time.perf_counter() - start
+                baseline = per_slice * shape[0]
+                rows.append((grid, "x".join(map(str, shape)), threads, baseline, args.baseline_slices, optimised))
+    print(f"{'grid':8} {'shape':12} {'threads':>7} {'baseline s/vol':>15} {'(slices run)':>13} "
+          f"{'predict s/vol':>14} {'speed-up':>9}")
+    for grid, shape, threads, baseline, n, optimised in rows:
+        print(f"{grid:8} {shape:12} {threads:7d} {baseline:15.1f} {n:13d} {optimised:14.1f} {baseline / optimised:9.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,36 @@
+"""The residual CNN (DblurDoseNet, Li et al. 2022): network, slice packs, inference, weights + model card,
+training on virtual patients and evaluation.
+
+Public names are resolved lazily from the private modules that define them.
+"""
+from __future__ import annotations
+
+import importlib
+
+_PUBLIC = {
+    "PACK_DEPTH": "_network",
+    "DblurDoseNet": "_network",
+    "make_packs": "_packs",
+    "pack_indices": "_packs",
+    "ModelCard": "_card",
+    "SHIPPED_CARD": "_card",
+    "load_model": "_card",
+    "save_model": "_card",
+    "predict_dose_rate": "_inference",
+    "DataSpec": "_dataset",
+    "make_patient_data": "_dataset",
+    "FitConfig": "_training",
+    "fit": "_training",
+    "train_model": "_pipeline",
+    "evaluate": "_evaluation",
+}
+
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str):
+    try:
+        module = _PUBLIC[name]
+    except KeyError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)

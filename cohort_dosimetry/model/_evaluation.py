@@ -1,0 +1,122 @@
+"""Evaluation on held-out virtual patients (synthetic: no patient data) against the truth, the MC dose-rate of the
+TRUE activity: per VOI mean dose-rate error, NRMSE and DR10/30/70/90 errors of DVK, MC on the SPECT and CNN, and
+ensemble noise over noise realisations (Li et al., Med Phys 49:1216, 2022; definitions in cohort_dosimetry.stats).
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from cohort_dosimetry.model._dataset import DataSpec, PatientScan, patient_dir
+
+#: VOI classes reported (Li et al. 2022): healthy liver, lesions, kidneys, spleen, lumbar vertebrae.
+REPORTED_CLASSES = ("liver", "lesion", "kidney", "spleen", "vertebra")
+_DR = (10, 30, 70, 90)
+
+
+def _scan_dataset(scan: PatientScan) -> xr.Dataset:
+    meta = json.loads((scan.directory / "patient.json").read_text())
+    voxel_ml = float(np.prod(meta["spacing_mm"])) / 1000.0
+    return xr.Dataset(
+        {"activity": (("z", "y", "x"), np.asarray(scan.load("spect")) / voxel_ml, {"units": "Bq/mL"}),
+         "density": (("z", "y", "x"), np.asarray(scan.load("density")), {"units": "g/cm3"})},
+        attrs={"spacing_mm": meta["spacing_mm"], "patient": f"virtual-{meta['seed']}",
+               "timepoint": f"tp{scan.timepoint + 1}"},
+    )
+
+
+def _voi_names(scan: PatientScan) -> dict[int, str]:
+    names = json.loads((scan.directory / "patient.json").read_text())["voi_names"]
+    return {int(k): v for k, v in names.items()}
+
+
+def _reported_vois(scan: PatientScan) -> dict[int, str]:
+    from cohort_dosimetry.phantoms import voi_type
+
+    return {k: v for k, v in _voi_names(scan).items() if voi_type(v) in REPORTED_CLASSES}
+
+
+def scan_errors(scan: PatientScan, card_path, methods=("dvk", "cnn"), device=None, mc_decays: int | None = None,
+                seed: int = 0, maps_out: dict | None = None) -> list[dict]:
+    """One row per (method, reported VOI) of one scan: truth and estimate means, mean_error, nrmse, dr<x>_error
+    (relative errors as fractions). ``maps_out``, when given, receives the dose-rate maps by method."""
+    from cohort_dosimetry.dose import DEFAULT_MC_DECAYS, dose_rates
+    from cohort_dosimetry.phantoms import voi_type
+    from cohort_dosimetry.stats import mean_error, nrmse, voi_metrics
+
+    maps = dose_rates(_scan_dataset(scan), methods=methods, device=device, weights=card_path, seed=seed,
+                      mc_decays=DEFAULT_MC_DECAYS if mc_decays is None else mc_decays)
+    truth = np.asarray(scan.load("label"))
+    labels = np.asarray(scan.load("labels"))
+    all_names, names = _voi_names(scan), _reported_vois(scan)
+    spacing = json.loads((scan.directory / "patient.json").read_text())["spacing_mm"]
+    truth_stats = voi_metrics(truth, labels, all_names, spacing).set_index("voi")
+    rows = []
+    for method in methods:
+        estimate = maps[f"dose_rate_{method}"].values
+        if maps_out is not None:
+            maps_out[method] = estimate
+        est_stats = voi_metrics(estimate, labels, all_names, spacing, what=f"dose_rate_{method}").set_index("voi")
+        for label, voi in names.items():
+            mask = labels == label
+            if not mask.any():
+                continue
+            row = {"patient": scan.directory.name, "timepoint": scan.timepoint, "realisation": scan.realisation,
+                   "method": method, "voi": voi, "voi_class": voi_type(voi),
+                   "mean_true": float(truth_stats.loc[voi, "mean"]), "mean_estimate": float(est_stats.loc[voi, "mean"]),
+                   "mean_error": mean_error(estimate, truth, mask), "nrmse": nrmse(estimate, truth, mask)}
+            for x in _DR:
+                t, e = truth_stats.loc[voi, f"dr{x}"], est_stats.loc[voi, f"dr{x}"]
+                row[f"dr{x}_error"] = float(abs(e - t) / t) if t > 0 else np.nan
+            rows.append(row)
+    return rows
+
+
+def evaluate(data_dir, seeds, spec: DataSpec, card_path, methods=("dvk", "mc", "cnn"), device=None,
+             mc_decays: int | None = None, log=print) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Tables of the prepared held-out patients ``seeds``: per-VOI error rows of every scan; ensemble noise (%) per
+    (patient, time point, method, VOI) over the ``spec.realisations`` realisations
+    (``cohort_dosimetry.stats.ensemble_noise``); and the summary per (method, VOI class): means of both over VOIs,
+    scans and patients (see :func:`summarise`)."""
+    from cohort_dosimetry.phantoms import voi_type
+    from cohort_dosimetry.stats import ensemble_noise
+
+    rows, noise_rows = [], []
+    for seed in seeds:
+        for t in range(len(spec.hours)):
+            scans = [PatientScan(patient_dir(data_dir, seed), t, r) for r in range(spec.realisations)]
+            stacks: dict[str, list[np.ndarray]] = {m: [] for m in methods}
+            for scan in scans:
+                maps: dict[str, np.ndarray] = {}
+                rows += scan_errors(scan, card_path, methods, device=device, mc_decays=mc_decays,
+                                    seed=1000 * seed + 10 * t + scan.realisation, maps_out=maps)
+                for m in methods:
+                    stacks[m].append(maps[m])
+            log(f"evaluated patient {seed} time point {t + 1}")
+            if spec.realisations < 2:
+                continue
+            labels = np.asarray(scans[0].load("labels"))
+            for m in methods:
+                stack = np.stack(stacks[m])
+                for label, voi in _reported_vois(scans[0]).items():
+                    mask = labels == label
+                    if mask.any():
+                        noise_rows.append({"patient": scans[0].directory.name, "timepoint": t, "method": m,
+                                           "voi": voi, "voi_class": voi_type(voi),
+                                           "ensemble_noise_percent": ensemble_noise(stack, mask)})
+    per_voi = pd.DataFrame(rows)
+    noise = pd.DataFrame(noise_rows, columns=["patient", "timepoint", "method", "voi", "voi_class",
+                                              "ensemble_noise_percent"])
+    return per_voi, noise, summarise(per_voi, noise)
+
+
+def summarise(per_voi: pd.DataFrame, noise: pd.DataFrame) -> pd.DataFrame:
+    """Per (method, VOI class): mean over VOIs and scans of the error columns and of the ensemble noise (%)."""
+    error_columns = ["mean_error", "nrmse"] + [f"dr{x}_error" for x in _DR]
+    summary = per_voi.groupby(["method", "voi_class"])[error_columns].mean()
+    if len(noise):
+        summary = summary.join(noise.groupby(["method", "voi_class"])["ensemble_noise_percent"].mean())
+    return summary.reset_index()

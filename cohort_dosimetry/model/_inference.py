@@ -1,0 +1,135 @@
+"""Whole-volume CNN dose-rate inference: batched 11-slice packs, one code path for CPU and CUDA."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from cohort_dosimetry.model._card import ModelCard, load_model
+from cohort_dosimetry.model._packs import pack_indices
+from cohort_dosimetry.physics import resolve_device
+
+_SPACING_RTOL = 1e-3  # spacings equal to 0.1 % count as the card's grid
+
+
+def predict_dose_rate(
+    spect,
+    density,
+    dvk,
+    spacing_mm,
+    weights: str | Path | None = None,
+    device: str | torch.device | None = None,
+    batch_size: int | None = None,
+    resample: bool = False,
+) -> np.ndarray:
+    """CNN dose-rate map of one scan.
+
+    Parameters
+    ----------
+    spect : (z, y, x) reconstructed activity, Bq per voxel, on the dose grid.
+    density : (z, y, x) mass density, g/cm3, same grid.
+    dvk : (z, y, x) DVK dose-rate of ``spect``, Gy/s (``cohort_dosimetry.physics.dose_rate_dvk``), the residual's prior.
+    spacing_mm : (z, y, x) voxel spacing in mm; must match the model card's unless ``resample`` is True, in which case
+        the inputs are resampled (linear) to the card's grid and the result back to this one.
+    weights : path of a model card JSON; ``None`` = the shipped compact-grid model.
+    device : "cpu", "cuda", a torch.device or None (CUDA when available). On CUDA the network runs under autocast
+        (bfloat16 where supported, else float16); on the CPU in float32.
+    batch_size : packs per forward pass; memory on the device is the three volumes plus one batch of activations.
+        None = 1 on the CPU (measured fastest there: the activations of one pack stay in cache, bench/cnn.py) and
+        16 on CUDA.
+
+    Returns
+    -------
+    (z, y, x) float32 dose-rate in Gy/s: network residual + DVK of the centre slice, scaled back by the card's
+    normalisation, clamped at 0 and zero where density <= the card's threshold (0.1 g/cm3).
+    """
+    model, card = load_model(weights)
+    spect, density, dvk = _checked_volumes(spect, density, dvk)
+    spacing_mm = tuple(float(s) for s in spacing_mm)
+    if len(spacing_mm) != 3 or min(spacing_mm) <= 0:
+        raise ValueError(f"spacing_mm must be three positive (z, y, x) values in mm, got {spacing_mm}")
+    if not np.allclose(spacing_mm, card.spacing_mm, rtol=_SPACING_RTOL, atol=0.0):
+        source = weights if weights is not None else "the shipped model"
+        if not resample:
+            raise ValueError(
+                f"volume spacing {spacing_mm} mm (z, y, x) does not match the grid {card.spacing_mm} mm of the model "
+                f"card ({source}); resample the volume to that grid or pass resample=True"
+            )
+        return _predict_resampled(model, card, spect, density, dvk, spacing_mm, device, batch_size)
+    return _predict(model, card, spect, density, dvk, device, batch_size)
+
+
+def _checked_volumes(spect, density, dvk) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    arrays = {}
+    for name, a in (("spect", spect), ("density", density), ("dvk", dvk)):
+        a = np.asarray(a, dtype=np.float32)
+        if a.ndim != 3:
+            raise ValueError(f"{name} must be a (z, y, x) volume, got shape {a.shape}")
+        if not np.isfinite(a).all():
+            raise ValueError(f"{name} holds {int((~np.isfinite(a)).sum())} NaN or infinite voxels")
+        arrays[name] = a
+    shapes = {n: a.shape for n, a in arrays.items()}
+    if len(set(shapes.values())) != 1:
+        raise ValueError(f"spect, density and dvk must share one grid, got shapes {shapes}")
+    if (arrays["spect"] < 0).any():
+        raise ValueError(f"spect holds {int((arrays['spect'] < 0).sum())} negative voxels; activity cannot be negative")
+    if min(arrays["spect"].shape[1:]) < 16:
+        raise ValueError(f"in-plane size {arrays['spect'].shape[1:]} is below the network's minimum of 16 voxels")
+    return arrays["spect"], arrays["density"], arrays["dvk"]
+
+
+def _predict(model, card: ModelCard, spect, density, dvk, device, batch_size: int) -> np.ndarray:
+    total_bq = float(spect.sum(dtype=np.float64))
+    dose_rate = np.zeros(spect.shape, dtype=np.float32)
+    if total_bq == 0.0:
+        return dose_rate  # no activity, no dose
+    device = resolve_device(device)
+    if batch_size is None:
+        batch_size = 16 if device.type == "cuda" else 1
+    autocast_dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float16
+    model = model.to(device)
+    spect_n = torch.from_numpy(spect / total_bq * card.spect_scale).to(device)
+    density_t = torch.from_numpy(density).to(device)
+    prior_n = torch.from_numpy(dvk / total_bq * card.dose_rate_scale).to(device)
+    to_gy_s = total_bq / card.dose_rate_scale
+    n_slices = spect.shape[0]
+    with torch.inference_mode(), torch.autocast(device.type, dtype=autocast_dtype, enabled=device.type == "cuda"):
+        for start in range(0, n_slices, batch_size):
+            centres = np.arange(start, min(start + batch_size, n_slices))
+            index = torch.from_numpy(pack_indices(n_slices, card.pack_depth, centres)).to(device)
+            pack = torch.stack([spect_n[index], density_t[index]], dim=1)
+            centre = torch.from_numpy(centres).to(device)
+            out = model(pack, prior_n[centre].unsqueeze(1)).float().squeeze(1)
+            out = out.clamp_min(0) * (density_t[centre] > card.density_threshold_g_cm3)
+            dose_rate[start : start + len(centres)] = (out * to_gy_s).cpu().numpy()
+    return dose_rate
+
+
+def _predict_resampled(model, card, spect, density, dvk, spacing_mm, device, batch_size) -> np.ndarray:
+    voxel_ml = float(np.prod(spacing_mm)) / 1000.0
+    card_voxel_ml = float(np.prod(card.spacing_mm)) / 1000.0
+    shape_in = spect.shape
+    shape_card = tuple(max(1, int(round(n * s / c))) for n, s, c in zip(shape_in, spacing_mm, card.spacing_mm))
+    # activity is resampled as a concentration (Bq/mL) and turned back into Bq per voxel of the card's grid
+    spect_card = _resample(spect / voxel_ml, spacing_mm, shape_card, card.spacing_mm) * card_voxel_ml
+    density_card = _resample(density, spacing_mm, shape_card, card.spacing_mm)
+    dvk_card = _resample(dvk, spacing_mm, shape_card, card.spacing_mm)
+    dose_card = _predict(model, card, np.maximum(spect_card, 0), density_card, dvk_card, device, batch_size)
+    dose = _resample(dose_card, card.spacing_mm, shape_in, spacing_mm)
+    return np.where(density > card.density_threshold_g_cm3, np.maximum(dose, 0), 0).astype(np.float32)
+
+
+def _resample(volume, spacing_mm, shape_out, spacing_out_mm) -> np.ndarray:
+    """Linear resampling of a (z, y, x) volume between two grids sharing their outer corner (voxel edges aligned)."""
+    image = sitk.GetImageFromArray(np.asarray(volume, dtype=np.float32))
+    image.SetSpacing(tuple(float(s) for s in spacing_mm[::-1]))
+    image.SetOrigin((0.0, 0.0, 0.0))
+    origin_out = tuple((so - si) / 2.0 for so, si in zip(spacing_out_mm[::-1], spacing_mm[::-1]))
+    resampled = sitk.Resample(
+        image, [int(n) for n in shape_out[::-1]], sitk.Transform(), sitk.sitkLinear, origin_out,
+        tuple(float(s) for s in spacing_out_mm[::-1]), image.GetDirection(), 0.0, sitk.sitkFloat32,
+        True,  # nearest-neighbour extrapolation for the half voxel at the border
+    )
+    return sitk.GetArrayFromImage(resampled)

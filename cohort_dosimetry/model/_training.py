@@ -1,0 +1,200 @@
+"""Training DblurDoseNet on normalised slice packs: body-weighted MSE, Adam + ReduceLROnPlateau, seeded, resumable.
+
+Li et al. (Med Phys 49:1216, 2022): Adam, lr 1e-3 with ReduceLROnPlateau, MSE loss weighting voxels in the body 0.7
+and outside 0.3 (their public code), batch 32. The data (normalised volumes) come from
+:mod:`cohort_dosimetry.model._dataset`; this module only fits.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cohort_dosimetry.model._network import PACK_DEPTH, DblurDoseNet
+from cohort_dosimetry.model._packs import pack_indices
+
+BODY_WEIGHT, OUTSIDE_WEIGHT = 0.7, 0.3  # loss weights inside/outside the body (Li et al. 2022, public code)
+
+
+@dataclasses.dataclass
+class TrainingVolume:
+    """One scan, normalised as the model card says; every array (z, y, x) float32 (``body`` bool).
+
+    ``spect``: SPECT / sum * spect_scale; ``density`` g/cm3; ``prior``: DVK / sum(SPECT Bq) * dose_rate_scale;
+    ``label``: MC dose-rate of the true activity, same scaling; ``body``: voxels inside the body contour.
+    """
+
+    spect: np.ndarray
+    density: np.ndarray
+    prior: np.ndarray
+    label: np.ndarray
+    body: np.ndarray
+
+
+@dataclasses.dataclass
+class FitConfig:
+    epochs: int = 200
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    crop: int | None = 64  # in-plane random crop (voxels) for training steps; validation uses whole slices
+    slices_per_epoch: int | None = None  # None = every training slice once per epoch
+    seed: int = 0
+    lr_patience: int = 5  # ReduceLROnPlateau on the validation loss
+    lr_factor: float = 0.5
+    validation_stride: int = 1  # validation loss over every n-th slice of each validation volume
+
+
+def weighted_mse(pred: torch.Tensor, label: torch.Tensor, body: torch.Tensor) -> torch.Tensor:
+    """Mean of w * (pred - label)^2, w = 0.7 in the body and 0.3 outside; all (N, 1, H, W)."""
+    weight = torch.where(body, BODY_WEIGHT, OUTSIDE_WEIGHT)
+    return (weight * (pred - label) ** 2).mean()
+
+
+def training_step(model: DblurDoseNet, optimiser: torch.optim.Optimizer, pack, prior, label, body) -> float:
+    """One Adam step on a batch (pack (N, 2, 11, H, W), prior/label/body (N, 1, H, W)); returns the loss before it."""
+    model.train()
+    optimiser.zero_grad(set_to_none=True)
+    loss = weighted_mse(model(pack, prior), label, body)
+    loss.backward()
+    optimiser.step()
+    return loss.item()
+
+
+def _batch(volumes: list[TrainingVolume], items: np.ndarray, crops: np.ndarray | None, crop: int | None):
+    """Packs, priors, labels, body masks for (volume, slice) ``items``; ``crops`` (n, 2) top-left corners or None."""
+    packs, priors, labels, bodies = [], [], [], []
+    for k, (v, z) in enumerate(items):
+        vol = volumes[v]
+        idx = pack_indices(vol.spect.shape[0], PACK_DEPTH, [z])[0]
+        if crops is None:
+            sy = sx = slice(None)
+        else:
+            sy, sx = slice(crops[k, 0], crops[k, 0] + crop), slice(crops[k, 1], crops[k, 1] + crop)
+        packs.append(np.stack([vol.spect[idx][:, sy, sx], vol.density[idx][:, sy, sx]]))
+        priors.append(vol.prior[z, sy, sx][None])
+        labels.append(vol.label[z, sy, sx][None])
+        bodies.append(vol.body[z, sy, sx][None])
+    as_t = lambda arrs: torch.from_numpy(np.ascontiguousarray(np.stack(arrs)))  # noqa: E731
+    return as_t(packs), as_t(priors), as_t(labels), as_t(bodies)
+
+
+def _all_slices(volumes: list[TrainingVolume]) -> np.ndarray:
+    return np.array([(v, z) for v, vol in enumerate(volumes) for z in range(vol.spect.shape[0])], dtype=np.int64)
+
+
+def evaluate_loss(model: DblurDoseNet, volumes: list[TrainingVolume], batch_size: int, stride: int = 1) -> float:
+    """Body-weighted MSE over every ``stride``-th whole slice of ``volumes`` (eval mode, no gradient)."""
+    model.eval()
+    items = _all_slices(volumes)
+    items = items[items[:, 1] % stride == 0]
+    total, count = 0.0, 0
+    with torch.inference_mode():
+        for start in range(0, len(items), batch_size):
+            pack, prior, label, body = _batch(volumes, items[start : start + batch_size], None, None)
+            total += float(weighted_mse(model(pack, prior), label, body)) * len(pack)
+            count += len(pack)
+    return total / count
+
+
+def fit(
+    train: list[TrainingVolume],
+    validation: list[TrainingVolume],
+    config: FitConfig,
+    checkpoint_dir: str | Path,
+    log=print,
+) -> tuple[DblurDoseNet, list[dict]]:
+    """Train from scratch, or resume from ``checkpoint_dir/last.pt`` when it exists; returns the best model and history.
+
+    Every epoch draws its slices and crops from a generator seeded by (seed, epoch), so a resumed run takes exactly
+    the steps of an uninterrupted one. After each epoch ``last.pt`` (model, optimiser, scheduler, history) is written,
+    and ``best.pt`` when the validation loss improved.
+    """
+    checkpoint_dir = Path(checkpoint_dir)
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(config.seed)
+    model = DblurDoseNet()
+    optimiser = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimiser, factor=config.lr_factor, patience=config.lr_patience
+    )
+    history: list[dict] = []
+    last = checkpoint_dir / "last.pt"
+    if last.exists():
+        state = torch.load(last, weights_only=False)
+        same = {k: v for k, v in dataclasses.asdict(config).items() if k != "epochs"}
+        if {k: v for k, v in state["config"].items() if k != "epochs"} != same:
+            raise ValueError(f"checkpoint {last} was written with another configuration {state['config']}")
+        model.load_state_dict(state["model"])
+        optimiser.load_state_dict(state["optimiser"])
+        scheduler.load_state_dict(state["scheduler"])
+        history = state["history"]
+        log(f"resuming from {last} after epoch {len(history)}")
+    items = _all_slices(train)
+    smallest = min(min(v.spect.shape[1:]) for v in train)
+    if config.crop is not None and not 16 <= config.crop <= smallest:
+        raise ValueError(f"crop {config.crop} must lie between 16 and the smallest in-plane size {smallest}")
+    for epoch in range(len(history), config.epochs):
+        rng = np.random.default_rng([config.seed, epoch])
+        order = rng.permutation(len(items))
+        if config.slices_per_epoch is not None:
+            order = order[: config.slices_per_epoch]
+        losses = []
+        for start in range(0, len(order), config.batch_size):
+            chosen = items[order[start : start + config.batch_size]]
+            crops = None
+            if config.crop is not None:
+                shapes = np.array([train[v].spect.shape[1:] for v, _ in chosen])
+                crops = (rng.random((len(chosen), 2)) * (shapes - config.crop + 1)).astype(np.int64)
+            losses.append(training_step(model, optimiser, *_batch(train, chosen, crops, config.crop)))
+        val_loss = evaluate_loss(model, validation, config.batch_size, config.validation_stride)
+        scheduler.step(val_loss)
+        history.append({
+            "epoch": epoch + 1, "train_loss": float(np.mean(losses)), "validation_loss": val_loss,
+            "learning_rate": optimiser.param_groups[0]["lr"],
+        })
+        log(json.dumps(history[-1]))
+        if val_loss <= min(h["validation_loss"] for h in history):
+            torch.save({"model": model.state_dict(), "epoch": epoch + 1}, checkpoint_dir / "best.pt")
+        torch.save(
+            {"model": model.state_dict(), "optimiser": optimiser.state_dict(), "scheduler": scheduler.state_dict(),
+             "history": history, "config": dataclasses.asdict(config)},
+            checkpoint_dir / "last.pt.tmp",
+        )
+        (checkpoint_dir / "last.pt.tmp").replace(last)
+    best = checkpoint_dir / "best.pt"
+    if best.exists():
+        model.load_state_dict(torch.load(best, weights_only=False)["model"])
+    return model.eval(), history
+
+
+def normalisation_constants(scans) -> tuple[float, float]:
+    """(spect_scale, dose_rate_scale) of the model card from training scans (``PatientScan`` list).
+
+    Li et al. 2022 normalise SPECT to sum 1 per volume and scale dose-rates "by a constant to the range of the
+    density map"; here both constants bring the median over scans of the 99.9th percentile of the normalised map to
+    1 (density spans about 0-2 g/cm3), rounded to 2 significant digits.
+    """
+    spect_high, dose_high = [], []
+    for scan in scans:
+        spect = np.asarray(scan.load("spect"), dtype=np.float64)
+        total = spect.sum()
+        spect_high.append(np.percentile(spect / total, 99.9))
+        dose_high.append(np.percentile(np.asarray(scan.load("label"), dtype=np.float64) / total, 99.9))
+    round2 = lambda v: float(f"{v:.2g}")  # noqa: E731
+    return round2(1.0 / np.median(spect_high)), round2(1.0 / np.median(dose_high))
+
+
+def training_volume(scan, spect_scale: float, dose_rate_scale: float) -> TrainingVolume:
+    """A prepared scan normalised as the model card says (see :mod:`._card`)."""
+    spect = np.asarray(scan.load("spect"), dtype=np.float32)
+    total = float(spect.sum(dtype=np.float64))
+    return TrainingVolume(
+        spect=(spect / total * spect_scale).astype(np.float32),
+        density=np.asarray(scan.load("density"), dtype=np.float32),
+        prior=(np.asarray(scan.load("dvk")) / total * dose_rate_scale).astype(np.float32),
+        label=(np.asarray(scan.load("label")) / total * dose_rate_scale).astype(np.float32),
+        body=np.asarray(scan.load("labels")) > 0,
+    )

@@ -1,0 +1,54 @@
+"""Evaluation wiring on a tiny prepared patient: errors against a truth built from the DVK itself."""
+import json
+
+import numpy as np
+import torch
+
+from cohort_dosimetry.model import DblurDoseNet, save_model
+from cohort_dosimetry.model._dataset import DataSpec
+from cohort_dosimetry.model._evaluation import evaluate
+from cohort_dosimetry.physics import dose_rate_dvk
+from tests.model.conftest import CARD_SPACING_MM, make_card
+
+
+def _prepare_patient(directory, rng, truth_factor, spec):
+    shape = (6, 16, 16)
+    directory.mkdir(parents=True)
+    labels = np.ones(shape, np.int16)  # body
+    labels[1:5, 3:8, 3:8] = 4  # liver
+    labels[2:4, 10:13, 10:13] = 101  # lesion_1
+    density = np.full(shape, 1.04, np.float32)
+    np.save(directory / "density.npy", density)
+    np.save(directory / "labels.npy", labels)
+    for t in range(len(spec.hours)):
+        for r in range(spec.realisations):
+            spect = rng.gamma(4.0, 1e5, size=shape).astype(np.float32) * (1 + 4 * (labels > 1))
+            dvk = dose_rate_dvk(spect, density, CARD_SPACING_MM, device="cpu")
+            np.save(directory / f"spect_t{t}_r{r}.npy", spect)
+            np.save(directory / f"dvk_t{t}_r{r}.npy", dvk)
+        # truth: a multiple of the last realisation's DVK, so every method's error is known exactly
+        np.save(directory / f"label_t{t}.npy", truth_factor * dvk)
+    meta = {"seed": 0, "spacing_mm": list(CARD_SPACING_MM), "voi_names": {"1": "body", "4": "liver", "101": "lesion_1"}}
+    (directory / "patient.json").write_text(json.dumps(meta))
+
+
+def test_errors_against_a_known_truth(tmp_path, rng):
+    net = DblurDoseNet()
+    with torch.no_grad():  # zero residual: the CNN map is the DVK map
+        net.unet.output.weight.zero_()
+        net.unet.output.bias.zero_()
+    card = save_model(net, make_card(), tmp_path / "zero.json")
+    spec = DataSpec(hours=(24.0,), realisations=2)
+    _prepare_patient(tmp_path / "data" / "patient_3", rng, truth_factor=2.0, spec=spec)
+    per_voi, noise, summary = evaluate(tmp_path / "data", [3], spec, card, methods=("dvk", "cnn"), device="cpu",
+                                       log=lambda s: None)
+    assert set(per_voi["voi_class"]) == {"liver", "lesion"}  # body is not a reported class
+    last = per_voi[per_voi["realisation"] == 1]
+    # estimate = truth / 2 voxel by voxel: every relative error is exactly 0.5
+    for column in ["mean_error", "nrmse", "dr10_error", "dr30_error", "dr70_error", "dr90_error"]:
+        np.testing.assert_allclose(last[column], 0.5, rtol=1e-5)
+    assert len(noise) == 4 and (noise["ensemble_noise_percent"] > 0).all()
+    dvk_noise = noise[noise["method"] == "dvk"].set_index("voi")["ensemble_noise_percent"]
+    cnn_noise = noise[noise["method"] == "cnn"].set_index("voi")["ensemble_noise_percent"]
+    np.testing.assert_allclose(cnn_noise, dvk_noise, rtol=1e-4)
+    assert set(summary.columns) >= {"method", "voi_class", "mean_error", "nrmse", "ensemble_noise_percent"}

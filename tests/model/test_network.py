@@ -1,0 +1,95 @@
+"""DblurDoseNet against the published architecture (Li et al. 2022; DESIGN.md section 4), layer for layer."""
+import pytest
+import torch
+from torch import nn
+
+from cohort_dosimetry.model import PACK_DEPTH, DblurDoseNet
+
+
+def _conv_params(c_in, c_out, kernel, bias):
+    n = c_in * c_out
+    for k in kernel:
+        n *= k
+    return n + (c_out if bias else 0)
+
+
+def _published_parameter_count():
+    """Parameters of the published layer list, counted from the paper's description (not from the module)."""
+    n = _conv_params(2, 8, (7, 7, 5), False) + 2 * 8  # conv + BatchNorm (weight, bias)
+    n += _conv_params(8, 16, (7, 7, 3), False) + 2 * 16
+    n += _conv_params(16, 16, (7, 7, 3), True)
+    widths = [16, 16, 32, 64, 128, 128]
+    for c_in, c_out in zip(widths[:-1], widths[1:]):  # encoder: two conv3x3 + BN each
+        n += _conv_params(c_in, c_out, (3, 3), False) + 2 * c_out
+        n += _conv_params(c_out, c_out, (3, 3), False) + 2 * c_out
+    for c_in, c_out in [(128 + 128, 64), (64 + 64, 32), (32 + 32, 16), (16 + 16, 16)]:  # decoder after concatenation
+        n += _conv_params(c_in, c_in // 2, (3, 3), False) + 2 * (c_in // 2)
+        n += _conv_params(c_in // 2, c_out, (3, 3), False) + 2 * c_out
+    return n + _conv_params(16, 1, (1, 1), True)
+
+
+def test_parameter_count_matches_the_published_model():
+    count = sum(p.numel() for p in DblurDoseNet().parameters())
+    assert count == _published_parameter_count()
+    assert count == pytest.approx(1.14e6, rel=0.01)  # "about 1.14 M parameters" (Li et al. 2022)
+
+
+def test_depth_feature_extractor_layers_in_torch_axis_order():
+    layers = list(DblurDoseNet().depth_features)
+    kinds = [type(m) for m in layers]
+    assert kinds == [nn.Conv3d, nn.BatchNorm3d, nn.LeakyReLU, nn.MaxPool3d, nn.Conv3d, nn.BatchNorm3d, nn.LeakyReLU,
+                     nn.Conv3d]
+    conv1, _, act, pool, conv2, _, _, conv3 = layers
+    # paper (H, W, D) k(7,7,5) pad(3,3,1) -> torch (D, H, W)
+    assert (conv1.in_channels, conv1.out_channels, conv1.kernel_size, conv1.padding) == (2, 8, (5, 7, 7), (1, 3, 3))
+    assert conv1.bias is None and act.negative_slope == 0.1
+    assert pool.kernel_size == (2, 1, 1) and pool.ceil_mode
+    assert (conv2.in_channels, conv2.out_channels, conv2.kernel_size, conv2.padding) == (8, 16, (3, 7, 7), (0, 3, 3))
+    assert conv2.bias is None
+    assert (conv3.in_channels, conv3.out_channels, conv3.kernel_size, conv3.padding) == (16, 16, (3, 7, 7), (0, 3, 3))
+    assert conv3.bias is not None
+
+
+def test_depth_progression_11_9_5_3_1_keeps_the_plane():
+    net = DblurDoseNet().eval()
+    depths = []
+    hooks = [m.register_forward_hook(lambda m, i, o: depths.append(tuple(o.shape[2:])))
+             for m in net.depth_features if isinstance(m, (nn.Conv3d, nn.MaxPool3d))]
+    with torch.no_grad():
+        net(torch.zeros(1, 2, PACK_DEPTH, 24, 40), torch.zeros(1, 1, 24, 40))
+    for h in hooks:
+        h.remove()
+    assert depths == [(9, 24, 40), (5, 24, 40), (3, 24, 40), (1, 24, 40)]
+
+
+def test_unet_widths_activations_and_output():
+    unet = DblurDoseNet().unet
+    enc = [[(c.in_channels, c.out_channels) for c in block if isinstance(c, nn.Conv2d)] for block in unet.encoder]
+    assert enc == [[(16, 16), (16, 16)], [(16, 32), (32, 32)], [(32, 64), (64, 64)], [(64, 128), (128, 128)],
+                   [(128, 128), (128, 128)]]
+    dec = [[(c.in_channels, c.out_channels) for c in block if isinstance(c, nn.Conv2d)] for block in unet.decoder]
+    assert dec == [[(256, 128), (128, 64)], [(128, 64), (64, 32)], [(64, 32), (32, 16)], [(32, 16), (16, 16)]]
+    for block in unet.encoder:
+        assert all(c.bias is None and c.kernel_size == (3, 3) for c in block if isinstance(c, nn.Conv2d))
+        assert sum(isinstance(m, nn.LeakyReLU) and m.negative_slope == 0.1 for m in block) == 2
+    for block in unet.decoder:
+        assert sum(isinstance(m, nn.ReLU) for m in block) == 2
+        assert sum(isinstance(m, nn.BatchNorm2d) for m in block) == 2
+    assert (unet.output.in_channels, unet.output.out_channels, unet.output.kernel_size) == (16, 1, (1, 1))
+    assert unet.output.bias is not None
+
+
+def test_output_is_residual_plus_prior(rng):
+    net = DblurDoseNet().eval()
+    pack = torch.from_numpy(rng.random((3, 2, PACK_DEPTH, 32, 16), dtype="float32"))
+    prior = torch.from_numpy(rng.random((3, 1, 32, 16), dtype="float32"))
+    with torch.no_grad():
+        residual = net.unet(net.depth_features(pack))
+        out = net(pack, prior)
+    assert out.shape == (3, 1, 32, 16)
+    torch.testing.assert_close(out, residual + prior)
+
+
+def test_wrong_pack_depth_is_refused():
+    with pytest.raises(ValueError, match="pack must be"):
+        DblurDoseNet()(torch.zeros(1, 2, 9, 16, 16), torch.zeros(1, 1, 16, 16))
