@@ -1,0 +1,62 @@
+"""Prefect tasks: thin wrappers that call one library step (cohort_dosimetry.pipeline and friends) each.
+
+Tasks take and return ids, paths and small summaries; they never pass volumes. Retries are for transient failures
+(I/O, a lost worker); a data problem (ValueError and its kin) fails at once and is recorded against its scan.
+"""
+from __future__ import annotations
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from cohort_dosimetry import pipeline
+
+_DATA_ERRORS = (ValueError, KeyError, TypeError, FileNotFoundError)
+
+
+def _transient(task, task_run, state) -> bool:
+    """Retry unless the failure is a data error: rerunning the same bad input gives the same error."""
+    try:
+        state.result()
+    except _DATA_ERRORS:
+        return False
+    except Exception:
+        return True
+    return False
+
+
+_step = dict(retries=2, retry_delay_seconds=2, retry_condition_fn=_transient, cache_policy=NO_CACHE,
+             persist_result=False)
+
+
+@task(name="ingest", **_step)
+def ingest_task(dicom_dir: str, cohort_dir: str, grid: str) -> list[dict]:
+    return pipeline.ingest_cohort(dicom_dir, cohort_dir, grid=grid)
+
+
+@task(name="dose-rate", task_run_name="{methods} {patient}/{timepoint}", **_step)
+def dose_task(cohort_dir: str, patient: str, timepoint: str, methods: tuple[str, ...], mc_decays: int,
+              seed: int) -> list[dict]:
+    return pipeline.compute_scan_dose(cohort_dir, patient, timepoint, methods, mc_decays=mc_decays, seed=seed)
+
+
+@task(name="scan-statistics", task_run_name="stats {patient}/{timepoint}", **_step)
+def scan_stats_task(cohort_dir: str, patient: str, timepoint: str) -> dict:
+    return pipeline.scan_statistics(cohort_dir, patient, timepoint)
+
+
+@task(name="cohort-tables", **_step)
+def cohort_tables_task(cohort_dir: str, per_scan: list[dict]) -> dict:
+    return pipeline.write_cohort_tables(cohort_dir, per_scan)
+
+
+@task(name="report", **_step)
+def report_task(cohort_dir: str, notes: list[str]) -> str:
+    return pipeline.write_cohort_report(cohort_dir, notes=notes)
+
+
+@task(name="record-run", **_step)
+def record_run_task(cohort_dir: str, run_id: str, results: list[dict], wall_time_s: float,
+                    methods: tuple[str, ...]) -> None:
+    pipeline.record_run(cohort_dir, run_id, results, wall_time_s, methods,
+                        weights_sha256=pipeline.weights_sha256() if "cnn" in methods else "",
+                        kernel_sha256=pipeline.kernel_sha256(cohort_dir))
