@@ -40,8 +40,12 @@ def print_summary(summary: dict) -> None:
     from cohort_dosimetry.store import open_cohort
     from cohort_dosimetry.stats import cohort_summary_table
 
-    table = cohort_summary_table(open_cohort(summary["cohort_dir"]).voi_stats())
-    print("\nCohort summary (dose-rate, mean (min-max) across scans; synthetic virtual patients where so marked):")
+    cohort = open_cohort(summary["cohort_dir"])
+    table = cohort_summary_table(cohort.voi_stats())
+    synthetic = [bool(cohort.scan_attrs(p, t).get("synthetic")) for p, t in cohort.scans()]
+    origin = ("synthetic virtual patients, not patient data" if synthetic and all(synthetic)
+              else f"{sum(synthetic)} of {len(synthetic)} scans are synthetic virtual patients")
+    print(f"\nCohort summary: dose-rate in mGy/h, mean (min-max) over scans and VOIs of each class ({origin}):")
     print(table.to_string())
     for note in summary.get("notes", []):
         print(f"note: {note}")

@@ -5,7 +5,7 @@ from the private modules that define them (DICOM export pulls in highdicom; the 
 """
 from __future__ import annotations
 
-import importlib
+from cohort_dosimetry._lazy import lazy_exports
 
 _PUBLIC = {
     "VOI_NAMES": "_vocabulary",
@@ -34,12 +34,4 @@ _PUBLIC = {
     "synthetic_identity": "_identity",
 }
 
-__all__ = sorted(_PUBLIC)
-
-
-def __getattr__(name: str):
-    try:
-        module = _PUBLIC[name]
-    except KeyError:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
-    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+__getattr__, __all__ = lazy_exports(__name__, _PUBLIC)

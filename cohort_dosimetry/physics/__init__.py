@@ -5,7 +5,7 @@ Public names are resolved lazily from the private modules that define them, so i
 """
 from __future__ import annotations
 
-import importlib
+from cohort_dosimetry._lazy import lazy_exports
 
 _PUBLIC = {
     "AIR_DENSITY_G_CM3": "_density",
@@ -26,12 +26,4 @@ _PUBLIC = {
     "dose_rate_dvk": "_dvk",
 }
 
-__all__ = sorted(_PUBLIC)
-
-
-def __getattr__(name: str):
-    try:
-        module = _PUBLIC[name]
-    except KeyError:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
-    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+__getattr__, __all__ = lazy_exports(__name__, _PUBLIC)

@@ -8,7 +8,7 @@ for matplotlib.
 """
 from __future__ import annotations
 
-import importlib
+from cohort_dosimetry._lazy import lazy_exports
 
 _PUBLIC = {
     "DR_PERCENTS": "_metrics",
@@ -41,12 +41,4 @@ _PUBLIC = {
     "cohort_summary_table": "_report",
 }
 
-__all__ = sorted(_PUBLIC)
-
-
-def __getattr__(name: str):
-    try:
-        module = _PUBLIC[name]
-    except KeyError:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
-    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+__getattr__, __all__ = lazy_exports(__name__, _PUBLIC)
