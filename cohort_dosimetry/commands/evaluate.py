@@ -12,13 +12,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cohort_dosimetry.model._dataset import DataSpec
+from cohort_dosimetry.model._dataset import HELD_OUT_SEEDS, DataSpec
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     data = DataSpec()
     parser.add_argument("--out", required=True, help="output folder (data/ and the Parquet tables)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=list(range(15, 20)), help="held-out patient seeds")
+    parser.add_argument("--seeds", type=int, nargs="+", default=HELD_OUT_SEEDS, help="held-out patient seeds")
     parser.add_argument("--weights", default=None, help="model card JSON (default: the shipped model)")
     parser.add_argument("--methods", nargs="+", default=["dvk", "mc", "cnn"], choices=["dvk", "mc", "cnn"])
     parser.add_argument("--mc-decays", type=int, default=None, help="decays of the MC run on each SPECT scan")

@@ -14,6 +14,7 @@ import numpy as np
 from cohort_dosimetry.model._card import ModelCard, save_model
 from cohort_dosimetry.model._dataset import DataSpec, make_patient_data, patient_scans
 from cohort_dosimetry.model._training import FitConfig, fit, normalisation_constants, training_volume
+from cohort_dosimetry.physics import ENGINE_VERSION
 
 CARD_NAME = "dblurdosenet_compact.json"
 
@@ -74,6 +75,8 @@ def train_model(
             "inputs": "reconstructed SPECT (Bq per voxel) and density (g/cm3) on the dose grid; prior: DVK of the SPECT",
             "label": "MC dose-rate of the TRUE activity (cohort_dosimetry.physics.dose_rate_mc), run once per kinetic "
                      "compartment and combined linearly per time point",
+            "mc_engine_version": ENGINE_VERSION,
+            "mc_spec": {k: v for k, v in dataclasses.asdict(spec).items() if k.startswith("mc_")},
             "mc_decays_per_compartment": {str(m["seed"]): m["mc_decays"] for m in metas},
             "label_median_relative_uncertainty_in_organ_voxels": {
                 "max": float(max(uncertainties)), "median": float(np.median(uncertainties))},

@@ -5,7 +5,13 @@ decays in a voxel is floor(N p + u), u uniform: its expectation is exact and it 
 uniformly within the voxel. Each simulated decay emits the nuclide's ICRP-107 emissions: the number of particles
 of every discrete line (and of betas) in a chunk of N decays is floor(N * yield + u), u uniform (stratified: exact
 expectation, no Poisson noise), each particle starting isotropically at a decay chosen by systematic sampling
-over the chunk's decays (so a yield-1 beta comes from every decay).
+over the chunk's decays (so a yield-1 beta comes from every decay). Beta energies are stratified per voxel: the k
+betas of a voxel in a chunk take the spectrum's quantiles (r + u_r) / k, r = 0 .. k - 1 (exact inversion of the
+piecewise-linear CDF), so the spread of the beta spectrum, otherwise the largest variance term of an electron dose
+tally, hardly reaches the voxel's dose: the per-decay CV of a voxel's electron tally in uniform activity falls from
+0.73 (independent energies) to 0.48 (measured at 3 x 3.91 x 3.91 mm; 0.28 with a mono-energetic beta, so the rest is
+transport noise), a factor 2.3 fewer decays for the same uncertainty. Every sampling choice here
+keeps each voxel's expected tally, so none of them changes the physics (nor ``ENGINE_VERSION``).
 Lines below the transport cutoffs (electrons < 10 keV, photons < 5 keV, e.g. most Auger electrons and the Lu N-shell
 x-rays) deposit their yield-weighted energy at every decay site. Transport: see :mod:`._transport`.
 
@@ -113,16 +119,31 @@ class _Source:
                    torch.as_tensor(ph_e, dtype=torch.float64, device=device),
                    torch.as_tensor(ph_y, dtype=torch.float64, device=device), local)
 
-    def sample_beta(self, n: int, gen: torch.Generator) -> torch.Tensor:
-        """n energies (MeV, float32) from the piecewise-linear spectrum, inverted exactly within each interval."""
-        dev = self.beta_cdf.device
-        u = torch.rand(n, 2, generator=gen, device=dev)
-        i = torch.searchsorted(self.beta_cdf, u[:, 0].contiguous(), right=True).clamp(1, self.beta_cdf.numel() - 1) - 1
+    def sample_beta(self, u: torch.Tensor) -> torch.Tensor:
+        """Energies (MeV, float32) at the spectrum's quantiles ``u`` (n,) in [0, 1): the piecewise-linear CDF
+        inverted exactly (interval by the CDF table, then the quadratic within the interval), monotone in ``u``."""
+        cdf = self.beta_cdf
+        u = u.to(cdf.dtype)
+        i = torch.searchsorted(cdf, u.contiguous(), right=True).clamp(1, cdf.numel() - 1) - 1
+        c0, c1 = cdf[i], cdf[i + 1]
+        frac = ((u - c0) / (c1 - c0).clamp(min=1e-30)).clamp(0.0, 1.0)  # uniform within the interval
         p0, p1 = self.beta_pdf[i], self.beta_pdf[i + 1]
         e0, e1 = self.beta_energy[i], self.beta_energy[i + 1]
-        q = u[:, 1] * 0.5 * (p0 + p1)  # density-weighted fraction of the interval's area
+        q = frac * 0.5 * (p0 + p1)  # density-weighted fraction of the interval's area
         t = 2.0 * q / (p0 + torch.sqrt(torch.clamp(p0 * p0 + 2.0 * (p1 - p0) * q, min=0.0))).clamp(min=1e-30)
         return (e0 + t.clamp(0.0, 1.0) * (e1 - e0)).clamp(min=1e-6)
+
+
+def _stratified_quantiles(voxel: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Quantiles (r + u) / k for particles sorted by voxel: r the rank of a particle among the k of its voxel,
+    u uniform. Each is marginally uniform on [0, 1), and a voxel's k particles cover the k strata once each."""
+    dev = voxel.device
+    _, k = torch.unique_consecutive(voxel, return_counts=True)
+    start = torch.cumsum(k, 0) - k
+    group = torch.repeat_interleave(torch.arange(k.numel(), device=dev), k)
+    rank = torch.arange(voxel.numel(), device=dev) - start[group]
+    u = torch.rand(voxel.numel(), generator=gen, device=dev, dtype=torch.float64)
+    return (rank + u) / k[group]
 
 
 def _line_counts(n_decays: int, yields: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -294,14 +315,17 @@ def _simulate_chunk(n: int, source: _Source, grid: Grid, tables: Tables, majoran
     if source.beta_yield > 0:
         n_beta = _line_counts(n_sites, torch.tensor([source.beta_yield], dtype=torch.float64, device=dev), gen)
         e_counts.append(n_beta)
-        e_energy.append(source.sample_beta(int(n_beta), gen))
     if source.electron_lines.numel():
         counts = _line_counts(n_sites, source.electron_yields, gen)
         e_counts.append(counts)
         e_energy.append(torch.repeat_interleave(source.electron_lines, counts))
-    if e_energy:
+    if e_counts:
+        e_site = _systematic_sites(torch.cat(e_counts), n_sites, gen)  # betas first, sorted by site (= by voxel)
+        if source.beta_yield > 0:
+            beta_voxel = vox[e_site[: int(e_counts[0])]]
+            e_energy.insert(0, source.sample_beta(_stratified_quantiles(beta_voxel, gen)))
         e_energy = torch.cat(e_energy)
-        e_pos = sites[_systematic_sites(torch.cat(e_counts), n_sites, gen)]
+        e_pos = sites[e_site]
     else:
         e_energy, e_pos = torch.zeros(0, device=dev), torch.zeros(0, 3, device=dev)
     emitted += e_energy.double().sum()

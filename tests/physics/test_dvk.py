@@ -253,3 +253,17 @@ def test_slab_interfaces_differ_from_monte_carlo_with_the_expected_sign(tmp_path
     for name, (diff, err) in interior.items():
         print(f"{name}: MC/DVK - 1 = {diff:+.4f} +- {err:.4f}")
         assert abs(diff) < max(4 * err, 0.02), f"{name}: MC/DVK - 1 = {diff:+.4f} +- {err:.4f}"
+
+
+def test_concurrent_calls_share_the_workspace_safely(rng):
+    """Threads (as in a threaded Dask worker) convolving different maps of one shape get their own results."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    kernel = rng.uniform(0, 1, (5, 5, 5)).astype(np.float32)
+    rho = np.full((12, 14, 16), 1.04, np.float32)
+    maps = [rng.uniform(0, 1e5, rho.shape).astype(np.float32) for _ in range(6)]
+    serial = [dose_rate_dvk(a, rho, (2, 2, 2), kernel=kernel, device="cpu") for a in maps]
+    with ThreadPoolExecutor(4) as pool:
+        threaded = list(pool.map(lambda a: dose_rate_dvk(a, rho, (2, 2, 2), kernel=kernel, device="cpu"), maps * 3))
+    for i, dose in enumerate(threaded):
+        np.testing.assert_array_equal(dose, serial[i % len(maps)])

@@ -20,7 +20,7 @@ from cohort_dosimetry.physics._materials import (
     material_index,
     photon_mass_coefficients,
 )
-from cohort_dosimetry.physics._montecarlo import JOULE_PER_MEV, _Source
+from cohort_dosimetry.physics._montecarlo import JOULE_PER_MEV, _Source, _stratified_quantiles
 from cohort_dosimetry.physics._transport import Grid, sample_klein_nishina, tables_on, transport_photons
 
 SOFT_TISSUE_DENSITY = 1.04
@@ -236,10 +236,54 @@ def test_klein_nishina_sampler_matches_cross_section():
 def test_beta_sampling_reproduces_spectrum_mean():
     lu = nuclide("Lu177")
     src = _Source.of(lu, ("electron",), torch.device("cpu"))
-    energies = src.sample_beta(400_000, torch.Generator().manual_seed(1)).double()
+    u = torch.rand(400_000, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    energies = src.sample_beta(u).double()
     # ICRP-107 mean beta energy 133.3 keV; statistical error 0.09 MeV / sqrt(4e5) = 0.1 %
     assert float(energies.mean()) == pytest.approx(lu.energy_per_decay_mev("beta"), rel=0.004)
     assert float(energies.max()) <= lu.beta_endpoint_mev
+
+
+def test_beta_quantile_inverts_the_piecewise_linear_cdf():
+    """F(E(u)) = u, with F integrated independently (trapezoid areas of the linear pdf) from the spectrum table."""
+    src = _Source.of(nuclide("Lu177"), ("electron",), torch.device("cpu"))
+    e, p = src.beta_energy.double().numpy(), src.beta_pdf.double().numpy()
+    u = np.linspace(0.0005, 0.9995, 2001)
+    energies = src.sample_beta(torch.as_tensor(u)).double().numpy()
+    assert np.all(np.diff(energies) >= 0)
+    areas = np.concatenate([[0.0], np.cumsum(0.5 * (p[1:] + p[:-1]) * np.diff(e))])
+    i = np.clip(np.searchsorted(e, energies, side="right") - 1, 0, e.size - 2)
+    slope = (p[i + 1] - p[i]) / (e[i + 1] - e[i])
+    d = energies - e[i]
+    cdf = (areas[i] + p[i] * d + 0.5 * slope * d * d) / areas[-1]
+    np.testing.assert_allclose(cdf, u, atol=2e-5)
+
+
+def test_stratified_quantiles_cover_each_voxels_strata_once():
+    voxel = torch.tensor([3, 3, 3, 3, 7, 9, 9])
+    u = _stratified_quantiles(voxel, torch.Generator().manual_seed(0)).numpy()
+    assert np.all((u >= 0) & (u < 1))
+    for v, k in ((3, 4), (7, 1), (9, 2)):
+        strata = np.floor(np.sort(u[voxel.numpy() == v]) * k)
+        np.testing.assert_array_equal(strata, np.arange(k))
+
+
+def test_stratified_beta_energies_reduce_electron_dose_variance():
+    """Uniform activity in a soft-tissue cube, electrons only, 200 decays per voxel: independent beta energies give
+    a per-decay coefficient of variation of about 0.73 for the voxel tally (measured; sqrt(E^2)/E of the spectrum
+    with the discrete lines); stratified per voxel it falls to 0.48 (measured), what remains being mostly transport
+    noise of the energetic betas (0.28 with a mono-energetic beta). The tally's mean stays at the exact
+    absorbed value (charged-particle equilibrium) within 1 %."""
+    spacing = (3.0, 3.91, 3.91)
+    activity = np.zeros((30, 30, 30), np.float32)
+    activity[5:25, 5:25, 5:25] = 1.0
+    density = np.full(activity.shape, 1.04, np.float32)
+    result = run_monte_carlo(activity, density, spacing, n_decays=200 * 20**3, seed=1, emissions=("electron",))
+    inner = (slice(8, 22),) * 3
+    cv_per_decay = float(np.median(result.relative_uncertainty[inner])) * np.sqrt(200)
+    assert cv_per_decay < 0.6
+    mass_kg = np.prod(spacing) * 1e-3 * 1.04e-3
+    exact = nuclide("Lu177").energy_per_decay_mev("electron") * JOULE_PER_MEV / mass_kg  # Gy/s per Bq per voxel
+    assert float(result.dose_rate_gy_s[inner].mean()) == pytest.approx(exact, rel=0.01)
 
 
 def test_woodcock_interaction_sites_match_beer_lambert():
