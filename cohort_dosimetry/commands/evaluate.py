@@ -28,6 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--spect", default=data.spect, choices=["fast", "pytomography"])
     parser.add_argument("--mc-decays-per-voxel", type=float, default=data.mc_decays_per_voxel,
                         help="truth: MC electron decays per voxel of each compartment")
+    parser.add_argument("--mc-decays-per-activity-share", type=float, default=data.mc_decays_per_activity_share,
+                        help="MC electron decays per unit of a compartment's largest activity share")
     parser.add_argument("--mc-min-decays", type=int, default=data.mc_min_decays)
     parser.add_argument("--mc-max-decays", type=int, default=data.mc_max_decays)
     parser.add_argument("--mc-photon-fraction", type=float, default=data.mc_photon_fraction)
@@ -41,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
     from cohort_dosimetry.model._evaluation import evaluate
 
     spec = DataSpec(grid=args.grid, hours=tuple(args.hours), realisations=args.realisations, spect=args.spect,
-                    mc_decays_per_voxel=args.mc_decays_per_voxel, mc_min_decays=args.mc_min_decays,
+                    mc_decays_per_voxel=args.mc_decays_per_voxel,
+                    mc_decays_per_activity_share=args.mc_decays_per_activity_share, mc_min_decays=args.mc_min_decays,
                     mc_max_decays=args.mc_max_decays, mc_photon_fraction=args.mc_photon_fraction)
     out = Path(args.out)
     log = lambda s: print(s, flush=True)  # noqa: E731

@@ -27,6 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--realisations", type=int, default=data.realisations, help="SPECT noise realisations")
     parser.add_argument("--spect", default=data.spect, choices=["fast", "pytomography"])
     parser.add_argument("--mc-decays-per-voxel", type=float, default=data.mc_decays_per_voxel)
+    parser.add_argument("--mc-decays-per-activity-share", type=float, default=data.mc_decays_per_activity_share,
+                        help="MC electron decays per unit of a compartment's largest activity share")
     parser.add_argument("--mc-min-decays", type=int, default=data.mc_min_decays)
     parser.add_argument("--mc-max-decays", type=int, default=data.mc_max_decays)
     parser.add_argument("--mc-photon-fraction", type=float, default=data.mc_photon_fraction)
@@ -45,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
     from cohort_dosimetry.model._pipeline import train_model
 
     spec = DataSpec(grid=args.grid, hours=tuple(args.hours), realisations=args.realisations, spect=args.spect,
-                    mc_decays_per_voxel=args.mc_decays_per_voxel, mc_min_decays=args.mc_min_decays,
+                    mc_decays_per_voxel=args.mc_decays_per_voxel,
+                    mc_decays_per_activity_share=args.mc_decays_per_activity_share, mc_min_decays=args.mc_min_decays,
                     mc_max_decays=args.mc_max_decays, mc_photon_fraction=args.mc_photon_fraction)
     config = FitConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
                        crop=args.crop, slices_per_epoch=args.slices_per_epoch, seed=args.seed,
