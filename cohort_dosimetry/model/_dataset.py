@@ -119,7 +119,6 @@ def make_patient_data(data_dir: str | Path, seed: int, spec: DataSpec, device=No
     return meta
 
 
-
 def compartment_mc(anatomy, spec: DataSpec, seed: int, device=None, log=print):
     """MC dose-rate per Bq of every kinetic compartment of ``anatomy`` (electrons and photons in separate runs).
 
