@@ -33,6 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mc-min-decays", type=int, default=data.mc_min_decays)
     parser.add_argument("--mc-max-decays", type=int, default=data.mc_max_decays)
     parser.add_argument("--mc-photon-fraction", type=float, default=data.mc_photon_fraction)
+    parser.add_argument("--mc-from", default=None,
+                        help="data folder of an earlier run with these patients and MC settings: reuse its MC maps")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
 
 
@@ -49,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     log = lambda s: print(s, flush=True)  # noqa: E731
     for seed in args.seeds:
-        make_patient_data(out / "data", seed, spec, device=args.device, log=log)
+        make_patient_data(out / "data", seed, spec, device=args.device, log=log, mc_from=args.mc_from)
     per_voi, noise, summary = evaluate(out / "data", args.seeds, spec, args.weights, methods=tuple(args.methods),
                                 device=args.device, mc_decays=args.mc_decays, log=log)
     per_voi.to_parquet(out / "per_voi.parquet")

@@ -1,15 +1,19 @@
-"""Train DblurDoseNet on virtual patients: simulate data, fit, write weights + model card (one command).
+"""Train DblurDoseNet on virtual patients: simulate data, fit, fine-tune, write weights + model card (one command).
 
-Synthetic virtual patients (cohort_dosimetry.phantoms) stand in for patient data. Writes into --out: data/ (one
-folder per patient: SPECT, DVK, per-compartment MC labels; reused when present), checkpoints/ (resumable),
-dblurdosenet_compact.json + .safetensors (the model card and weights) and training_report.json (seconds per stage).
-Re-running the same command resumes where it stopped. The defaults are the full-scale run of issue 5.
+Synthetic virtual patients (cohort_dosimetry.phantoms) stand in for patient data. Stage 1 fits on fast-SPECT scans
+with the paper's body-weighted MSE; stage 2 fine-tunes on those plus PyTomography scans of some of the same patients
+with the VOI-balanced loss (cohort_dosimetry.model._pipeline.FINE_TUNING; --fine-tuning-epochs 0 skips it).
+Writes into --out: data/ and data_fine_tuning/ (one folder per patient: SPECT, DVK, per-compartment MC labels;
+reused when present), checkpoints/ and checkpoints_fine_tuning/ (resumable), dblurdosenet_compact.json +
+.safetensors (the model card and weights) and training_report.json (seconds per stage). Re-running the same command
+resumes where it stopped. The defaults are the run that made the shipped weights.
 """
 from __future__ import annotations
 
 import argparse
 
 from cohort_dosimetry.model._dataset import HELD_OUT_SEEDS, DataSpec
+from cohort_dosimetry.model._pipeline import FINE_TUNING
 from cohort_dosimetry.model._training import FitConfig
 
 
@@ -39,11 +43,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--slices-per-epoch", type=int, default=fit.slices_per_epoch)
     parser.add_argument("--validation-stride", type=int, default=fit.validation_stride)
     parser.add_argument("--seed", type=int, default=fit.seed)
+    parser.add_argument("--fine-tuning-epochs", type=int, default=FINE_TUNING.config.epochs,
+                        help="epochs of stage 2 (PyTomography scans, VOI-balanced loss); 0 skips it")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--note", default="", help="free text stored on the model card (e.g. 'reduced run')")
 
 
 def run(args: argparse.Namespace) -> int:
+    import dataclasses
+
     from cohort_dosimetry.model._pipeline import train_model
 
     spec = DataSpec(grid=args.grid, hours=tuple(args.hours), realisations=args.realisations, spect=args.spect,
@@ -53,7 +61,11 @@ def run(args: argparse.Namespace) -> int:
     config = FitConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
                        crop=args.crop, slices_per_epoch=args.slices_per_epoch, seed=args.seed,
                        validation_stride=args.validation_stride)
+    fine_tuning = None
+    if args.fine_tuning_epochs > 0:
+        fine_tuning = dataclasses.replace(
+            FINE_TUNING, config=dataclasses.replace(FINE_TUNING.config, epochs=args.fine_tuning_epochs))
     card = train_model(args.out, args.train_seeds, args.validation_seeds, args.test_seeds, spec, config,
-                       device=args.device, note=args.note, log=lambda s: print(s, flush=True))
+                       fine_tuning=fine_tuning, device=args.device, note=args.note, log=lambda s: print(s, flush=True))
     print(f"model card: {card}")
     return 0

@@ -26,7 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-ORGAN_CLASSES = ("liver", "kidney", "spleen", "lesion")  # "organ voxels" for the label-uncertainty target
+ORGAN_CLASSES = ("liver", "kidney", "spleen", "lesion")
+#: VOI classes reported by the evaluation (Li et al. 2022): healthy liver, lesions, kidneys, spleen, lumbar vertebrae.
+REPORTED_CLASSES = ("liver", "lesion", "kidney", "spleen", "vertebra")  # "organ voxels" for the label-uncertainty target
 #: Virtual patients held out from training of the shipped weights (``cohort-dosimetry train`` / ``evaluate``).
 HELD_OUT_SEEDS = [8, 9, 15, 16, 17]
 
@@ -62,9 +64,15 @@ def patient_dir(data_dir: Path, seed: int) -> Path:
     return Path(data_dir) / f"patient_{seed}"
 
 
-def make_patient_data(data_dir: str | Path, seed: int, spec: DataSpec, device=None, log=print) -> dict:
+def make_patient_data(data_dir: str | Path, seed: int, spec: DataSpec, device=None, log=print,
+                      mc_from: str | Path | None = None) -> dict:
     """Simulate one virtual patient's SPECT, DVK and MC labels into ``patient_dir(data_dir, seed)``; returns its
-    ``patient.json`` content. Reuses a complete directory written with the same ``spec``."""
+    ``patient.json`` content. Reuses a complete directory written with the same ``spec``.
+
+    ``mc_from``: another data folder holding this patient prepared with the same grid and MC settings (``mc_*``);
+    its per-compartment MC maps are reused instead of simulated again (they do not depend on the time points or the
+    SPECT model). Used for the PyTomography fine-tuning scans of patients already prepared with the fast model.
+    """
     from cohort_dosimetry.phantoms import make_anatomy, make_virtual_patient
     from cohort_dosimetry.physics import dose_rate_dvk
 
@@ -85,8 +93,12 @@ def make_patient_data(data_dir: str | Path, seed: int, spec: DataSpec, device=No
     seconds["anatomy"] = time.perf_counter() - tic
 
     tic = time.perf_counter()
-    mc, mc_uncertainty, decays = compartment_mc(anatomy, spec, seed, device=device, log=log)
-    seconds["mc_compartments"] = time.perf_counter() - tic
+    if mc_from is None:
+        mc, mc_uncertainty, decays = compartment_mc(anatomy, spec, seed, device=device, log=log)
+        seconds["mc_compartments"] = time.perf_counter() - tic
+    else:
+        mc, mc_uncertainty, decays = _reused_mc(patient_dir(mc_from, seed), spec, density)
+        seconds["mc_compartments"] = 0.0
     label_uncertainty = write_labels(out, anatomy, spec, mc, mc_uncertainty)
     labels = anatomy["labels"].values.astype(np.int16)
 
@@ -112,11 +124,30 @@ def make_patient_data(data_dir: str | Path, seed: int, spec: DataSpec, device=No
         "label_median_relative_uncertainty_in_organs": label_uncertainty,
         "voi_names": {str(k): v for k, v in anatomy["labels"].attrs["names"].items()},
         "seconds": seconds, "synthetic": True,
+        "mc_from": None if mc_from is None else str(patient_dir(mc_from, seed)),
     }
     meta_path.write_text(json.dumps(meta, indent=2) + "\n")
     log(f"patient {seed}: done in {sum(seconds.values()):.0f} s {json.dumps({k: round(v, 1) for k, v in seconds.items()})}; "
         f"median label uncertainty in organ voxels {max(label_uncertainty):.3f} (worst time point)")
     return meta
+
+
+def _reused_mc(source: Path, spec: DataSpec, density: np.ndarray):
+    """(mc, mc_uncertainty, decays) of a patient prepared in ``source`` with the same grid, MC settings and density
+    (g/cm3, (z, y, x): the phantom code must not have changed in between)."""
+    meta_path = source / "patient.json"
+    if not meta_path.exists():
+        raise ValueError(f"{source}: no prepared patient (patient.json missing) to reuse the MC maps from")
+    theirs = json.loads(meta_path.read_text())["spec"]
+    ours = _spec_json(spec)
+    differ = {k: (theirs.get(k), v) for k, v in ours.items() if (k == "grid" or k.startswith("mc_")) and theirs.get(k) != v}
+    if differ:
+        raise ValueError(f"{source} was prepared with other MC settings {differ} (theirs, ours); cannot reuse its maps")
+    if not np.array_equal(np.load(source / "density.npy"), density):
+        raise ValueError(f"{source}: its density differs from this patient's (phantom code changed?); "
+                         "cannot reuse its MC maps")
+    decays = json.loads(meta_path.read_text())["mc_decays"]
+    return np.load(source / "mc_per_bq.npy"), np.load(source / "mc_uncertainty.npy"), decays
 
 
 def compartment_mc(anatomy, spec: DataSpec, seed: int, device=None, log=print):
@@ -208,6 +239,11 @@ class PatientScan:
         suffix = {"spect": f"_t{self.timepoint}_r{self.realisation}", "dvk": f"_t{self.timepoint}_r{self.realisation}",
                   "label": f"_t{self.timepoint}", "label_uncertainty": f"_t{self.timepoint}"}.get(name, "")
         return np.load(self.directory / f"{name}{suffix}.npy", mmap_mode="r")
+
+    def voi_names(self) -> dict[int, str]:
+        """VOI label value -> name (``patient.json``)."""
+        names = json.loads((self.directory / "patient.json").read_text())["voi_names"]
+        return {int(k): v for k, v in names.items()}
 
 
 def patient_scans(data_dir: str | Path, seeds, spec: DataSpec) -> list[PatientScan]:

@@ -10,10 +10,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from cohort_dosimetry.model._dataset import DataSpec, PatientScan, patient_dir
+from cohort_dosimetry.model._dataset import REPORTED_CLASSES, DataSpec, PatientScan, patient_dir
 
-#: VOI classes reported (Li et al. 2022): healthy liver, lesions, kidneys, spleen, lumbar vertebrae.
-REPORTED_CLASSES = ("liver", "lesion", "kidney", "spleen", "vertebra")
 _DR = (10, 30, 70, 90)
 
 
@@ -28,15 +26,10 @@ def _scan_dataset(scan: PatientScan) -> xr.Dataset:
     )
 
 
-def _voi_names(scan: PatientScan) -> dict[int, str]:
-    names = json.loads((scan.directory / "patient.json").read_text())["voi_names"]
-    return {int(k): v for k, v in names.items()}
-
-
 def _reported_vois(scan: PatientScan) -> dict[int, str]:
     from cohort_dosimetry.phantoms import voi_type
 
-    return {k: v for k, v in _voi_names(scan).items() if voi_type(v) in REPORTED_CLASSES}
+    return {k: v for k, v in scan.voi_names().items() if voi_type(v) in REPORTED_CLASSES}
 
 
 def scan_errors(scan: PatientScan, card_path, methods=("dvk", "cnn"), device=None, mc_decays: int | None = None,
@@ -51,7 +44,7 @@ def scan_errors(scan: PatientScan, card_path, methods=("dvk", "cnn"), device=Non
                       mc_decays=DEFAULT_MC_DECAYS if mc_decays is None else mc_decays)
     truth = np.asarray(scan.load("label"))
     labels = np.asarray(scan.load("labels"))
-    all_names, names = _voi_names(scan), _reported_vois(scan)
+    all_names, names = scan.voi_names(), _reported_vois(scan)
     spacing = json.loads((scan.directory / "patient.json").read_text())["spacing_mm"]
     truth_stats = voi_metrics(truth, labels, all_names, spacing).set_index("voi")
     rows = []

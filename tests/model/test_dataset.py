@@ -1,5 +1,6 @@
 """Training data of one compact virtual patient (synthetic) at tiny Monte Carlo statistics: labels are the kinetic
 combination of the per-compartment MC maps, decays follow the allocation rule, a prepared patient is reused."""
+import dataclasses
 import json
 
 import numpy as np
@@ -57,3 +58,12 @@ def test_prepared_patient_is_reused_and_a_changed_spec_refused(prepared):
     with pytest.raises(ValueError, match="another specification"):
         make_patient_data(data, 3, DataSpec(hours=(4.0,)), device="cpu")
     assert json.loads((patient_dir(data, 3) / "patient.json").read_text())["synthetic"] is True
+
+
+def test_mc_maps_are_reused_only_from_the_same_mc_settings(prepared, tmp_path):
+    data, _ = prepared
+    other = dataclasses.replace(SPEC, hours=(24.0,), mc_decays_per_voxel=3.0)
+    with pytest.raises(ValueError, match="other MC settings.*mc_decays_per_voxel"):
+        make_patient_data(tmp_path, 3, other, device="cpu", log=lambda s: None, mc_from=data)
+    with pytest.raises(ValueError, match="no prepared patient"):
+        make_patient_data(tmp_path, 4, SPEC, device="cpu", log=lambda s: None, mc_from=data)

@@ -1,9 +1,20 @@
-"""Training: the body-weighted loss, one Adam step, and checkpoint resume reproducing an uninterrupted run."""
+"""Training: the loss weights and weighted loss, one Adam step, checkpoint resume reproducing an uninterrupted run,
+fine-tuning from given parameters."""
 import numpy as np
+import pytest
 import torch
 
 from cohort_dosimetry.model import DblurDoseNet
-from cohort_dosimetry.model._training import FitConfig, TrainingVolume, _batch, fit, training_step, weighted_mse
+from cohort_dosimetry.model._training import (
+    FitConfig,
+    TrainingVolume,
+    _batch,
+    evaluate_loss,
+    fit,
+    loss_weights,
+    training_step,
+    weighted_mse,
+)
 
 
 def _volumes(rng, n=2, shape=(4, 16, 16)):
@@ -13,16 +24,30 @@ def _volumes(rng, n=2, shape=(4, 16, 16)):
         density = rng.uniform(0.0, 1.2, shape).astype(np.float32)
         prior = spect * 0.5
         label = spect * 0.6 + 0.1 * density  # a learnable residual over the prior
-        volumes.append(TrainingVolume(spect, density, prior, label, density > 0.3))
+        volumes.append(TrainingVolume(spect, density, prior, label, np.where(density > 0.3, 0.7, 0.3).astype("f4")))
     return volumes
 
 
 def test_weighted_mse_by_hand(rng):
     pred, label = rng.random((2, 2, 1, 3, 3), dtype="float32")
-    body = rng.random((2, 1, 3, 3)) > 0.5
-    expected = np.mean(np.where(body, 0.7, 0.3) * (pred - label) ** 2)
-    got = weighted_mse(torch.from_numpy(pred), torch.from_numpy(label), torch.from_numpy(body))
-    assert float(got) == np.float32(expected).item() or abs(float(got) - expected) < 1e-7
+    weight = np.where(rng.random((2, 1, 3, 3)) > 0.5, 0.7, 0.3).astype(np.float32)
+    expected = np.mean(weight.astype(np.float64) * (pred - label) ** 2)
+    got = weighted_mse(torch.from_numpy(pred), torch.from_numpy(label), torch.from_numpy(weight))
+    assert float(got) == pytest.approx(expected, rel=1e-6)
+
+
+def test_loss_weights_by_hand():
+    # 1 x 2 x 4 volume: outside | body | cold vertebra (2 voxels) | hot kidney
+    labels = np.array([[[0, 1, 3, 3], [0, 1, 3, 2]]], np.int16)
+    label = np.array([[[0.0, 1.0, 0.5, 0.5], [0.0, 3.0, 0.5, 6.0]]], np.float32)
+    names = {1: "body", 2: "kidney_left", 3: "vertebra_L2"}
+    plain = loss_weights(label, labels, names, voi_balance=False)
+    np.testing.assert_array_equal(plain, np.where(labels > 0, 0.7, 0.3).astype(np.float32))
+    balanced = loss_weights(label, labels, names, voi_balance=True)
+    body_mean_square = (1 + 9 + 3 * 0.25 + 36) / 6  # every voxel with a label > 0
+    expected = plain.copy()
+    expected[labels == 3] = 0.7 * body_mean_square / 0.25  # cold: raised to weigh like an average body voxel
+    np.testing.assert_allclose(balanced, expected, rtol=1e-6)  # the hot kidney and the body keep 0.7
 
 
 def test_one_training_step_reduces_the_loss(rng):
@@ -51,3 +76,17 @@ def test_resume_gives_the_parameters_of_an_uninterrupted_run(rng, tmp_path):
     assert straight.keys() == resumed.keys()
     for name in straight:
         torch.testing.assert_close(straight[name], resumed[name], rtol=0, atol=0, msg=name)
+
+
+def test_fine_tuning_starts_from_the_given_parameters(rng, tmp_path):
+    train, validation = _volumes(rng), _volumes(rng, n=1)
+    start, _ = fit(train, validation, FitConfig(epochs=1, batch_size=4, crop=16, seed=3), tmp_path / "a",
+                   log=lambda s: None)
+    state = {k: v.clone() for k, v in start.state_dict().items()}
+    # zero epochs: fit only loads; the loss is the start model's, not a fresh network's
+    tuned, history = fit(train, validation, FitConfig(epochs=0, batch_size=4, crop=16), tmp_path / "b",
+                         log=lambda s: None, initial_state=state)
+    assert history == []
+    fresh = DblurDoseNet().eval()
+    assert evaluate_loss(tuned, validation, 4) == pytest.approx(evaluate_loss(start, validation, 4), rel=1e-6)
+    assert evaluate_loss(tuned, validation, 4) != pytest.approx(evaluate_loss(fresh, validation, 4), rel=1e-3)

@@ -1,0 +1,63 @@
+"""`train_model` from nothing to a loadable card on two tiny virtual patients (synthetic), with a fine-tuning stage
+on scans of another time point: what the card records, MC maps reused, a re-run that resumes instead of redoing."""
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+from cohort_dosimetry.model._card import load_model
+from cohort_dosimetry.model._dataset import DataSpec
+from cohort_dosimetry.model._pipeline import FineTuning, train_model
+from cohort_dosimetry.model._training import FitConfig
+
+SPEC = DataSpec(hours=(4.0, 96.0), realisations=1, mc_decays_per_voxel=2.0, mc_decays_per_activity_share=2e6,
+                mc_min_decays=20_000, mc_max_decays=400_000)
+CONFIG = FitConfig(epochs=1, batch_size=4, crop=32, slices_per_epoch=8, validation_stride=16)
+TUNING = FineTuning(train_scans=((3, 24.0),), validation_scans=((5, 24.0),),
+                    config=dataclasses.replace(CONFIG, epochs=1, learning_rate=2.5e-4, voi_balance=True), spect="fast")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("train")
+    card = train_model(out, [3], [5], [8], SPEC, CONFIG, fine_tuning=TUNING, device="cpu", log=lambda s: None)
+    return out, card
+
+
+def test_card_records_both_stages_and_loads(trained):
+    out, card_path = trained
+    model, card = load_model(card_path)  # sha256 checked
+    assert card.training["epochs_run"] == 1 and card.training["voi_balance"] is False
+    tuning = card.training["fine_tuning"]
+    assert tuning["epochs_run"] == 1 and tuning["voi_balance"] is True and "VOI-balanced" in tuning["loss"]
+    assert card.training_data["fine_tuning_scans"]["train"] == [[3, 24.0]]
+    assert len(card.validation_metrics["fine_tuning"]["history"]) == 1
+    for key in ("per_voi_class", "per_voi_class_fast"):
+        assert {"cnn/kidney", "dvk/kidney"} <= set(card.validation_metrics[key])
+    report = json.loads((out / "training_report.json").read_text())
+    assert {"data", "fit", "data_fine_tuning", "fine_tuning", "validation_metrics"} <= set(report["seconds"])
+
+
+def test_fine_tuning_scans_reuse_the_stage1_mc_maps(trained):
+    out, _ = trained
+    for seed in (3, 5):
+        tuned, stage1 = out / "data_fine_tuning" / f"patient_{seed}", out / "data" / f"patient_{seed}"
+        np.testing.assert_array_equal(np.load(tuned / "mc_per_bq.npy"), np.load(stage1 / "mc_per_bq.npy"))
+        meta = json.loads((tuned / "patient.json").read_text())
+        assert meta["spec"]["hours"] == [24.0] and meta["mc_from"] == str(stage1)
+        assert meta["seconds"]["mc_compartments"] == 0.0
+
+
+def test_rerun_resumes_without_refitting(trained):
+    out, card_path = trained
+    weights = (out / "dblurdosenet_compact.safetensors").read_bytes()
+    train_model(out, [3], [5], [8], SPEC, CONFIG, fine_tuning=TUNING, device="cpu", log=lambda s: None)
+    assert (out / "dblurdosenet_compact.safetensors").read_bytes() == weights
+
+
+def test_fine_tuning_patients_must_belong_to_their_split(tmp_path):
+    stray = dataclasses.replace(TUNING, train_scans=((8, 24.0),))
+    with pytest.raises(ValueError, match=r"patients \[8\]"):
+        train_model(tmp_path, [3], [5], [8], SPEC, CONFIG, fine_tuning=stray, device="cpu")
+    assert not (tmp_path / "data").exists()
