@@ -78,32 +78,31 @@ def _scans_problems(store: Path) -> list[str]:
     if not scans.is_dir():
         return [f"{STORE_NAME}/scans: missing"]
     problems = _group_problems(scans, f"{STORE_NAME}/scans")
-    for patient_dir in sorted(scans.iterdir()):
-        where = f"{STORE_NAME}/scans/{patient_dir.name}"
-        if patient_dir.name == "zarr.json":
-            continue
-        if not patient_dir.is_dir() or not IDENTIFIER_RE.fullmatch(patient_dir.name):
-            problems.append(f"{where}: unexpected entry (patients are directories named by a safe pseudonym)")
-            continue
+    patients = _children(scans, f"{STORE_NAME}/scans", IDENTIFIER_RE,
+                         "patients are directories named by a safe pseudonym", problems)
+    for patient_dir, where, _ in patients:
         problems += _group_problems(patient_dir, where)
-        for tp_dir in sorted(patient_dir.iterdir()):
-            tp_where = f"{where}/{tp_dir.name}"
-            if tp_dir.name == "zarr.json":
-                continue
-            if not tp_dir.is_dir() or not IDENTIFIER_RE.fullmatch(tp_dir.name):
-                problems.append(f"{tp_where}: unexpected entry (timepoints are directories with safe names)")
-                continue
+        timepoints = _children(patient_dir, where, IDENTIFIER_RE, "timepoints are directories with safe names", problems)
+        for tp_dir, tp_where, _ in timepoints:
             problems += _group_problems(tp_dir, tp_where)
-            for vdir in sorted(tp_dir.iterdir()):
-                if vdir.name == "zarr.json":
-                    continue
-                match = _VERSION_RE.fullmatch(vdir.name)
-                if not vdir.is_dir() or not match:
-                    problems.append(f"{tp_where}/{vdir.name}: unexpected entry (scan versions are v0001, v0002, ...)")
-                    continue
+            for vdir, vwhere, match in _children(tp_dir, tp_where, _VERSION_RE,
+                                                 "scan versions are v0001, v0002, ...", problems):
                 writer_active = not lock_is_free(lock_file(store, "scan", patient_dir.name, tp_dir.name))
-                problems += _version_problems(vdir, f"{tp_where}/{vdir.name}", int(match.group(1)), writer_active)
+                problems += _version_problems(vdir, vwhere, int(match.group(1)), writer_active)
     return problems
+
+
+def _children(parent: Path, where: str, name_re: re.Pattern, expected: str, problems: list[str]):
+    """Yield (directory, its place, name match) for the child directories of ``parent`` named by ``name_re``; every
+    other entry but ``zarr.json`` is appended to ``problems`` as unexpected (``expected`` says what belongs)."""
+    for child in sorted(parent.iterdir()):
+        if child.name == "zarr.json":
+            continue
+        match = name_re.fullmatch(child.name)
+        if not child.is_dir() or not match:
+            problems.append(f"{where}/{child.name}: unexpected entry ({expected})")
+            continue
+        yield child, f"{where}/{child.name}", match
 
 
 def _version_problems(vdir: Path, where: str, number: int, writer_active: bool) -> list[str]:
