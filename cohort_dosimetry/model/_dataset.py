@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-ORGAN_CLASSES = ("liver", "kidney", "spleen", "lesion")
+ORGAN_CLASSES = ("liver", "kidney", "spleen", "lesion")  # "organ voxels" for the label-uncertainty target
 #: VOI classes reported by the evaluation (Li et al. 2022): healthy liver, lesions, kidneys, spleen, lumbar vertebrae.
-REPORTED_CLASSES = ("liver", "lesion", "kidney", "spleen", "vertebra")  # "organ voxels" for the label-uncertainty target
+REPORTED_CLASSES = ("liver", "lesion", "kidney", "spleen", "vertebra")
 #: Virtual patients held out from training of the shipped weights (``cohort-dosimetry train`` / ``evaluate``).
 HELD_OUT_SEEDS = [8, 9, 15, 16, 17]
 
@@ -140,7 +140,8 @@ def _reused_mc(source: Path, spec: DataSpec, density: np.ndarray):
         raise ValueError(f"{source}: no prepared patient (patient.json missing) to reuse the MC maps from")
     theirs = json.loads(meta_path.read_text())["spec"]
     ours = _spec_json(spec)
-    differ = {k: (theirs.get(k), v) for k, v in ours.items() if (k == "grid" or k.startswith("mc_")) and theirs.get(k) != v}
+    mc_keys = [k for k in ours if k == "grid" or k.startswith("mc_")]
+    differ = {k: (theirs.get(k), ours[k]) for k in mc_keys if theirs.get(k) != ours[k]}
     if differ:
         raise ValueError(f"{source} was prepared with other MC settings {differ} (theirs, ours); cannot reuse its maps")
     if not np.array_equal(np.load(source / "density.npy"), density):

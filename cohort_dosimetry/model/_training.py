@@ -4,7 +4,8 @@ Li et al. (Med Phys 49:1216, 2022): Adam, lr 1e-3 with ReduceLROnPlateau, MSE lo
 and outside 0.3 (their public code), batch 32. The data (normalised volumes) come from
 :mod:`cohort_dosimetry.model._dataset`; this module only fits.
 
-VOI balancing (``FitConfig.voi_balance``, used by the optional fine-tuning stage; our addition, not the paper's): the absolute MSE is dominated by hot voxels. In the shipped training data the lumbar vertebrae, whose
+VOI balancing (``FitConfig.voi_balance``, used by the fine-tuning stage of the shipped weights; our addition, not
+the paper's): the absolute MSE is dominated by hot voxels. In the shipped training data the lumbar vertebrae, whose
 dose-rate is 8-18 % of the kidneys', carried 0.0-0.2 % of the loss of the residual over DVK, and the network trained
 with the paper's loss overestimated them more than DVK did, on its own training patients too (+36 % against +23 %
 over seeds 1, 5, 11). With balancing, the voxels of every reported VOI (liver, lesion, kidney, spleen, vertebra)

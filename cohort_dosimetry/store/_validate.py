@@ -82,7 +82,8 @@ def _scans_problems(store: Path) -> list[str]:
                          "patients are directories named by a safe pseudonym", problems)
     for patient_dir, where, _ in patients:
         problems += _group_problems(patient_dir, where)
-        timepoints = _children(patient_dir, where, IDENTIFIER_RE, "timepoints are directories with safe names", problems)
+        timepoints = _children(patient_dir, where, IDENTIFIER_RE, "timepoints are directories with safe names",
+                               problems)
         for tp_dir, tp_where, _ in timepoints:
             problems += _group_problems(tp_dir, tp_where)
             for vdir, vwhere, match in _children(tp_dir, tp_where, _VERSION_RE,
