@@ -26,13 +26,18 @@ class FineTuning:
 
     ``train_scans`` / ``validation_scans``: (seed, hours post injection) of those scans, one realisation each; their
     seeds must be training / validation patients. Their MC maps are reused from the stage-1 data. The few scans are
-    repeated so that both SPECT models weigh equally in the loss.
+    repeated so that they carry the fraction ``share`` of the loss (0.5: both SPECT models weigh equally).
     """
 
     train_scans: tuple[tuple[int, float], ...]
     validation_scans: tuple[tuple[int, float], ...]
     config: FitConfig
     spect: str = "pytomography"
+    share: float = 0.5
+
+    def __post_init__(self):
+        if not 0.0 < self.share < 1.0:
+            raise ValueError(f"fine-tuning share must lie strictly between 0 and 1, got {self.share}")
 
 
 #: The shipped weights' fine-tuning (``cohort-dosimetry train`` defaults): one PyTomography scan (about 3 min of CPU)
@@ -126,15 +131,17 @@ def train_model(
         tune = fine_tuning.config
         tic = time.perf_counter()
         model, tune_history = fit(
-            _balanced_mix(volumes(train_scans, tune.voi_balance), volumes(tune_train, tune.voi_balance)),
-            _balanced_mix(volumes(validation_scans, tune.voi_balance), volumes(tune_validation, tune.voi_balance)),
+            _balanced_mix(volumes(train_scans, tune.voi_balance), volumes(tune_train, tune.voi_balance),
+                          fine_tuning.share),
+            _balanced_mix(volumes(validation_scans, tune.voi_balance), volumes(tune_validation, tune.voi_balance),
+                          fine_tuning.share),
             tune, out_dir / "checkpoints_fine_tuning", log=log, initial_state=model.state_dict())
         seconds["fine_tuning"] = time.perf_counter() - tic
         training["fine_tuning"] = {
             **dataclasses.asdict(tune), "loss": _loss_text(tune), "epochs_run": len(tune_history),
             "starts_from": "the best stage-1 model (above)",
-            "data": "the stage-1 training scans plus the scans below, repeated so that each SPECT model has half the "
-                    "weight; validation likewise"}
+            "data": f"the stage-1 training scans plus the scans below, repeated so that they carry a fraction "
+                    f"{fine_tuning.share:g} of the loss; validation likewise"}
         training_data["fine_tuning_scans"] = {
             "spect_model": fine_tuning.spect, "realisations": 1,
             "train": [list(s) for s in fine_tuning.train_scans],
@@ -182,9 +189,10 @@ def _single_scans(out_dir: Path, mc_dir: Path, scans, spect: str, spec: DataSpec
     return prepared
 
 
-def _balanced_mix(stage1: list, extra: list) -> list:
-    """``stage1`` plus ``extra`` repeated (the same objects) to about as many volumes."""
-    return stage1 + extra * max(1, round(len(stage1) / len(extra)))
+def _balanced_mix(stage1: list, extra: list, share: float) -> list:
+    """``stage1`` plus ``extra`` repeated (the same objects) so that ``extra`` makes about the fraction ``share`` of
+    the volumes (at least one copy)."""
+    return stage1 + extra * max(1, round(share / (1.0 - share) * len(stage1) / len(extra)))
 
 
 def validation_voi_errors(card_path, scans: list[PatientScan], device=None) -> dict:

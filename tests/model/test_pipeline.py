@@ -8,7 +8,7 @@ import pytest
 
 from cohort_dosimetry.model._card import load_model
 from cohort_dosimetry.model._dataset import DataSpec
-from cohort_dosimetry.model._pipeline import FineTuning, train_model
+from cohort_dosimetry.model._pipeline import FineTuning, _balanced_mix, train_model
 from cohort_dosimetry.model._training import FitConfig
 
 SPEC = DataSpec(hours=(4.0, 96.0), realisations=1, mc_decays_per_voxel=2.0, mc_decays_per_activity_share=2e6,
@@ -61,3 +61,19 @@ def test_fine_tuning_patients_must_belong_to_their_split(tmp_path):
     with pytest.raises(ValueError, match=r"patients \[8\]"):
         train_model(tmp_path, [3], [5], [8], SPEC, CONFIG, fine_tuning=stray, device="cpu")
     assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize(("share", "n_stage1", "n_extra", "copies"), [(0.5, 144, 9, 16), (0.75, 144, 12, 36),
+                                                                     (0.5, 12, 1, 12), (0.1, 4, 8, 1)])
+def test_mix_gives_the_fine_tuning_scans_their_share(share, n_stage1, n_extra, copies):
+    stage1, extra = [object() for _ in range(n_stage1)], [object() for _ in range(n_extra)]
+    mixed = _balanced_mix(stage1, extra, share)
+    assert mixed[:n_stage1] == stage1 and mixed[n_stage1:] == extra * copies  # the same objects, not copies
+    if copies > 1:  # the share is met to within one copy of the extra scans
+        assert abs(n_extra * copies / len(mixed) - share) < n_extra / len(mixed)
+
+
+@pytest.mark.parametrize("share", [0.0, 1.0, -0.5])
+def test_share_outside_the_open_unit_interval_is_refused(share):
+    with pytest.raises(ValueError, match="share must lie strictly between 0 and 1"):
+        dataclasses.replace(TUNING, share=share)
