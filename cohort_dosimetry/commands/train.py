@@ -45,6 +45,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=fit.seed)
     parser.add_argument("--fine-tuning-epochs", type=int, default=FINE_TUNING.config.epochs,
                         help="epochs of stage 2 (PyTomography scans, VOI-balanced loss); 0 skips it")
+    parser.add_argument("--mc-from", default=None,
+                        help="a data folder of an earlier run (same grid and MC settings) whose per-compartment MC "
+                             "maps are reused: the labels do not depend on the SPECT model, so a retrain after a "
+                             "SPECT-model change need not repeat the Monte Carlo")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--note", default="", help="free text stored on the model card (e.g. 'reduced run')")
 
@@ -66,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
         fine_tuning = dataclasses.replace(
             FINE_TUNING, config=dataclasses.replace(FINE_TUNING.config, epochs=args.fine_tuning_epochs))
     card = train_model(args.out, args.train_seeds, args.validation_seeds, args.test_seeds, spec, config,
-                       fine_tuning=fine_tuning, device=args.device, note=args.note, log=lambda s: print(s, flush=True))
+                       fine_tuning=fine_tuning, device=args.device, note=args.note, mc_from=args.mc_from,
+                       log=lambda s: print(s, flush=True))
     print(f"model card: {card}")
     return 0

@@ -78,11 +78,14 @@ def make_patient_data(data_dir: str | Path, seed: int, spec: DataSpec, device=No
 
     out = patient_dir(data_dir, seed)
     meta_path = out / "patient.json"
+    constants = _spect_constants(spec)
     if meta_path.exists():
         meta = json.loads(meta_path.read_text())
-        if meta["spec"] == _spec_json(spec):
+        # a folder from before the constants were recorded has none: reusable only for PyTomography data
+        if meta["spec"] == _spec_json(spec) and meta.get("spect_constants", {}) == constants:
             return meta
-        raise ValueError(f"{out} holds data made with another specification {meta['spec']}; use a new data folder")
+        raise ValueError(f"{out} holds data made with another specification {meta['spec']} or SPECT model constants "
+                         f"{meta.get('spect_constants')} (now {constants}); use a new data folder")
     out.mkdir(parents=True, exist_ok=True)
     seconds: dict[str, float] = {}
 
@@ -119,7 +122,7 @@ def make_patient_data(data_dir: str | Path, seed: int, spec: DataSpec, device=No
     np.save(out / "labels.npy", labels)
 
     meta = {
-        "seed": int(seed), "spec": _spec_json(spec), "spacing_mm": list(spacing),
+        "seed": int(seed), "spec": _spec_json(spec), "spect_constants": constants, "spacing_mm": list(spacing),
         "compartments": [str(c) for c in anatomy["compartment"].values], "mc_decays": decays,
         "label_median_relative_uncertainty_in_organs": label_uncertainty,
         "voi_names": {str(k): v for k, v in anatomy["labels"].attrs["names"].items()},
@@ -209,6 +212,15 @@ def write_labels(out: Path, anatomy, spec: DataSpec, mc: np.ndarray, mc_uncertai
 
 def _spec_json(spec: DataSpec) -> dict:
     return json.loads(json.dumps(dataclasses.asdict(spec)))
+
+
+def _spect_constants(spec: DataSpec) -> dict:
+    """The SPECT model's constants that the data depend on beyond ``spec``: the fast model's stored calibration."""
+    if spec.spect != "fast":
+        return {}
+    from cohort_dosimetry.phantoms._spect_fast import FastModelCalibration
+
+    return dataclasses.asdict(FastModelCalibration.stored())
 
 
 def _spect_by_realisation(patient, realisations: int) -> np.ndarray:

@@ -60,6 +60,7 @@ def train_model(
     fine_tuning: FineTuning | None = None,
     device=None,
     note: str = "",
+    mc_from: str | Path | None = None,
     log=print,
 ) -> Path:
     """Simulate the patients (reusing prepared ones), fit (resuming a checkpoint), optionally fine-tune, write
@@ -68,7 +69,8 @@ def train_model(
     ``out_dir`` receives ``data/`` (per-patient arrays), ``checkpoints/``, with ``fine_tuning``
     ``data_fine_tuning/`` and ``checkpoints_fine_tuning/``, the card ``dblurdosenet_compact.json`` with its
     ``.safetensors`` and ``training_report.json`` (seconds per stage). ``test_seeds`` are only recorded on the card
-    as held out for ``cohort-dosimetry evaluate``. Returns the card's path.
+    as held out for ``cohort-dosimetry evaluate``. ``mc_from``: a data folder whose per-compartment MC maps of these
+    patients are reused (:func:`make_patient_data`); the card records it. Returns the card's path.
     """
     out_dir = Path(out_dir)
     overlap = set(train_seeds) & set(validation_seeds) | set(train_seeds) & set(test_seeds) \
@@ -83,7 +85,8 @@ def train_model(
     data_dir = out_dir / "data"
     seconds = {}
     tic = time.perf_counter()
-    metas = [make_patient_data(data_dir, s, spec, device=device, log=log) for s in [*train_seeds, *validation_seeds]]
+    metas = [make_patient_data(data_dir, s, spec, device=device, log=log, mc_from=mc_from)
+             for s in [*train_seeds, *validation_seeds]]
     seconds["data"] = time.perf_counter() - tic
     stage_seconds = {k: float(sum(m["seconds"][k] for m in metas)) for k in metas[0]["seconds"]}
 
@@ -111,9 +114,11 @@ def train_model(
         "inputs": "reconstructed SPECT (Bq per voxel) and density (g/cm3) on the dose grid; prior: DVK of the SPECT",
         "label": "MC dose-rate of the TRUE activity (cohort_dosimetry.physics.dose_rate_mc), run once per kinetic "
                  "compartment and combined linearly per time point",
+        "spect_model_constants": metas[0].get("spect_constants"),
         "mc_engine_version": ENGINE_VERSION,
         "mc_spec": {k: v for k, v in dataclasses.asdict(spec).items() if k.startswith("mc_")},
         "mc_decays_per_compartment": {str(m["seed"]): m["mc_decays"] for m in metas},
+        "mc_maps_reused_from": None if mc_from is None else str(mc_from),
         "label_median_relative_uncertainty_in_organ_voxels": {
             "max": float(max(uncertainties)), "median": float(np.median(uncertainties))},
         "n_training_scans": len(train_scans), "n_validation_scans": len(validation_scans),

@@ -60,6 +60,24 @@ def test_prepared_patient_is_reused_and_a_changed_spec_refused(prepared):
     assert json.loads((patient_dir(data, 3) / "patient.json").read_text())["synthetic"] is True
 
 
+def test_data_of_another_fast_model_calibration_are_refused(prepared, tmp_path):
+    """A recalibrated fast SPECT model changes the scans without changing the DataSpec: old data must not be reused."""
+    import shutil
+
+    data, meta = prepared
+    copy = tmp_path / "data"
+    shutil.copytree(patient_dir(data, 3), patient_dir(copy, 3))
+    constants = meta["spect_constants"]
+    stale = {**meta, "spect_constants": {**constants, "resolution_fwhm_mm": constants["resolution_fwhm_mm"] + 1.0}}
+    (patient_dir(copy, 3) / "patient.json").write_text(json.dumps(stale))
+    with pytest.raises(ValueError, match="SPECT model constants"):
+        make_patient_data(copy, 3, SPEC, device="cpu", log=lambda s: None)
+    del stale["spect_constants"]  # fast-model data from before the constants were recorded
+    (patient_dir(copy, 3) / "patient.json").write_text(json.dumps(stale))
+    with pytest.raises(ValueError, match="SPECT model constants"):
+        make_patient_data(copy, 3, SPEC, device="cpu", log=lambda s: None)
+
+
 def test_mc_maps_are_reused_only_from_the_same_mc_settings(prepared, tmp_path):
     data, _ = prepared
     other = dataclasses.replace(SPEC, hours=(24.0,), mc_decays_per_voxel=3.0)

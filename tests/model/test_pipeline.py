@@ -49,6 +49,22 @@ def test_fine_tuning_scans_reuse_the_stage1_mc_maps(trained):
         assert meta["seconds"]["mc_compartments"] == 0.0
 
 
+def test_retrain_reuses_the_mc_maps_of_an_earlier_run(trained, tmp_path):
+    """``mc_from``: labels identical to the earlier run's, no MC simulated; the source and SPECT constants on the
+    card."""
+    out, _ = trained
+    card_path = train_model(tmp_path, [3], [5], [8], SPEC, CONFIG, device="cpu", log=lambda s: None,
+                            mc_from=out / "data")
+    for seed in (3, 5):
+        np.testing.assert_array_equal(np.load(tmp_path / "data" / f"patient_{seed}" / "label_t0.npy"),
+                                      np.load(out / "data" / f"patient_{seed}" / "label_t0.npy"))
+        meta = json.loads((tmp_path / "data" / f"patient_{seed}" / "patient.json").read_text())
+        assert meta["seconds"]["mc_compartments"] == 0.0
+    _, card = load_model(card_path)
+    assert card.training_data["mc_maps_reused_from"] == str(out / "data")
+    assert card.training_data["spect_model_constants"]["resolution_fwhm_mm"] > 0
+
+
 def test_rerun_resumes_without_refitting(trained):
     out, card_path = trained
     weights = (out / "dblurdosenet_compact.safetensors").read_bytes()
