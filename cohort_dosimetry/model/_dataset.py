@@ -67,7 +67,8 @@ def patient_dir(data_dir: Path, seed: int) -> Path:
 def make_patient_data(data_dir: str | Path, seed: int, spec: DataSpec, device=None, log=print,
                       mc_from: str | Path | None = None) -> dict:
     """Simulate one virtual patient's SPECT, DVK and MC labels into ``patient_dir(data_dir, seed)``; returns its
-    ``patient.json`` content. Reuses a complete directory written with the same ``spec``.
+    ``patient.json`` content. Reuses a complete directory written with the same ``spec`` and, for the fast SPECT
+    model, the same stored calibration constants; refuses (ValueError naming the folder) one made otherwise.
 
     ``mc_from``: another data folder holding this patient prepared with the same grid and MC settings (``mc_*``);
     its per-compartment MC maps are reused instead of simulated again (they do not depend on the time points or the
