@@ -16,6 +16,7 @@ but lose part of stage 1's gain in kidney and lesion mean dose-rate (README, "St
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 from pathlib import Path
@@ -119,17 +120,26 @@ def _all_slices(volumes: list[TrainingVolume]) -> np.ndarray:
 
 
 def evaluate_loss(model: DblurDoseNet, volumes: list[TrainingVolume], batch_size: int, stride: int = 1) -> float:
-    """Weighted MSE over every ``stride``-th whole slice of ``volumes`` (eval mode, no gradient)."""
+    """Weighted MSE over every ``stride``-th whole slice of ``volumes`` (eval mode, no gradient).
+
+    A volume listed several times (the same object: :func:`~cohort_dosimetry.model._pipeline._balanced_mix`
+    repeats the few fine-tuning scans) is evaluated once and counted as often as it is listed, which gives the mean
+    over the full list without recomputing the copies.
+    """
     model.eval()
-    items = _all_slices(volumes)
+    by_id = {id(vol): vol for vol in volumes}
+    copies = collections.Counter(id(vol) for vol in volumes)
+    unique = list(by_id.values())
+    items = _all_slices(unique)
     items = items[items[:, 1] % stride == 0]
-    total, count = 0.0, 0
+    multiplicity = np.array([copies[id(vol)] for vol in unique], dtype=np.float64)[items[:, 0]]
+    total = 0.0
     with torch.inference_mode():
         for start in range(0, len(items), batch_size):
-            pack, prior, label, weight = _batch(volumes, items[start : start + batch_size], None, None)
-            total += float(weighted_mse(model(pack, prior), label, weight)) * len(pack)
-            count += len(pack)
-    return total / count
+            pack, prior, label, weight = _batch(unique, items[start : start + batch_size], None, None)
+            per_slice = (weight * (model(pack, prior) - label) ** 2).mean(dim=(1, 2, 3)).double().numpy()
+            total += float(per_slice @ multiplicity[start : start + batch_size])
+    return total / float(multiplicity.sum())
 
 
 def fit(

@@ -90,3 +90,24 @@ def test_fine_tuning_starts_from_the_given_parameters(rng, tmp_path):
     fresh = DblurDoseNet().eval()
     assert evaluate_loss(tuned, validation, 4) == pytest.approx(evaluate_loss(start, validation, 4), rel=1e-6)
     assert evaluate_loss(tuned, validation, 4) != pytest.approx(evaluate_loss(fresh, validation, 4), rel=1e-3)
+
+
+def test_validation_loss_counts_a_repeated_volume_as_often_as_it_is_listed(rng):
+    """The reference recomputes every listed copy slice by slice with weighted_mse; evaluate_loss evaluates each
+    distinct volume once. They must agree, and differ from the loss over the distinct volumes alone."""
+    a, b = _volumes(rng, n=2)
+    model = DblurDoseNet().eval()
+    listed = [a, b, b, b]
+
+    def by_hand(volumes, stride):
+        losses = []
+        with torch.inference_mode():
+            for vol in volumes:
+                for z in range(0, vol.spect.shape[0], stride):
+                    pack, prior, label, weight = _batch([vol], np.array([[0, z]]), None, None)
+                    losses.append(float(weighted_mse(model(pack, prior), label, weight)))
+        return np.mean(losses)
+
+    for stride in (1, 3):
+        assert evaluate_loss(model, listed, 5, stride) == pytest.approx(by_hand(listed, stride), rel=1e-5)
+    assert evaluate_loss(model, listed, 5) != pytest.approx(evaluate_loss(model, [a, b], 5), rel=1e-3)
