@@ -4,8 +4,9 @@ Synthetic virtual patients (cohort_dosimetry.phantoms) stand in for patient data
 --out/data) the held-out patients with --realisations noise realisations, computes every method's dose-rate map with
 cohort_dosimetry.dose.dose_rates, and reports per VOI class (healthy liver, lesion, kidney, spleen, lumbar vertebra)
 the mean dose-rate error, NRMSE and DR10/30/70/90 errors against the truth (fractions), and the ensemble noise (%)
-over realisations. Prints the summary and writes per_voi.parquet, ensemble_noise.parquet and summary.parquet
-to --out.
+over realisations. Prints the summary and, when DVK and CNN are both evaluated, the CNN's acceptance goals
+(cohort_dosimetry.model.goal_checks); writes per_voi.parquet, ensemble_noise.parquet, summary.parquet and
+goal_checks.parquet to --out.
 """
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from cohort_dosimetry.model._dataset import make_patient_data
-    from cohort_dosimetry.model._evaluation import evaluate
+    from cohort_dosimetry.model._evaluation import evaluate, goal_checks
 
     spec = DataSpec(grid=args.grid, hours=tuple(args.hours), realisations=args.realisations, spect=args.spect,
                     mc_decays_per_voxel=args.mc_decays_per_voxel,
@@ -61,5 +62,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"held-out synthetic virtual patients {args.seeds}, SPECT model '{args.spect}', "
               f"{args.realisations} noise realisations; errors as fractions, ensemble noise in %")
         print(summary.to_string(index=False))
-    print(f"tables: {out / 'per_voi.parquet'}, {out / 'ensemble_noise.parquet'}, {out / 'summary.parquet'}")
+        tables = ["per_voi.parquet", "ensemble_noise.parquet", "summary.parquet"]
+        if {"dvk", "cnn"} <= set(args.methods):
+            checks = goal_checks(per_voi)
+            checks.to_parquet(out / "goal_checks.parquet")
+            tables.append("goal_checks.parquet")
+            print(f"CNN goals against DVK: {int(checks['met'].sum())} of {len(checks)} met")
+            print(checks.to_string(index=False))
+    print("tables: " + ", ".join(str(out / t) for t in tables))
     return 0

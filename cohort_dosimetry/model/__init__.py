@@ -23,6 +23,7 @@ _PUBLIC = {
     "fit": "_training",
     "train_model": "_pipeline",
     "evaluate": "_evaluation",
+    "goal_checks": "_evaluation",
 }
 
 __getattr__, __all__ = lazy_exports(__name__, _PUBLIC)

@@ -13,6 +13,10 @@ import xarray as xr
 from cohort_dosimetry.model._dataset import REPORTED_CLASSES, DataSpec, PatientScan, patient_dir
 
 _DR = (10, 30, 70, 90)
+#: Acceptance goals of the CNN on held-out patients (issue 5): its mean dose-rate error at least 40 % below DVK's for
+#: these VOI classes, and its NRMSE below DVK's in every reported class.
+GOAL_MEAN_ERROR_REDUCTION = 0.40
+GOAL_MEAN_ERROR_CLASSES = ("kidney", "lesion")
 
 
 def _scan_dataset(scan: PatientScan) -> xr.Dataset:
@@ -113,3 +117,27 @@ def summarise(per_voi: pd.DataFrame, noise: pd.DataFrame) -> pd.DataFrame:
     if len(noise):
         summary = summary.join(noise.groupby(["method", "voi_class"])["ensemble_noise_percent"].mean())
     return summary.reset_index()
+
+
+def goal_checks(per_voi: pd.DataFrame, method: str = "cnn", reference: str = "dvk") -> pd.DataFrame:
+    """The acceptance goals of ``method`` against ``reference`` on the rows of :func:`evaluate`, one row per check.
+
+    Each class's error is the mean over its rows (VOIs x scans x patients) of ``mean_error`` or ``nrmse``, as in
+    :func:`summarise`. Checks: for each of ``GOAL_MEAN_ERROR_CLASSES`` the reduction ``1 - E_method / E_reference``
+    of the mean error, met when at least ``GOAL_MEAN_ERROR_REDUCTION``; for each class of ``REPORTED_CLASSES``
+    present, the NRMSE, met when ``method``'s is below ``reference``'s. Columns: check, voi_class, method and
+    reference (the two errors, fractions), reduction (fraction), met (bool).
+    """
+    means = per_voi.groupby(["method", "voi_class"])[["mean_error", "nrmse"]].mean()
+    classes = [c for c in REPORTED_CLASSES if (method, c) in means.index and (reference, c) in means.index]
+    rows = []
+    for check, column, names in (("mean_error_reduction", "mean_error", [c for c in GOAL_MEAN_ERROR_CLASSES
+                                                                           if c in classes]),
+                                 ("nrmse", "nrmse", classes)):
+        for voi_class in names:
+            e_method, e_reference = means.loc[(method, voi_class), column], means.loc[(reference, voi_class), column]
+            reduction = 1.0 - e_method / e_reference
+            met = reduction >= GOAL_MEAN_ERROR_REDUCTION if check == "mean_error_reduction" else e_method < e_reference
+            rows.append({"check": check, "voi_class": voi_class, method: float(e_method),
+                         reference: float(e_reference), "reduction": float(reduction), "met": bool(met)})
+    return pd.DataFrame(rows, columns=["check", "voi_class", method, reference, "reduction", "met"])

@@ -2,11 +2,13 @@
 import json
 
 import numpy as np
+import pandas as pd
+import pytest
 import torch
 
 from cohort_dosimetry.model import DblurDoseNet, save_model
 from cohort_dosimetry.model._dataset import DataSpec
-from cohort_dosimetry.model._evaluation import evaluate
+from cohort_dosimetry.model._evaluation import evaluate, goal_checks
 from cohort_dosimetry.physics import dose_rate_dvk
 from tests.model.conftest import CARD_SPACING_MM, make_card
 
@@ -52,3 +54,35 @@ def test_errors_against_a_known_truth(tmp_path, rng):
     cnn_noise = noise[noise["method"] == "cnn"].set_index("voi")["ensemble_noise_percent"]
     np.testing.assert_allclose(cnn_noise, dvk_noise, rtol=1e-4)
     assert set(summary.columns) >= {"method", "voi_class", "mean_error", "nrmse", "ensemble_noise_percent"}
+    # a zero residual reproduces DVK up to float rounding: no reduction of either error
+    checks = goal_checks(per_voi).set_index(["check", "voi_class"])
+    assert list(checks.index) == [("mean_error_reduction", "lesion"), ("nrmse", "liver"), ("nrmse", "lesion")]
+    np.testing.assert_allclose(checks["reduction"], 0.0, atol=1e-5)
+    np.testing.assert_allclose(checks["cnn"], checks["dvk"], rtol=1e-5)
+    assert not checks.loc[("mean_error_reduction", "lesion"), "met"]
+
+
+def _rows(method, voi_class, mean_errors, nrmses):
+    return [{"method": method, "voi_class": voi_class, "mean_error": e, "nrmse": n}
+            for e, n in zip(mean_errors, nrmses)]
+
+
+def test_goal_checks_by_hand():
+    """Class errors are means over rows, and the reduction is taken of those means (not a mean of ratios)."""
+    per_voi = pd.DataFrame(
+        _rows("cnn", "kidney", [0.1, 0.3], [0.2, 0.2]) + _rows("dvk", "kidney", [0.4, 0.2], [0.3, 0.1])
+        + _rows("cnn", "lesion", [0.1], [0.5]) + _rows("dvk", "lesion", [0.2], [0.4])
+        + _rows("cnn", "spleen", [0.3], [0.1]) + _rows("dvk", "spleen", [0.1], [0.2])
+        + _rows("dvk", "liver", [0.1], [0.1]))  # no CNN row: liver is not checked
+    checks = goal_checks(per_voi).set_index(["check", "voi_class"])
+    assert list(checks.index) == [("mean_error_reduction", "kidney"), ("mean_error_reduction", "lesion"),
+                                  ("nrmse", "lesion"), ("nrmse", "kidney"), ("nrmse", "spleen")]
+    # kidney: 1 - 0.2 / 0.3 (the mean of the row ratios would give 1 - (0.25 + 1.5) / 2 = 0.125)
+    assert checks.loc[("mean_error_reduction", "kidney"), "reduction"] == pytest.approx(1 / 3)
+    assert not checks.loc[("mean_error_reduction", "kidney"), "met"]
+    assert checks.loc[("mean_error_reduction", "lesion"), "reduction"] == pytest.approx(0.5)
+    assert checks.loc[("mean_error_reduction", "lesion"), "met"]
+    assert checks.loc[("nrmse", "kidney"), ["cnn", "dvk"]].tolist() == pytest.approx([0.2, 0.2])
+    assert not checks.loc[("nrmse", "kidney"), "met"]  # equal is not below
+    assert not checks.loc[("nrmse", "lesion"), "met"]
+    assert checks.loc[("nrmse", "spleen"), "met"]
