@@ -130,10 +130,10 @@ def goal_checks(per_voi: pd.DataFrame, method: str = "cnn", reference: str = "dv
     """
     means = per_voi.groupby(["method", "voi_class"])[["mean_error", "nrmse"]].mean()
     classes = [c for c in REPORTED_CLASSES if (method, c) in means.index and (reference, c) in means.index]
+    checked = {("mean_error_reduction", "mean_error"): [c for c in GOAL_MEAN_ERROR_CLASSES if c in classes],
+               ("nrmse", "nrmse"): classes}
     rows = []
-    for check, column, names in (("mean_error_reduction", "mean_error", [c for c in GOAL_MEAN_ERROR_CLASSES
-                                                                           if c in classes]),
-                                 ("nrmse", "nrmse", classes)):
+    for (check, column), names in checked.items():
         for voi_class in names:
             e_method, e_reference = means.loc[(method, voi_class), column], means.loc[(reference, voi_class), column]
             reduction = 1.0 - e_method / e_reference
