@@ -1,7 +1,7 @@
 #!/bin/bash
 # Fifth pre-registered comparison (docs/cnn_weights_choice.md, fifth section): A vs B on fresh seeds 37-41.
-# Ran in session 10 under /work/runs/s9 (a scratch folder outside the repository, lost when the machine is
-# recycled); only the per_voi.parquet tables are kept here, copied next to score.py. fast_B was started by hand with
+# Seeds 37-40 ran in session 10 (seed 41: run_seed41.sh, session 11) under /work/runs/s9 (a scratch folder outside
+# the repository, lost when the machine is recycled); only the per_voi.parquet tables are kept here, copied next to score.py. fast_B was started by hand with
 # the same command while the PyTomography scans ran. Resumable: make_patient_data reuses complete patient folders; finished evaluations are skipped.
 set -euo pipefail
 R=/work/runs/s9/fresh
