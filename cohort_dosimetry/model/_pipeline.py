@@ -43,8 +43,8 @@ class FineTuning:
 #: The shipped weights' fine-tuning (``cohort-dosimetry train`` defaults): one PyTomography scan (about 3-7 min of CPU)
 #: for each of 8 training patients and the validation patient, spread over the four time points, each SPECT model half
 #: the loss, 40 epochs at a quarter of stage 1's learning rate. This is candidate A: B (all 12 training patients at
-#: share 0.75) replaced it in session 9 and A came back in session 11, each time by a rule written before its test
-#: patients existed; the comparisons and trade-offs: docs/cnn_weights_choice.md and README, "Status".
+#: share 0.75) replaced it for a while and A came back, each time by a rule written before its test patients existed;
+#: the comparisons and trade-offs: docs/cnn_weights_choice.md and README, "Status".
 FINE_TUNING = FineTuning(
     train_scans=((1, 4.0), (2, 24.0), (3, 96.0), (4, 168.0), (5, 24.0), (6, 168.0), (7, 4.0), (10, 96.0)),
     validation_scans=((18, 96.0),),
