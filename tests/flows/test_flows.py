@@ -171,3 +171,17 @@ def test_two_flows_on_one_cohort_at_once_do_not_corrupt_it(cohort_copy):
         expected = dose_rates(scan[["activity", "density", "labels"]], methods=("dvk",), device="cpu")
         np.testing.assert_allclose(scan["dose_rate_dvk"].values, expected["dose_rate_dvk"].values, rtol=1e-5,
                                    atol=1e-12)
+
+
+@pytest.mark.parametrize(("user_value", "expected"), [(None, 120.0), ("45", 45.0)])
+def test_importing_the_flows_gives_the_local_api_server_time_to_start_unless_the_user_chose(user_value, expected):
+    """Prefect reads its settings once, at import: the longer start-up wait must be in place by then (a fresh process,
+    as the CLI is), and a value the user set must be kept."""
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"}
+    if user_value is not None:
+        env["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = user_value
+    code = ("import flows; from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS as s; "
+            "print(s.value())")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).parents[2])
+    assert float(out.stdout.split()[-1]) == expected
