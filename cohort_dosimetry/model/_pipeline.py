@@ -96,11 +96,12 @@ def train_model(
     validation_scans = patient_scans(data_dir, validation_seeds, spec)
     spect_scale, dose_rate_scale = normalisation_constants(train_scans)
     log(f"normalisation: spect_scale {spect_scale:g}, dose_rate_scale {dose_rate_scale:g} Bq s/Gy")
-    volumes = lambda scans, balance: [training_volume(s, spect_scale, dose_rate_scale, balance)  # noqa: E731
-                                      for s in scans]
+    volumes = lambda scans, fit_config: [  # noqa: E731
+        training_volume(s, spect_scale, dose_rate_scale, fit_config.voi_balance, fit_config.lesion_balance)
+        for s in scans]
 
     tic = time.perf_counter()
-    model, history = fit(volumes(train_scans, config.voi_balance), volumes(validation_scans, config.voi_balance),
+    model, history = fit(volumes(train_scans, config), volumes(validation_scans, config),
                          config, out_dir / "checkpoints", log=log)
     seconds["fit"] = time.perf_counter() - tic
 
@@ -138,9 +139,9 @@ def train_model(
         tune = fine_tuning.config
         tic = time.perf_counter()
         model, tune_history = fit(
-            _balanced_mix(volumes(train_scans, tune.voi_balance), volumes(tune_train, tune.voi_balance),
+            _balanced_mix(volumes(train_scans, tune), volumes(tune_train, tune),
                           fine_tuning.share),
-            _balanced_mix(volumes(validation_scans, tune.voi_balance), volumes(tune_validation, tune.voi_balance),
+            _balanced_mix(volumes(validation_scans, tune), volumes(tune_validation, tune),
                           fine_tuning.share),
             tune, out_dir / "checkpoints_fine_tuning", log=log, initial_state=model.state_dict())
         seconds["fine_tuning"] = time.perf_counter() - tic
@@ -180,6 +181,9 @@ def _loss_text(config: FitConfig) -> str:
     if config.voi_balance:
         text += ("; VOI-balanced: the weight of each liver/lesion/kidney/spleen/vertebra VOI whose mean squared label "
                  "is below the body's is multiplied by their ratio")
+    if config.lesion_balance:
+        text += ("; lesion-balanced: the weight of each lesion smaller than the scan's mean lesion volume is "
+                 "multiplied by the ratio of the two")
     return text
 
 

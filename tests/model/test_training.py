@@ -50,6 +50,25 @@ def test_loss_weights_by_hand():
     np.testing.assert_allclose(balanced, expected, rtol=1e-6)  # the hot kidney and the body keep 0.7
 
 
+
+def test_lesion_balance_by_hand():
+    # 1 x 2 x 4 volume: body | lesion_1 (1 voxel, cold) | lesion_2 (3 voxels, hot) | outside
+    labels = np.array([[[1, 101, 102, 102], [1, 102, 0, 0]]], np.int16)
+    label = np.array([[[1.0, 0.5, 4.0, 4.0], [1.0, 4.0, 0.0, 0.0]]], np.float32)
+    names = {1: "body", 101: "lesion_1", 102: "lesion_2", 103: "lesion_3"}  # lesion_3 has no voxel here
+    plain = loss_weights(label, labels, names, voi_balance=False)
+    lesions = loss_weights(label, labels, names, voi_balance=False, lesion_balance=True)
+    expected = plain.copy()
+    expected[labels == 101] = 0.7 * 2.0  # mean lesion volume (1 + 3) / 2 voxels over its 1 voxel
+    np.testing.assert_allclose(lesions, expected, rtol=1e-6)  # the larger lesion keeps 0.7
+    both = loss_weights(label, labels, names, voi_balance=True, lesion_balance=True)
+    body_mean_square = (1 + 0.25 + 3 * 16 + 1) / 6
+    expected[labels == 101] = 0.7 * body_mean_square / 0.25 * 2.0  # VOI balancing first, then the lesion factor
+    np.testing.assert_allclose(both, expected, rtol=1e-6)
+    no_lesions = labels.copy()
+    no_lesions[no_lesions > 100] = 1
+    np.testing.assert_array_equal(loss_weights(label, no_lesions, names, False, True), plain)
+
 def test_one_training_step_reduces_the_loss(rng):
     torch.manual_seed(0)
     volumes = _volumes(rng)
