@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from cohort_dosimetry.model import DblurDoseNet
 from cohort_dosimetry.model._dataset import HELD_OUT_SEEDS, DataSpec
 from cohort_dosimetry.model._pipeline import FINE_TUNING, train_model
 from cohort_dosimetry.model._training import FitConfig
@@ -47,8 +48,10 @@ def stage1_checkpoint(out: Path) -> None:
     config = FitConfig()
     if len(history) != config.epochs:
         raise SystemExit(f"stage-1 history has {len(history)} epochs, FitConfig() {config.epochs}")
-    model = {k: v for k, v in load_file(weights).items()}
-    fresh = torch.optim.Adam([torch.zeros(1, requires_grad=True)], lr=config.learning_rate)
+    network = DblurDoseNet()
+    network.load_state_dict(load_file(weights))
+    model = network.state_dict()
+    fresh = torch.optim.Adam(network.parameters(), lr=config.learning_rate)  # unused: no stage-1 epoch is left
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(fresh)
     best_epoch = min(history, key=lambda h: h["validation_loss"])["epoch"]
     torch.save({"model": model, "epoch": best_epoch}, checkpoints / "best.pt")
