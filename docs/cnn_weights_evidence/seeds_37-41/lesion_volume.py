@@ -7,13 +7,16 @@ patient's scans, for DVK and for a candidate's CNN (A by default), per SPECT mod
 .venv/bin/python <this file> [A|B].
 """
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from score import per_voi
 
-from cohort_dosimetry.phantoms import make_anatomy
-from cohort_dosimetry.phantoms._vocabulary import LESION_LABEL_OFFSET
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from comparison import per_voi, pyt_seeds  # noqa: E402
+
+from cohort_dosimetry.phantoms import make_anatomy  # noqa: E402
+from cohort_dosimetry.phantoms._vocabulary import LESION_LABEL_OFFSET  # noqa: E402
 
 BANDS_ML = (0.0, 5.0, 15.0, 50.0, np.inf)
 
@@ -31,9 +34,10 @@ def lesion_volumes(seeds) -> pd.DataFrame:
 
 
 def main(cand: str = "A") -> None:
+    here = Path(__file__).parent
     volumes = lesion_volumes(range(37, 42))
     for model in ("fast", "pytomography"):
-        rows = per_voi(cand, model)
+        rows = per_voi(here, cand, model, pyt_seeds(here, cand))
         rows = rows[rows.voi_class == "lesion"].assign(bias=lambda d: d.mean_estimate / d.mean_true - 1)
         lesions = rows.pivot_table(index=["patient", "voi"], columns="method", values="bias").reset_index()
         lesions = lesions.merge(volumes, on=["patient", "voi"], validate="one_to_one").sort_values("volume_ml")
