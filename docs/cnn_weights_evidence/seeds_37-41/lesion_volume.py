@@ -4,7 +4,8 @@ For every lesion of the held-out patients 37-41: its volume (mL, from the seeded
 evaluation used) and the relative bias of its mean dose-rate, mean_estimate / mean_true - 1, averaged over that
 patient's scans, for DVK and for a candidate's CNN (A by default), per SPECT model. Then the mean error
 |bias| per volume band and the reduction against DVK in each band. Run from the repository:
-.venv/bin/python <this file> [A|B].
+.venv/bin/python <this file> [CANDIDATE [FOLDER]]; FOLDER is a comparison folder (this one by default, or
+../seeds_42-46 with candidates A and D), its patients are those of its tables.
 """
 import sys
 from pathlib import Path
@@ -33,11 +34,11 @@ def lesion_volumes(seeds) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def main(cand: str = "A") -> None:
-    here = Path(__file__).parent
-    volumes = lesion_volumes(range(37, 42))
+def main(cand: str = "A", folder: str | None = None) -> None:
+    here = Path(folder) if folder else Path(__file__).parent
     for model in ("fast", "pytomography"):
         rows = per_voi(here, cand, model, pyt_seeds(here, cand))
+        volumes = lesion_volumes(sorted({int(p.split("_")[1]) for p in rows.patient}))
         rows = rows[rows.voi_class == "lesion"].assign(bias=lambda d: d.mean_estimate / d.mean_true - 1)
         lesions = rows.pivot_table(index=["patient", "voi"], columns="method", values="bias").reset_index()
         lesions = lesions.merge(volumes, on=["patient", "voi"], validate="one_to_one").sort_values("volume_ml")
