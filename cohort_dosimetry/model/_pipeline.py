@@ -188,15 +188,18 @@ def _loss_text(config: FitConfig) -> str:
 
 
 def _single_scans(out_dir: Path, mc_dir: Path, scans, spect: str, spec: DataSpec, device, log) -> list[PatientScan]:
-    """Prepare (or reuse) in ``out_dir`` one-realisation ``spect`` scans (seed, hours), MC maps from ``mc_dir``."""
-    by_seed: dict[int, list[float]] = {}
-    for seed, hours in scans:
-        by_seed.setdefault(int(seed), []).append(float(hours))
+    """Prepare (or reuse) one-realisation ``spect`` scans (seed, hours), MC maps from ``mc_dir``.
+
+    Each scan has its own folder, ``out_dir/h<hours>/patient_<seed>``, prepared as a one-time-point patient: its
+    content depends on (seed, hours) alone, so recipes that share a scan share its folder (a PyTomography scan costs
+    minutes of CPU), and one patient may have scans at several times.
+    """
     prepared = []
-    for seed, hours in by_seed.items():
-        scan_spec = dataclasses.replace(spec, hours=tuple(hours), realisations=1, spect=spect)
-        make_patient_data(out_dir, seed, scan_spec, device=device, log=log, mc_from=mc_dir)
-        prepared += patient_scans(out_dir, [seed], scan_spec)
+    for seed, hours in scans:
+        scan_spec = dataclasses.replace(spec, hours=(float(hours),), realisations=1, spect=spect)
+        folder = out_dir / f"h{float(hours):g}"
+        make_patient_data(folder, int(seed), scan_spec, device=device, log=log, mc_from=mc_dir)
+        prepared += patient_scans(folder, [int(seed)], scan_spec)
     return prepared
 
 

@@ -8,13 +8,13 @@ import pytest
 
 from cohort_dosimetry.model._card import load_model
 from cohort_dosimetry.model._dataset import DataSpec
-from cohort_dosimetry.model._pipeline import FineTuning, _balanced_mix, train_model
+from cohort_dosimetry.model._pipeline import FineTuning, _balanced_mix, _single_scans, train_model
 from cohort_dosimetry.model._training import FitConfig
 
 SPEC = DataSpec(hours=(4.0, 96.0), realisations=1, mc_decays_per_voxel=2.0, mc_decays_per_activity_share=2e6,
                 mc_min_decays=20_000, mc_max_decays=400_000)
 CONFIG = FitConfig(epochs=1, batch_size=4, crop=32, slices_per_epoch=8, validation_stride=16)
-TUNING = FineTuning(train_scans=((3, 24.0),), validation_scans=((5, 24.0),),
+TUNING = FineTuning(train_scans=((3, 24.0), (3, 96.0)), validation_scans=((5, 24.0),),
                     config=dataclasses.replace(CONFIG, epochs=1, learning_rate=2.5e-4, voi_balance=True), spect="fast")
 
 
@@ -31,7 +31,7 @@ def test_card_records_both_stages_and_loads(trained):
     assert card.training["epochs_run"] == 1 and card.training["voi_balance"] is False
     tuning = card.training["fine_tuning"]
     assert tuning["epochs_run"] == 1 and tuning["voi_balance"] is True and "VOI-balanced" in tuning["loss"]
-    assert card.training_data["fine_tuning_scans"]["train"] == [[3, 24.0]]
+    assert card.training_data["fine_tuning_scans"]["train"] == [[3, 24.0], [3, 96.0]]
     assert len(card.validation_metrics["fine_tuning"]["history"]) == 1
     for key in ("per_voi_class", "per_voi_class_fast"):
         assert {"cnn/kidney", "dvk/kidney"} <= set(card.validation_metrics[key])
@@ -41,12 +41,23 @@ def test_card_records_both_stages_and_loads(trained):
 
 def test_fine_tuning_scans_reuse_the_stage1_mc_maps(trained):
     out, _ = trained
-    for seed in (3, 5):
-        tuned, stage1 = out / "data_fine_tuning" / f"patient_{seed}", out / "data" / f"patient_{seed}"
+    for seed, hours in ((3, 24.0), (3, 96.0), (5, 24.0)):
+        tuned, stage1 = out / "data_fine_tuning" / f"h{hours:g}" / f"patient_{seed}", out / "data" / f"patient_{seed}"
         np.testing.assert_array_equal(np.load(tuned / "mc_per_bq.npy"), np.load(stage1 / "mc_per_bq.npy"))
         meta = json.loads((tuned / "patient.json").read_text())
-        assert meta["spec"]["hours"] == [24.0] and meta["mc_from"] == str(stage1)
+        assert meta["spec"]["hours"] == [hours] and meta["mc_from"] == str(stage1)
         assert meta["seconds"]["mc_compartments"] == 0.0
+
+
+def test_a_fine_tuning_scan_depends_on_its_seed_and_time_alone(trained, tmp_path):
+    """Two scans of one patient get a folder each; a recipe asking for one of them alone makes the same scan, so
+    recipes can share prepared scans."""
+    out, _ = trained
+    [alone] = _single_scans(tmp_path, out / "data", [(3, 96.0)], "fast", SPEC, "cpu", lambda s: None)
+    np.testing.assert_array_equal(np.asarray(alone.load("spect")),
+                                  np.load(out / "data_fine_tuning" / "h96" / "patient_3" / "spect_t0_r0.npy"))
+    assert not np.array_equal(np.asarray(alone.load("spect")),
+                              np.load(out / "data_fine_tuning" / "h24" / "patient_3" / "spect_t0_r0.npy"))
 
 
 def test_retrain_reuses_the_mc_maps_of_an_earlier_run(trained, tmp_path):
