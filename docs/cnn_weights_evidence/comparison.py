@@ -3,8 +3,9 @@
 A comparison folder holds the per_voi.parquet tables of `cohort-dosimetry evaluate` (its run.sh writes them):
 fast_<C>/ (fast SPECT, every seed) and pyt_<C>/<seed>/ (PyTomography, two scans per seed) for each candidate C.
 S of a candidate: the mean of its kidney and lesion mean-error reductions against DVK, over fast and PyTomography
-scans (cohort_dosimetry.model.goal_checks). Rule: the challenger replaces the incumbent iff S_challenger >=
-S_incumbent + 0.05; the 14 checks are reported and decide nothing.
+scans (cohort_dosimetry.model.goal_checks). Rules: fifth and sixth comparisons, the challenger replaces the
+incumbent iff S_challenger >= S_incumbent + 0.05 (the 14 checks are reported and decide nothing); seventh, iff it
+meets strictly more of the 14 checks and S_challenger >= S_incumbent - 0.02.
 """
 from pathlib import Path
 
@@ -12,7 +13,6 @@ import pandas as pd
 
 from cohort_dosimetry.model import goal_checks
 
-MARGIN = 0.05
 MODELS = (("fast", "fast"), ("pytomography", "PyTomography"))
 
 
@@ -28,12 +28,22 @@ def per_voi(folder: Path, cand: str, model: str, seeds: list[str]) -> pd.DataFra
     return pd.concat([pd.read_parquet(folder / f"pyt_{cand}" / s / "per_voi.parquet") for s in seeds])
 
 
-def score(folder: Path, incumbent: str, challenger: str, seeds: list[int]) -> None:
-    """Print both candidates' checks and biases, their S, and the verdict of the rule."""
+def s_margin(incumbent: str, challenger: str, scores: dict, met: dict) -> bool:
+    """Fifth and sixth comparisons: S_challenger >= S_incumbent + 0.05."""
+    return scores[challenger] >= scores[incumbent] + 0.05
+
+
+def more_checks_same_means(incumbent: str, challenger: str, scores: dict, met: dict) -> bool:
+    """Seventh comparison: strictly more of the 14 checks met and S_challenger >= S_incumbent - 0.02."""
+    return met[challenger] > met[incumbent] and scores[challenger] >= scores[incumbent] - 0.02
+
+
+def score(folder: Path, incumbent: str, challenger: str, seeds: list[int], rule=s_margin) -> None:
+    """Print both candidates' checks and biases, their S, and the verdict of ``rule``."""
     pyt = pyt_seeds(folder, incumbent + challenger)
     expected = [str(s) for s in seeds]
     print(f"PyTomography patients with both candidates: {pyt} (the rule needs all five: {seeds[0]}-{seeds[-1]})")
-    scores = {}
+    scores, checks_met = {}, {}
     for cand in sorted(incumbent + challenger):
         reductions, met = [], 0
         for model, _ in MODELS:
@@ -47,9 +57,9 @@ def score(folder: Path, incumbent: str, challenger: str, seeds: list[int]) -> No
                 f"{c} {bias.loc[('cnn', c)]:+.1%} / {bias.loc[('dvk', c)]:+.1%}" for c in ("kidney", "lesion")))
             reductions += checks[checks.check == "mean_error_reduction"]["reduction"].tolist()
             met += int(checks.met.sum())
-        scores[cand] = sum(reductions) / len(reductions)
+        scores[cand], checks_met[cand] = sum(reductions) / len(reductions), met
         print(f"{cand}: {met} of 14 checks met, S = {scores[cand]:.4f}")
-    replaces = scores[challenger] >= scores[incumbent] + MARGIN
+    replaces = rule(incumbent, challenger, scores, checks_met)
     verdict = f"{challenger} replaces {incumbent}" if replaces else f"{incumbent} stays"
     complete = "" if pyt == expected else " (INCOMPLETE: the rule does not apply yet)"
     print(f"\nS_{challenger} - S_{incumbent} = {scores[challenger] - scores[incumbent]:+.4f} -> {verdict}{complete}")
