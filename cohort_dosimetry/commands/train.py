@@ -4,9 +4,10 @@ Synthetic virtual patients (cohort_dosimetry.phantoms) stand in for patient data
 with the paper's body-weighted MSE; stage 2 fine-tunes on those plus PyTomography scans of some of the same patients
 with the VOI-balanced loss (cohort_dosimetry.model._pipeline.FINE_TUNING; --fine-tuning-epochs 0 skips it).
 Writes into --out: data/ (one folder per patient: SPECT, DVK, per-compartment MC labels) and data_fine_tuning/
-(one folder per scan, h<hours>/patient_<seed>), both reused when present, checkpoints/ and checkpoints_fine_tuning/ (resumable), dblurdosenet_compact.json +
-.safetensors (the model card and weights) and training_report.json (seconds per stage). Re-running the same command
-resumes where it stopped. The defaults are the run that made the shipped weights.
+(one folder per scan, h<hours>/patient_<seed>), both reused when present; checkpoints/ and checkpoints_fine_tuning/
+(resumable); dblurdosenet_compact.json + .safetensors (the model card and weights) and training_report.json (seconds
+per stage). Re-running the same command resumes where it stopped. The defaults are the run that made the shipped
+weights.
 """
 from __future__ import annotations
 
