@@ -5,7 +5,8 @@ fast_<C>/ (fast SPECT, every seed) and pyt_<C>/<seed>/ (PyTomography, two scans 
 S of a candidate: the mean of its kidney and lesion mean-error reductions against DVK, over fast and PyTomography
 scans (cohort_dosimetry.model.goal_checks). Rules: fifth and sixth comparisons, the challenger replaces the
 incumbent iff S_challenger >= S_incumbent + 0.05 (the 14 checks are reported and decide nothing); seventh, iff it
-meets strictly more of the 14 checks and S_challenger >= S_incumbent - 0.02.
+meets strictly more of the 14 checks and S_challenger >= S_incumbent - 0.02; eighth (a confirmation of the
+shipped weights on fresh patients), no rule.
 """
 from pathlib import Path
 
@@ -39,7 +40,7 @@ def more_checks_same_means(incumbent: str, challenger: str, scores: dict, met: d
 
 
 def score(folder: Path, incumbent: str, challenger: str, seeds: list[int], rule=s_margin) -> None:
-    """Print both candidates' checks and biases, their S, and the verdict of ``rule``."""
+    """Print both candidates' checks and biases, their S, and the verdict of ``rule`` (None: no verdict)."""
     pyt = pyt_seeds(folder, incumbent + challenger)
     expected = [str(s) for s in seeds]
     print(f"PyTomography patients with both candidates: {pyt} (the rule needs all five: {seeds[0]}-{seeds[-1]})")
@@ -59,8 +60,12 @@ def score(folder: Path, incumbent: str, challenger: str, seeds: list[int], rule=
             met += int(checks.met.sum())
         scores[cand], checks_met[cand] = sum(reductions) / len(reductions), met
         print(f"{cand}: {met} of 14 checks met, S = {scores[cand]:.4f}")
-    replaces = rule(incumbent, challenger, scores, checks_met)
-    verdict = f"{challenger} replaces {incumbent}" if replaces else f"{incumbent} stays"
+    if rule is None:
+        verdict = "no rule attached"
+    elif rule(incumbent, challenger, scores, checks_met):
+        verdict = f"{challenger} replaces {incumbent}"
+    else:
+        verdict = f"{incumbent} stays"
     complete = "" if pyt == expected else " (INCOMPLETE: the rule does not apply yet)"
     print(f"\nS_{challenger} - S_{incumbent} = {scores[challenger] - scores[incumbent]:+.4f} -> {verdict}{complete}")
 
