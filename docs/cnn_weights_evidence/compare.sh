@@ -21,21 +21,29 @@ SEEDS=$(seq "$FIRST" $((FIRST + 4)))
 HOURS=("4 96" "24 168" "4 96" "24 168" "24 96")
 mkdir -p "$R"
 date -u +"%FT%TZ start"
+# The incumbent's whole set (fast, then PyTomography patient by patient) before the challenger's, so that a run cut
+# short by a session's end leaves one candidate complete; the order changes no number (each evaluation is seeded and
+# the challenger reads the incumbent's SPECT and MC through hard links).
 [ -f "$R/fast_$I/per_voi.parquet" ] || $CD evaluate --out "$R/fast_$I" --seeds $SEEDS --weights "$INC" --methods dvk cnn
 date -u +"%FT%TZ fast_$I done"
+i=0
+for s in $SEEDS; do
+  h=${HOURS[$i]}; i=$((i + 1))
+  [ -f "$R/pyt_$I/$s/per_voi.parquet" ] || $CD evaluate --out "$R/pyt_$I/$s" --seeds "$s" --spect pytomography \
+      --hours $h --realisations 1 --mc-from "$R/fast_$I/data" --weights "$INC" --methods dvk cnn
+  date -u +"%FT%TZ pyt_$I $s done"
+done
 mkdir -p "$R/fast_$X"; [ -d "$R/fast_$X/data" ] || cp -al "$R/fast_$I/data" "$R/fast_$X/data"
 [ -f "$R/fast_$X/per_voi.parquet" ] || $CD evaluate --out "$R/fast_$X" --seeds $SEEDS --weights "$W" --methods dvk cnn
 date -u +"%FT%TZ fast_$X done"
 i=0
 for s in $SEEDS; do
   h=${HOURS[$i]}; i=$((i + 1))
-  [ -f "$R/pyt_$I/$s/per_voi.parquet" ] || $CD evaluate --out "$R/pyt_$I/$s" --seeds "$s" --spect pytomography \
-      --hours $h --realisations 1 --mc-from "$R/fast_$I/data" --weights "$INC" --methods dvk cnn
   if [ ! -f "$R/pyt_$X/$s/per_voi.parquet" ]; then
     mkdir -p "$R/pyt_$X/$s"; [ -d "$R/pyt_$X/$s/data" ] || cp -al "$R/pyt_$I/$s/data" "$R/pyt_$X/$s/data"
     $CD evaluate --out "$R/pyt_$X/$s" --seeds "$s" --spect pytomography --hours $h --realisations 1 \
         --mc-from "$R/fast_$I/data" --weights "$W" --methods dvk cnn
   fi
-  date -u +"%FT%TZ pyt $s done"
+  date -u +"%FT%TZ pyt_$X $s done"
 done
 date -u +"%FT%TZ all done"
