@@ -40,8 +40,7 @@ def more_checks_same_means(incumbent: str, challenger: str, scores: dict, met: d
 
 
 def score(folder: Path, incumbent: str, challenger: str, seeds: list[int], rule=s_margin) -> None:
-    """Print both candidates' checks and biases, their S, and the verdict of ``rule`` (None: no verdict); with
-    ``challenger`` "" (its tables not made yet) the incumbent's alone."""
+    """Print both candidates' checks and biases, their S, and the verdict of ``rule`` (None: no verdict)."""
     pyt = pyt_seeds(folder, incumbent + challenger)
     expected = [str(s) for s in seeds]
     print(f"PyTomography patients with both candidates: {pyt} (the rule needs all five: {seeds[0]}-{seeds[-1]})")
@@ -68,10 +67,7 @@ def score(folder: Path, incumbent: str, challenger: str, seeds: list[int], rule=
     else:
         verdict = f"{incumbent} stays"
     complete = "" if pyt == expected else " (INCOMPLETE: the rule does not apply yet)"
-    if challenger:
-        print(f"\nS_{challenger} - S_{incumbent} = {scores[challenger] - scores[incumbent]:+.4f} -> {verdict}{complete}")
-    else:
-        print(f"\n{incumbent} alone (no challenger tables) -> {verdict}{complete}")
+    print(f"\nS_{challenger} - S_{incumbent} = {scores[challenger] - scores[incumbent]:+.4f} -> {verdict}{complete}")
 
 
 def markdown_table(folder: Path, candidates: str, title: str) -> None:
