@@ -1,7 +1,9 @@
 """CNN dose-rate inference per volume: ``predict_dose_rate`` against the unoptimised baseline, same run, same inputs.
 
-Baseline: float32, one 11-slice pack per forward pass, autograd bookkeeping on (``torch.no_grad`` off), what a
-straightforward loop over slices does. Optimised: ``predict_dose_rate`` (its default batch, ``torch.inference_mode``).
+Baseline: float32, one 11-slice pack per forward pass, autograd bookkeeping on (``torch.no_grad`` off), the published
+layers applied one after the other in torch's default memory layout: what a straightforward loop over slices does.
+Optimised: ``predict_dose_rate`` (its default batch, ``torch.inference_mode``, and the network's channels-last 3D
+convolutions in eval mode, ``DepthFeatureExtractor.forward``).
 Grids: ``compact`` (130x128x128 at 3.0x3.91x3.91 mm) and ``paper`` (130x512x512 at 3.0x0.98x0.98 mm). The network
 is a seeded, untrained DblurDoseNet written to a temporary model card: run time does not depend on weight values.
 The baseline is timed on a subset of slices and extrapolated to the volume (per-slice cost is constant); the table
@@ -43,18 +45,28 @@ def _card(tmp: Path, spacing) -> Path:
     return save_model(DblurDoseNet(), card, tmp / f"bench_{spacing[1]}.json")
 
 
+def _default_layout_forward(model, pack, prior):
+    """The network's layers one by one in torch's default (contiguous) layout: the forward pass without the
+    channels-last convolutions of ``DepthFeatureExtractor.forward``."""
+    x = pack
+    for layer in model.depth_features:
+        x = layer(x)
+    return model.unet(x.squeeze(2)) + prior
+
+
 def _baseline_s_per_slice(card_path, spect, density, dvk, n_slices) -> float:
     model, card = load_model(card_path)
     total = spect.sum(dtype=np.float64)
     centres = np.linspace(0, spect.shape[0] - 1, n_slices).astype(int)
     sp = make_packs(spect / total * card.spect_scale, 11, centres)
     de = make_packs(density, 11, centres)
-    model(torch.zeros((1, 2, 11) + spect.shape[1:]), torch.zeros((1, 1) + spect.shape[1:]))  # warm-up
+    plane = spect.shape[1:]
+    _default_layout_forward(model, torch.zeros((1, 2, 11) + plane), torch.zeros((1, 1) + plane))  # warm-up
     start = time.perf_counter()
     for k, z in enumerate(centres):
         pack = torch.from_numpy(np.stack([sp[k], de[k]])[None].astype(np.float32))
         prior = torch.from_numpy((dvk[z] / total * card.dose_rate_scale)[None, None].astype(np.float32))
-        out = model(pack, prior)
+        out = _default_layout_forward(model, pack, prior)
         out.detach().clamp_min(0).numpy()
     return (time.perf_counter() - start) / n_slices
 

@@ -50,6 +50,29 @@ def test_depth_feature_extractor_layers_in_torch_axis_order():
     assert conv3.bias is not None
 
 
+def test_inference_layout_changes_no_value_and_training_keeps_the_default_layout():
+    """In eval mode the extractor runs its convolutions on channels-last input for speed; the result must be that of
+    the layers applied one by one in torch's default layout. In training mode nothing may change at all."""
+    torch.manual_seed(3)
+    net = DblurDoseNet()
+    pack = torch.rand(2, 2, PACK_DEPTH, 32, 48)
+    prior = torch.rand(2, 1, 32, 48)
+
+    def by_layers(x):
+        for layer in net.depth_features:
+            x = layer(x.contiguous())
+        return net.unet(x.squeeze(2).contiguous()) + prior
+
+    with torch.no_grad():
+        net.train()
+        assert torch.equal(net(pack, prior), by_layers(pack))
+        net.eval()
+        fast, slow = net(pack, prior), by_layers(pack)
+    # float32 summation order differs between layouts; a layout mistake (channels mixed up) would differ by the
+    # output's own size
+    assert torch.allclose(fast, slow, rtol=0, atol=1e-6 * float(slow.abs().max()))
+
+
 def test_depth_progression_11_9_5_3_1_keeps_the_plane():
     net = DblurDoseNet().eval()
     depths = []
