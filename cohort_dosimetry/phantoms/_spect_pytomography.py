@@ -85,9 +85,62 @@ def _system_matrix(pytomography, mu_xyz: torch.Tensor, acquisition: Acquisition)
                               radii=np.full(acquisition.n_views, acquisition.orbit_radius_cm))
     psf_meta = get_psfmeta_from_scanner_params(COLLIMATOR, PHOTOPEAK_KEV,
                                                intrinsic_resolution_140keV=INTRINSIC_FWHM_140KEV_CM)
-    transforms = [SPECTAttenuationTransform(attenuation_map=mu_xyz), SPECTPSFTransform(psf_meta)]
-    return SPECTSystemMatrix(obj2obj_transforms=transforms, proj2proj_transforms=[], object_meta=object_meta,
-                             proj_meta=proj_meta)
+    psf = SPECTPSFTransform(psf_meta)
+    system = SPECTSystemMatrix(obj2obj_transforms=[SPECTAttenuationTransform(attenuation_map=mu_xyz), psf],
+                               proj2proj_transforms=[], object_meta=object_meta, proj_meta=proj_meta)
+    # the system matrix configured the PSF's per-radius blur (separable 1D Gaussians, one kernel per plane); run its
+    # convolutions as banded products, same kernels, same result
+    for blur in psf.layers.values():
+        blur.layer_r = BandedConv1d(blur.layer_r)
+        if blur.layer_z is not None:
+            blur.layer_z = BandedConv1d(blur.layer_z)
+    return system
+
+
+class BandedConv1d(torch.nn.Module):
+    """A depthwise ``Conv1d`` (one odd kernel per channel, zero padding "same", no bias) computed as a batched
+    product with one banded (Toeplitz) matrix per channel: (B, C, L) -> (B, C, L).
+
+    Same kernels, same padding, so the same result to float32 rounding: one layer matched torch's bit for bit on the
+    2-core CPU of session 19, and a whole training scan (seed 1 at 24 h, 64 OSEM subset updates) differed by 9e-8 in
+    total and 1e-7 in the median organ voxel (4e-4 at the 99.9th percentile), far below its Poisson noise.
+    Why: PyTomography blurs every plane with torch's grouped ``conv1d``, which ran at about 1 GFLOP/s on the CPU and
+    took 62 % of a scan's time; the banded product does 5x the arithmetic in BLAS, and the scan took 159 s against
+    363 s. One band matrix (C, L, L) per input length is kept.
+    """
+
+    def __init__(self, conv: torch.nn.Conv1d) -> None:
+        super().__init__()
+        channels, per_group, width = conv.weight.shape
+        if (conv.groups != channels or per_group != 1 or width % 2 == 0 or conv.bias is not None
+                or conv.padding != "same" or conv.padding_mode != "zeros" or conv.stride != (1,)
+                or conv.dilation != (1,)):
+            raise ValueError(f"not a depthwise, odd-kernel, zero-padded 'same' Conv1d without bias: {conv}")
+        self.kernels = conv.weight.detach()[:, 0, :]  # (C, K)
+        self._bands: dict[int, torch.Tensor] = {}
+
+    def band(self, length: int) -> torch.Tensor:
+        """(C, L, L) matrices T with T[c, j, i] = kernel_c[j - i + K // 2] inside the band, 0 outside."""
+        if length not in self._bands:
+            width = self.kernels.shape[1]
+            positions = torch.arange(length, device=self.kernels.device)
+            tap = positions[:, None] - positions[None, :] + width // 2
+            inside = (tap >= 0) & (tap < width)
+            self._bands[length] = self.kernels[:, tap.clamp(0, width - 1)] * inside
+        return self._bands[length]
+
+    def as_conv1d(self) -> torch.nn.Conv1d:
+        """The torch ``Conv1d`` this stands for (PyTomography's own layer), for tests and bench/synth.py."""
+        channels, width = self.kernels.shape
+        conv = torch.nn.Conv1d(channels, channels, width, groups=channels, padding="same", bias=False,
+                               device=self.kernels.device)
+        with torch.no_grad():
+            conv.weight.copy_(self.kernels[:, None, :])
+        return conv
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # conv1d is a cross-correlation: out[b, c, i] = sum_j x[b, c, j] * kernel_c[j - i + K // 2]
+        return torch.matmul(x.transpose(0, 1), self.band(x.shape[-1])).transpose(0, 1)
 
 
 def _to_xyz(volume_zyx: np.ndarray, device) -> torch.Tensor:

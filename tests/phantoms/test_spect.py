@@ -163,3 +163,55 @@ def test_pytomography_tiny_run_counts_and_recovery_ordering():
     assert recovered[4.0] < 0.6
     background = spect.values[0][phantom["background"]].mean() / BACKGROUND_BQ_ML
     assert background == pytest.approx(1.0, abs=0.2)  # calibrated to Bq/mL through the sensitivity
+
+
+def test_banded_psf_convolution_equals_torch_depthwise_conv1d():
+    """PyTomography's per-plane PSF blur runs as banded products; each must equal torch's grouped conv1d."""
+    import torch
+
+    from cohort_dosimetry.phantoms._spect_pytomography import BandedConv1d
+
+    torch.manual_seed(5)
+    for channels, width, length in ((7, 5, 16), (12, 27, 40), (3, 9, 4)):  # the last: kernel wider than the line
+        conv = torch.nn.Conv1d(channels, channels, width, groups=channels, padding="same", bias=False)
+        x = torch.rand(6, length, channels).permute(0, 2, 1)  # non-contiguous, as PyTomography passes it
+        with torch.no_grad():
+            expected = conv(x)
+            banded = BandedConv1d(conv)
+            got = banded(x)
+            assert torch.equal(banded.as_conv1d().weight, conv.weight)
+        assert got.shape == expected.shape
+        assert torch.allclose(got, expected, rtol=1e-6, atol=1e-6 * float(expected.abs().max()))
+    with pytest.raises(ValueError, match="depthwise"):
+        BandedConv1d(torch.nn.Conv1d(4, 4, 3, groups=2, padding="same", bias=False))
+
+
+def test_pytomography_projection_with_banded_psf_equals_the_stock_projector():
+    """The system matrix with banded PSF blurs projects as PyTomography's own Conv1d layers do."""
+    import torch
+
+    from cohort_dosimetry.phantoms._spect_pytomography import (
+        BandedConv1d,
+        _pytomography_on,
+        _system_matrix,
+    )
+
+    acquisition = Acquisition(n_views=8, voxel_mm=9.6)
+    rng = np.random.default_rng(2)
+    mu = torch.from_numpy(rng.uniform(0.0, 0.2, (20, 20, 12)).astype(np.float32))
+    activity = torch.from_numpy(rng.gamma(2.0, 1.0, (20, 20, 12)).astype(np.float32))
+    with _pytomography_on(torch.device("cpu")) as pytomography, torch.no_grad():
+        system = _system_matrix(pytomography, mu, acquisition)
+        psf = system.obj2obj_transforms[1]
+        blurs = list(psf.layers.values())
+        assert blurs and all(isinstance(b.layer_r, BandedConv1d) and isinstance(b.layer_z, BandedConv1d)
+                             for b in blurs)
+        banded = system.forward(activity)
+        back_banded = system.backward(banded)
+        for blur in blurs:  # put PyTomography's own layers back, with the same kernels
+            blur.layer_r, blur.layer_z = blur.layer_r.as_conv1d(), blur.layer_z.as_conv1d()
+        stock = system.forward(activity)
+        back_stock = system.backward(stock)
+    assert float(stock.sum()) > 0
+    assert torch.allclose(banded, stock, rtol=1e-5, atol=1e-6 * float(stock.max()))
+    assert torch.allclose(back_banded, back_stock, rtol=1e-5, atol=1e-6 * float(back_stock.max()))
