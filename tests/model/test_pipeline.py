@@ -11,8 +11,9 @@ from cohort_dosimetry.model._dataset import DataSpec
 from cohort_dosimetry.model._pipeline import FineTuning, _balanced_mix, _single_scans, train_model
 from cohort_dosimetry.model._training import FitConfig
 
+# tiny MC statistics on purpose (labels about 50 % uncertain): no label top-ups
 SPEC = DataSpec(hours=(4.0, 96.0), realisations=1, mc_decays_per_voxel=2.0, mc_decays_per_activity_share=2e6,
-                mc_min_decays=20_000, mc_max_decays=400_000)
+                mc_min_decays=20_000, mc_max_decays=400_000, mc_label_uncertainty_target=1.0)
 CONFIG = FitConfig(epochs=1, batch_size=4, crop=32, slices_per_epoch=8, validation_stride=16)
 TUNING = FineTuning(train_scans=((3, 24.0), (3, 96.0)), validation_scans=((5, 24.0),),
                     config=dataclasses.replace(CONFIG, epochs=1, learning_rate=2.5e-4, voi_balance=True), spect="fast")
