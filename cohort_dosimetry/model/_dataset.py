@@ -230,7 +230,8 @@ def compartment_mc(anatomy, spec: DataSpec, seed: int, device=None, log=print):
         extra = simulate(c, n, top_up)
         runs[c] = {e: combine_mc_runs(runs[c][e], extra[e]) for e in runs[c]}
         decays[c]["runs"].append([extra["electron"][2], extra["photon"][2]])
-        log(f"patient {seed}: label uncertainty {median_u[t]:.4f} at {spec.hours[t]:g} h above the target "
+        log(f"patient {seed}: median label uncertainty in organ voxels "
+            f"{', '.join(f'{u:.4f} at {h:g} h' for u, h in zip(median_u, spec.hours))}: above the target "
             f"{spec.mc_label_uncertainty_target:g}; top-up {top_up} of compartment {names[c]} ({f:.0%} of its "
             f"variance): {extra['electron'][2]} electron + {extra['photon'][2]} photon decays "
             f"{time.perf_counter() - t0:.1f} s")

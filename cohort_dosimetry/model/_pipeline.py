@@ -126,7 +126,9 @@ def train_model(
         "mc_decays_per_compartment": {str(m["seed"]): m["mc_decays"] for m in metas},
         "mc_maps_reused_from": None if mc_from is None else str(mc_from),
         "label_median_relative_uncertainty_in_organ_voxels": {
-            "max": float(max(uncertainties)), "median": float(np.median(uncertainties))},
+            "max": float(max(uncertainties)), "median": float(np.median(uncertainties)),
+            "target": spec.mc_label_uncertainty_target,
+            "time_points_above_target": sum(u > spec.mc_label_uncertainty_target for u in uncertainties)},
         "n_training_scans": len(train_scans), "n_validation_scans": len(validation_scans),
     }
     validation_metrics = {"validation_loss_best": float(min(h["validation_loss"] for h in history)),

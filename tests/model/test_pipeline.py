@@ -33,6 +33,8 @@ def test_card_records_both_stages_and_loads(trained):
     tuning = card.training["fine_tuning"]
     assert tuning["epochs_run"] == 1 and tuning["voi_balance"] is True and "VOI-balanced" in tuning["loss"]
     assert card.training_data["fine_tuning_scans"]["train"] == [[3, 24.0], [3, 96.0]]
+    labels = card.training_data["label_median_relative_uncertainty_in_organ_voxels"]
+    assert labels["target"] == 1.0 and labels["time_points_above_target"] == 0 and labels["max"] <= 1.0
     assert len(card.validation_metrics["fine_tuning"]["history"]) == 1
     for key in ("per_voi_class", "per_voi_class_fast"):
         assert {"cnn/kidney", "dvk/kidney"} <= set(card.validation_metrics[key])
