@@ -9,6 +9,7 @@ import torch
 
 from cohort_dosimetry.model._card import ModelCard, load_model
 from cohort_dosimetry.model._packs import pack_indices
+from cohort_dosimetry.model._network import for_inference
 from cohort_dosimetry.physics import resolve_device
 
 _SPACING_RTOL = 1e-3  # spacings equal to 0.1 % count as the card's grid
@@ -89,7 +90,7 @@ def _predict(model, card: ModelCard, spect, density, dvk, device, batch_size: in
     if batch_size is None:
         batch_size = 16 if device.type == "cuda" else 1
     autocast_dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float16
-    model = model.to(device)
+    model = for_inference(model).to(device)  # BatchNorm folded into the convolutions: the same function, faster
     spect_n = torch.from_numpy(spect / total_bq * card.spect_scale).to(device)
     density_t = torch.from_numpy(density).to(device)
     prior_n = torch.from_numpy(dvk / total_bq * card.dose_rate_scale).to(device)

@@ -7,9 +7,12 @@ Depth through the extractor: 11 -> 9 (conv k_D=5, pad 1) -> 5 (max-pool 2, ceil)
 """
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 PACK_DEPTH = 11  # the slice and 5 neighbours on each side (Li et al. 2022)
 _LEAKY_SLOPE = 0.1  # LeakyReLU(0.1) of the published model (DESIGN.md section 4)
@@ -125,3 +128,38 @@ class DblurDoseNet(nn.Module):
         if min(pack.shape[-2:]) < 16:
             raise ValueError(f"in-plane size {tuple(pack.shape[-2:])} is below 16 voxels, too small for 4 poolings")
         return self.unet(self.depth_features(pack)) + prior
+
+
+class _SlicePairMax(nn.Module):
+    """``nn.MaxPool3d((2, 1, 1), ceil_mode=True)`` over (N, C, D, H, W) as the elementwise maximum of slice pairs,
+    an odd last slice passed on alone: the same values, without the pool's index bookkeeping (about twice as fast on
+    the CPU for this window)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        depth = x.shape[2]
+        out = torch.empty_like(x[:, :, : (depth + 1) // 2])
+        torch.maximum(x[:, :, 0 : depth - 1 : 2], x[:, :, 1:depth:2], out=out[:, :, : depth // 2])
+        if depth % 2:
+            out[:, :, -1] = x[:, :, -1]
+        return out
+
+
+def for_inference(model: DblurDoseNet) -> DblurDoseNet:
+    """An eval-mode copy of ``model`` that computes the same function with less work, for inference only.
+
+    Every BatchNorm is folded into the convolution before it (``torch.nn.utils.fusion.fuse_conv_bn_eval``: the
+    running statistics and affine factors become the convolution's weights and bias; equal to float32 rounding) and
+    the depth max-pool runs as :class:`_SlicePairMax` (the same values). Together about 9 % faster per pack on 2 CPU
+    cores (bench/cnn.py). ``model`` itself is not touched, and training never uses the copy: it has no BatchNorm.
+    """
+    fused = copy.deepcopy(model).eval()
+    for block in fused.modules():
+        if not isinstance(block, nn.Sequential):
+            continue
+        for i in range(len(block)):
+            layer, nxt = block[i], block[i + 1] if i + 1 < len(block) else None
+            if isinstance(layer, nn.MaxPool3d) and layer.kernel_size == (2, 1, 1) and layer.ceil_mode:
+                block[i] = _SlicePairMax()
+            elif isinstance(layer, (nn.Conv2d, nn.Conv3d)) and isinstance(nxt, (nn.BatchNorm2d, nn.BatchNorm3d)):
+                block[i], block[i + 1] = fuse_conv_bn_eval(layer, nxt), nn.Identity()
+    return fused

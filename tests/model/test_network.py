@@ -116,3 +116,38 @@ def test_output_is_residual_plus_prior(rng):
 def test_wrong_pack_depth_is_refused():
     with pytest.raises(ValueError, match="pack must be"):
         DblurDoseNet()(torch.zeros(1, 2, 9, 16, 16), torch.zeros(1, 1, 16, 16))
+
+
+def test_inference_copy_computes_the_same_function_and_leaves_the_model_alone():
+    """for_inference folds each BatchNorm into its convolution and pools depth by slice pairs. With BatchNorm
+    statistics and affine factors far from the identity (a fold that dropped the variance, the mean or the affine
+    part, or a pool that paired the wrong slices, would be off by the output's own size), its output must equal the
+    eval-mode network's to float32 rounding, and the original must keep its layers and stay bit for bit the same."""
+    from cohort_dosimetry.model._network import _SlicePairMax, for_inference
+
+    torch.manual_seed(5)
+    net = DblurDoseNet()
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, (nn.BatchNorm2d, nn.BatchNorm3d)):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.3, 3.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.3, 0.3)
+    net.eval()
+    pack, prior = torch.rand(2, 2, PACK_DEPTH, 32, 48), torch.rand(2, 1, 32, 48)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    fast = for_inference(net)
+    assert not any(isinstance(m, (nn.BatchNorm2d, nn.BatchNorm3d, nn.MaxPool3d)) for m in fast.modules())
+    with torch.no_grad():
+        ref, out = net(pack, prior), fast(pack, prior)
+    assert torch.allclose(out, ref, rtol=0, atol=1e-5 * float(ref.abs().max()))
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in before.items())
+    assert [type(m) for m in net.depth_features][1] is nn.BatchNorm3d and not fast.training
+
+    pool = nn.MaxPool3d((2, 1, 1), ceil_mode=True)
+    for depth in (9, 8, 1):
+        x = torch.randn(2, 3, depth, 5, 4)
+        assert torch.equal(_SlicePairMax()(x), pool(x))
+        x_cl = x.contiguous(memory_format=torch.channels_last_3d)
+        assert torch.equal(_SlicePairMax()(x_cl), pool(x))
