@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cohort_dosimetry.physics import _dvk
+
 from . import _metrics, _time_integration
 from ._figures import MGY_PER_H_PER_GY_PER_S, plot_drvh, plot_joint_histogram, plot_time_activity
 from ._metrics import DR_PERCENTS, VoiIndex, drvh
@@ -306,9 +308,12 @@ def _methods_html() -> str:
     definitions = metrics_doc[metrics_doc.index("- ``DRx``"):metrics_doc.index("Policies")]
     policies = metrics_doc[metrics_doc.index("Policies"):metrics_doc.index("Arrays are")]
     integration = _time_integration.__doc__
+    dvk_doc = _dvk.__doc__
+    dvk_limit = dvk_doc[dvk_doc.index("Known limit"):dvk_doc.index("The convolution is linear")]
     return ("<h2>Methods</h2><h3>Metrics</h3><pre>" + html.escape(definitions.strip()) + "\n\n"
             + html.escape(policies.strip()) + "</pre><h3>Time integration</h3><pre>"
-            + html.escape(integration[integration.index("Input:"):].strip()) + "</pre>")
+            + html.escape(integration[integration.index("Input:"):].strip()) + "</pre>"
+            + "<h3>DVK dose-rates</h3><pre>" + html.escape(dvk_limit.strip()) + "</pre>")
 
 
 def _provenance_html(cohort, scan_attrs: dict) -> str:

@@ -62,6 +62,7 @@ def test_report_states_the_chosen_model_and_why_and_provenance(report):
         assert reason.split(" (")[0] in text
     assert "hanscheid" in text and "bi_exp" in text and "Hanscheid" in text
     assert "Provenance" in text and "synthetic test cohort" in text  # the dose-rate maps' provenance
+    assert "Known limit, bone" in text  # DVK's missing photon dose in bone, measured against the MC (docs/dvk_bone)
     assert re.search(r"<td>numpy</td>\s*<td>" + re.escape(np.__version__) + "</td>", text)
 
 
