@@ -184,7 +184,7 @@ def compartment_mc(anatomy, spec: DataSpec, seed: int, device=None, log=print):
     share = (activity_c / activity_c.sum(axis=1, keepdims=True)).max(axis=0)
     # per compartment and emission: (dose-rate Gy/s per Bq, absolute standard error Gy/s per Bq, decays)
     runs: list[dict[str, tuple[np.ndarray, np.ndarray, int]]] = []
-    decays = []
+    decay_runs: list[list[list[int]]] = []  # per compartment: [electron, photon] decays of each run
 
     def simulate(c: int, n: int, run: int) -> dict[str, tuple[np.ndarray, np.ndarray, int]]:
         n_photon = max(int(n * spec.mc_photon_fraction), spec.mc_min_decays)
@@ -202,7 +202,7 @@ def compartment_mc(anatomy, spec: DataSpec, seed: int, device=None, log=print):
         n = int(np.clip(wanted, spec.mc_min_decays, spec.mc_max_decays))
         t0 = time.perf_counter()
         runs.append(simulate(c, n, 0))
-        decays.append({"electron": 0, "photon": 0, "runs": [[runs[c]["electron"][2], runs[c]["photon"][2]]]})
+        decay_runs.append([[runs[c]["electron"][2], runs[c]["photon"][2]]])
         log(f"patient {seed}: MC of compartment {name} ({support} voxels, {runs[c]['electron'][2]} electron + "
             f"{runs[c]['photon'][2]} photon decays) {time.perf_counter() - t0:.1f} s")
 
@@ -229,7 +229,7 @@ def compartment_mc(anatomy, spec: DataSpec, seed: int, device=None, log=print):
         t0 = time.perf_counter()
         extra = simulate(c, n, top_up)
         runs[c] = {e: combine_mc_runs(runs[c][e], extra[e]) for e in runs[c]}
-        decays[c]["runs"].append([extra["electron"][2], extra["photon"][2]])
+        decay_runs[c].append([extra["electron"][2], extra["photon"][2]])
         log(f"patient {seed}: median label uncertainty in organ voxels "
             f"{', '.join(f'{u:.4f} at {h:g} h' for u, h in zip(median_u, spec.hours))}: above the target "
             f"{spec.mc_label_uncertainty_target:g}; top-up {top_up} of compartment {names[c]} ({f:.0%} of its "
@@ -241,9 +241,8 @@ def compartment_mc(anatomy, spec: DataSpec, seed: int, device=None, log=print):
         if median_u.max() > spec.mc_label_uncertainty_target:
             log(f"patient {seed}: WARNING label uncertainty still {median_u.max():.4f} after {MAX_TOP_UPS} top-ups "
                 f"(target {spec.mc_label_uncertainty_target:g}); kept and recorded in patient.json")
-    for d in decays:
-        d["electron"] = int(sum(r[0] for r in d["runs"]))
-        d["photon"] = int(sum(r[1] for r in d["runs"]))
+    decays = [{"electron": int(sum(r[0] for r in rs)), "photon": int(sum(r[1] for r in rs)), "runs": rs}
+              for rs in decay_runs]
     mc_uncertainty = np.divide(sigma, mc, out=np.zeros_like(sigma), where=mc > 0)
     return mc, mc_uncertainty, decays
 
