@@ -3,8 +3,9 @@
 Baseline: float32, one 11-slice pack per forward pass, autograd bookkeeping on (``torch.no_grad`` off), the published
 layers applied one after the other in torch's default memory layout: what a straightforward loop over slices does.
 Optimised: ``predict_dose_rate`` (its default batch, ``torch.inference_mode``, the network's channels-last 3D
-convolutions in eval mode, ``DepthFeatureExtractor.forward``, and ``for_inference``: BatchNorm folded into the
-convolutions, the depth pool as a max of slice pairs).
+convolutions in eval mode, ``DepthFeatureExtractor.forward``, ``for_inference``: BatchNorm folded into the
+convolutions, the depth pool as a max of slice pairs, and the first convolution shared between neighbouring packs,
+``_inference._FirstConvolution``).
 Grids: ``compact`` (130x128x128 at 3.0x3.91x3.91 mm) and ``paper`` (130x512x512 at 3.0x0.98x0.98 mm). The network
 is a seeded, untrained DblurDoseNet written to a temporary model card: run time does not depend on weight values.
 The baseline is timed on a subset of slices and extrapolated to the volume (per-slice cost is constant); the table

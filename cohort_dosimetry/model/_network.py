@@ -46,10 +46,20 @@ class DepthFeatureExtractor(nn.Sequential):
             # reduces batch statistics, which channels-last does less accurately on the CPU (about 1e-5 against
             # 1e-7), and the shipped weights' recipe stays bit for bit as it ran.
             pack = pack.contiguous(memory_format=torch.channels_last_3d)
-        features = super().forward(pack)
-        if features.shape[2] != 1:
-            raise ValueError(f"a pack of depth {pack.shape[2]} left depth {features.shape[2]}; packs must be {PACK_DEPTH} slices")
-        return features.squeeze(2)
+        return self.after_first_conv(self[0](pack))
+
+    def after_first_conv(self, h: torch.Tensor) -> torch.Tensor:
+        """The layers after the first convolution: its (N, 8, 9, H, W) output -> (N, 16, H, W) features.
+
+        Whole-volume inference computes the first convolution itself, sharing it between neighbouring packs
+        (``cohort_dosimetry.model._inference``), and continues here."""
+        depth = h.shape[2]
+        for layer in list(self)[1:]:
+            h = layer(h)
+        if h.shape[2] != 1:
+            raise ValueError(f"a first-convolution output of depth {depth} left depth {h.shape[2]}; "
+                             f"packs must be {PACK_DEPTH} slices")
+        return h.squeeze(2)
 
 
 class _EncoderBlock(nn.Sequential):
@@ -127,7 +137,11 @@ class DblurDoseNet(nn.Module):
             raise ValueError(f"pack must be (N, 2, {PACK_DEPTH}, H, W), got {tuple(pack.shape)}")
         if min(pack.shape[-2:]) < 16:
             raise ValueError(f"in-plane size {tuple(pack.shape[-2:])} is below 16 voxels, too small for 4 poolings")
-        return self.unet(self.depth_features(pack)) + prior
+        return self.residual(self.depth_features(pack), prior)
+
+    def residual(self, features: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
+        """U-Net of the (N, 16, H, W) depth features plus the (N, 1, H, W) prior."""
+        return self.unet(features) + prior
 
 
 class _SlicePairMax(nn.Module):

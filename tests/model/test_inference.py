@@ -89,6 +89,50 @@ def test_all_zero_activity_gives_all_zero_dose_rate(card_path):
     assert out.shape == shape and not out.any()
 
 
+def _card_with_batchnorm_statistics(tmp_path):
+    """A seeded network whose BatchNorm layers are far from the identity (so folding them matters)."""
+    torch.manual_seed(11)
+    net = DblurDoseNet()
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, (torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.3, 3.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.3, 0.3)
+    return save_model(net, make_card(), tmp_path / "bn.json")
+
+
+def test_shared_first_convolution_equals_each_packs_own(tmp_path, rng):
+    """The first convolution computed once per volume slice and shared between packs (_FirstConvolution) against
+    the convolution of each replicate-padded pack on its own, for batches of 1, 4 and all packs, uneven batches,
+    and a restart from the first slice; then whole-volume predictions against the slow per-pack reference on a volume
+    with interior packs (the 7-slice volumes above have none) and non-trivial BatchNorm statistics."""
+    from cohort_dosimetry.model._inference import _FirstConvolution
+
+    spect, density, dvk = _scan(rng, shape=(23, 16, 24))
+    model, _ = load_model(_card_with_batchnorm_statistics(tmp_path))
+    conv = model.depth_features[0]
+    planes = torch.from_numpy(np.stack([spect / spect.max(), density]))
+    packs = torch.from_numpy(np.stack([make_packs(planes[0].numpy(), 11), make_packs(planes[1].numpy(), 11)], 1))
+    with torch.no_grad():
+        own = conv(packs)  # (23, 8, 9, 16, 24)
+        for batches in ([1] * 23, [4] * 5 + [3], [23], [2, 5, 1, 9, 6]):
+            shared = _FirstConvolution(conv, planes, 11)
+            for restart in (False, True):
+                start = 0
+                for count in batches:
+                    out = shared(start, count)
+                    assert out.shape == (count, 8, 9, 16, 24)
+                    torch.testing.assert_close(out, own[start : start + count], rtol=0, atol=1e-5 * own.abs().max())
+                    start += count
+    reference = _reference(_card_with_batchnorm_statistics(tmp_path), spect, density, dvk)
+    for batch_size in (1, 5):
+        out = predict_dose_rate(spect, density, dvk, CARD_SPACING_MM, weights=tmp_path / "bn.json", device="cpu",
+                                batch_size=batch_size)
+        np.testing.assert_allclose(out, reference, rtol=1e-4, atol=1e-5 * reference.max())
+
+
 def test_batch_size_does_not_change_the_result(card_path, rng):
     spect, density, dvk = _scan(rng)
     a = predict_dose_rate(spect, density, dvk, CARD_SPACING_MM, weights=card_path, device="cpu", batch_size=1)
