@@ -36,7 +36,8 @@ def predict_dose_rate(
     weights : path of a model card JSON; ``None`` = the shipped compact-grid model.
     device : "cpu", "cuda", a torch.device or None (CUDA when available). On CUDA the network runs under autocast
         (bfloat16 where supported, else float16); on the CPU in float32.
-    batch_size : packs per forward pass; memory on the device is the three volumes plus one batch of activations.
+    batch_size : packs per forward pass; memory on the device is the three volumes, one batch of activations and
+        the first convolution's shared slices (8 channels x ``batch_size + 6`` slices, ``_FirstConvolution``).
         None = 1 on the CPU (measured fastest there: the activations of one pack stay in cache, bench/cnn.py) and
         16 on CUDA.
 
