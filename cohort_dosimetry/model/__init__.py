@@ -24,6 +24,7 @@ _PUBLIC = {
     "train_model": "_pipeline",
     "evaluate": "_evaluation",
     "goal_checks": "_evaluation",
+    "mean_bias": "_evaluation",
 }
 
 __getattr__, __all__ = lazy_exports(__name__, _PUBLIC)

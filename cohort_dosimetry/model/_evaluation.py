@@ -17,6 +17,9 @@ _DR = (10, 30, 70, 90)
 #: these VOI classes, and its NRMSE below DVK's in every reported class.
 GOAL_MEAN_ERROR_REDUCTION = 0.40
 GOAL_MEAN_ERROR_CLASSES = ("kidney", "lesion")
+#: Lesion volume bands (mL) of :func:`mean_bias`: the smaller the lesion, the more SPECT's resolution loss
+#: underestimates its mean dose-rate (README, "Status").
+LESION_VOLUME_BANDS_ML = (0.0, 5.0, 15.0, 50.0, np.inf)
 
 
 def _scan_dataset(scan: PatientScan) -> xr.Dataset:
@@ -63,7 +66,7 @@ def scan_errors(scan: PatientScan, card_path, methods=("dvk", "cnn"), device=Non
                 continue
             row = {"patient": scan.directory.name, "timepoint": scan.timepoint, "realisation": scan.realisation,
                    "method": method, "voi": voi, "voi_class": voi_type(voi),
-                   "mean_true": float(truth_stats.loc[voi, "mean"]), "mean_estimate": float(est_stats.loc[voi, "mean"]),
+                   "volume_ml": float(truth_stats.loc[voi, "volume_ml"]), "mean_true": float(truth_stats.loc[voi, "mean"]), "mean_estimate": float(est_stats.loc[voi, "mean"]),
                    "mean_error": mean_error(estimate, truth, mask), "nrmse": nrmse(estimate, truth, mask)}
             for x in _DR:
                 t, e = truth_stats.loc[voi, f"dr{x}"], est_stats.loc[voi, f"dr{x}"]
@@ -141,3 +144,38 @@ def goal_checks(per_voi: pd.DataFrame, method: str = "cnn", reference: str = "dv
             rows.append({"check": check, "voi_class": voi_class, method: float(e_method),
                          reference: float(e_reference), "reduction": float(reduction), "met": bool(met)})
     return pd.DataFrame(rows, columns=["check", "voi_class", method, reference, "reduction", "met"])
+
+
+def mean_bias(per_voi: pd.DataFrame, methods=("cnn", "dvk")) -> dict:
+    """How far each method's VOI mean dose-rates lie from the truth's, on the rows of :func:`evaluate`.
+
+    A VOI's bias is ``mean_estimate / mean_true - 1`` averaged over its scans (time points, realisations), so a VOI
+    counts once however often it was imaged. Returns ``{"voi_mean_bias": {class: {"vois": n, method: [mean, sd]}},
+    "lesion_mean_bias_by_volume_ml": [{"volume_ml": [low, high], "lesions": n, method: mean}]}``: per VOI class of
+    ``REPORTED_CLASSES`` the mean and sample standard deviation of the VOI biases, and per lesion volume band of
+    :data:`LESION_VOLUME_BANDS_ML` (``high`` None for the open band; empty bands left out) their mean. Fractions;
+    the lesion bands need a ``volume_ml`` column and are an empty list without one.
+    """
+    rows = per_voi[per_voi["method"].isin(methods)]
+    rows = rows.assign(bias=rows["mean_estimate"] / rows["mean_true"] - 1.0)
+    keys = ["voi_class", "patient", "voi"]
+    vois = rows.pivot_table(index=keys, columns="method", values="bias")
+    if "volume_ml" in rows:
+        vois = vois.join(rows.groupby(keys)["volume_ml"].first())
+    vois = vois.reset_index()
+    by_class = {}
+    for voi_class in REPORTED_CLASSES:
+        group = vois[vois["voi_class"] == voi_class]
+        if len(group):
+            by_class[voi_class] = {"vois": len(group),
+                                   **{m: [float(group[m].mean()), float(group[m].std())] for m in methods}}
+    bands = []
+    if "volume_ml" in vois:
+        lesions = vois[vois["voi_class"] == "lesion"]
+        edges = LESION_VOLUME_BANDS_ML
+        for low, high in zip(edges[:-1], edges[1:]):
+            band = lesions[(lesions["volume_ml"] >= low) & (lesions["volume_ml"] < high)]
+            if len(band):
+                bands.append({"volume_ml": [low, None if np.isinf(high) else high], "lesions": len(band),
+                              **{m: float(band[m].mean()) for m in methods}})
+    return {"voi_mean_bias": by_class, "lesion_mean_bias_by_volume_ml": bands}

@@ -16,7 +16,7 @@ but lose part of stage 1's gain in kidney and lesion mean dose-rate (README, "St
 
 Lesion balancing (``FitConfig.lesion_balance``; our addition, candidate D of docs/cnn_weights_choice.md, not the
 shipped recipe): the reported lesion mean error averages lesions, each counting once, but the MSE weighs a lesion by
-its voxel count, and the shipped weights underestimate small lesions most, on their own training scans too (mean
+its voxel count, and the weights shipped then (A) underestimate small lesions most, on their own training scans too (mean
 |bias| 38 % under 5 mL against 12 % over 50 mL, training and validation patients, fast SPECT). With balancing, each lesion smaller than
 the mean lesion volume of its scan has its weight multiplied by the ratio of the two, so it carries the loss of a
 lesion of mean volume; larger lesions keep theirs. Parameter-free, per scan, applied after VOI balancing.

@@ -108,7 +108,13 @@ def write_report(cohort, notes: Sequence[str] = ()) -> Path:
                   "</details>"]
     parts += ["<h2>Time-activity curves</h2>", *_time_activity_figures(voi_stats, methods)]
     parts += ["<h2>Dose-rate volume histograms</h2><p>First scan of each patient.</p>", *drvh_figures]
-    parts += [_methods_html(), _provenance_html(cohort, scan_attrs)]
+    cnn_weights = set()
+    if "cnn" in methods:
+        for scan in scans:
+            ds = cohort.scan(*scan)
+            if "dose_rate_cnn" in ds:
+                cnn_weights.add(ds["dose_rate_cnn"].attrs.get("weights_sha256", ""))
+    parts += [_methods_html(), *_cnn_evaluation_html(cnn_weights), _provenance_html(cohort, scan_attrs)]
     document = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
                 "<link rel=\"icon\" href=\"data:,\">"
                 f"<title>Cohort dosimetry report: {html.escape(cohort.path.name)}</title><style>{_STYLE}</style>"
@@ -314,6 +320,57 @@ def _methods_html() -> str:
             + html.escape(policies.strip()) + "</pre><h3>Time integration</h3><pre>"
             + html.escape(integration[integration.index("Input:"):].strip()) + "</pre>"
             + "<h3>DVK dose-rates</h3><pre>" + html.escape(dvk_limit.strip()) + "</pre>")
+
+
+def _cnn_evaluation_html(weights_sha256: set[str]) -> list[str]:
+    """What is known of the accuracy of the CNN weights behind this cohort's CNN maps: the held-out evaluation in
+    the shipped model card when the maps' ``weights_sha256`` is the shipped weights', else a statement that none is
+    known. Empty when the cohort has no CNN map."""
+    if not weights_sha256:
+        return []
+    from cohort_dosimetry.model import SHIPPED_CARD, ModelCard
+
+    card = ModelCard.from_json(SHIPPED_CARD)
+    evaluation = card.held_out_evaluation
+    parts = ["<h3>CNN dose-rates: accuracy of the weights on held-out virtual patients</h3>"]
+    unknown = sorted(sha or "not recorded" for sha in weights_sha256 if sha != card.weights_sha256 or not evaluation)
+    if unknown:
+        parts.append(f"<p>CNN maps made with weights {html.escape(', '.join(unknown))}: no held-out evaluation of "
+                     "these weights is known to this report.</p>")
+    if card.weights_sha256 not in weights_sha256 or not evaluation:
+        return parts
+    models = evaluation["spect_models"]
+    parts.append(
+        f"<p>Weights sha256 {card.weights_sha256[:12]}&hellip; (the shipped model card), measured on "
+        f"{html.escape(evaluation['description'])}; seeds {evaluation['seeds'][0]}-{evaluation['seeds'][-1]} "
+        f"({html.escape(evaluation['source'])}). Bias of a VOI's mean dose-rate = estimate / truth &minus; 1, "
+        "averaged over the VOI's scans; mean &plusmn; standard deviation over the VOIs of a class. A negative "
+        "bias is an underestimate.</p>")
+    bias = pd.DataFrame({"VOI class": list(next(iter(models.values()))["voi_mean_bias"])})
+    for model, m in models.items():
+        for method in ("cnn", "dvk"):
+            bias[f"{model}: {method.upper()} (%)"] = [
+                "{:+.0f} \u00b1 {:.0f}".format(*(100 * np.asarray(m["voi_mean_bias"][c][method])))
+                for c in bias["VOI class"]]
+    parts.append(_table_html(bias))
+    lesions = {}
+    for model, m in models.items():
+        for band in m["lesion_mean_bias_by_volume_ml"]:
+            low, high = band["volume_ml"]
+            row = lesions.setdefault(f"{low:g}-{high:g}" if high is not None else f"over {low:g}",
+                                     {"lesions": band["lesions"]})
+            row.update({f"{model}: {method.upper()} (%)": f"{100 * band[method]:+.0f}" for method in ("cnn", "dvk")})
+    if lesions:
+        parts += ["<p>Bias of lesion mean dose-rates by lesion volume (mL):</p>",
+                  _table_html(pd.DataFrame([{"volume (mL)": k, **v} for k, v in lesions.items()]))]
+    checks = pd.DataFrame([{"SPECT": model, "check": c["check"], "VOI class": c["voi_class"],
+                            "statistic [95 % interval]": "{:.3f} [{:.3f}, {:.3f}]".format(c["statistic"],
+                                                                                      *c["interval_95"]),
+                            "goal met": "yes" if c["met"] else "no"}
+                           for model, m in models.items() for c in m["goal_checks"]])
+    parts += ["<p>Goal checks (issue 5: mean-error reduction against DVK at least 0.40 for kidneys and lesions; "
+              "NRMSE CNN &minus; DVK below 0 in every class):</p>", _table_html(checks)]
+    return parts
 
 
 def _provenance_html(cohort, scan_attrs: dict) -> str:

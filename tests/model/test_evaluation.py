@@ -8,7 +8,7 @@ import torch
 
 from cohort_dosimetry.model import DblurDoseNet, save_model
 from cohort_dosimetry.model._dataset import DataSpec
-from cohort_dosimetry.model._evaluation import evaluate, goal_checks
+from cohort_dosimetry.model._evaluation import evaluate, goal_checks, mean_bias
 from cohort_dosimetry.physics import dose_rate_dvk
 from tests.model.conftest import CARD_SPACING_MM, make_card
 
@@ -45,6 +45,9 @@ def test_errors_against_a_known_truth(tmp_path, rng):
     per_voi, noise, summary = evaluate(tmp_path / "data", [3], spec, card, methods=("dvk", "cnn"), device="cpu",
                                        log=lambda s: None)
     assert set(per_voi["voi_class"]) == {"liver", "lesion"}  # body is not a reported class
+    voxel_ml = np.prod(CARD_SPACING_MM) / 1000
+    volumes = per_voi.groupby("voi")["volume_ml"].unique()
+    assert volumes["liver"] == pytest.approx([4 * 5 * 5 * voxel_ml]) and volumes["lesion_1"] == pytest.approx([18 * voxel_ml])
     last = per_voi[per_voi["realisation"] == 1]
     # estimate = truth / 2 voxel by voxel: every relative error is exactly 0.5
     for column in ["mean_error", "nrmse", "dr10_error", "dr30_error", "dr70_error", "dr90_error"]:
@@ -86,3 +89,32 @@ def test_goal_checks_by_hand():
     assert not checks.loc[("nrmse", "kidney"), "met"]  # equal is not below
     assert not checks.loc[("nrmse", "lesion"), "met"]
     assert checks.loc[("nrmse", "spleen"), "met"]
+
+
+def test_mean_bias_by_hand():
+    """A VOI's bias is averaged over its scans first, so a VOI imaged more often does not weigh more; lesions are
+    banded by volume (lower edge included)."""
+    def row(patient, voi, voi_class, method, t, estimate, volume=np.nan):
+        return {"patient": patient, "voi": voi, "voi_class": voi_class, "method": method, "timepoint": t,
+                "mean_true": 2.0, "mean_estimate": estimate, "volume_ml": volume}
+
+    rows = [row("p1", "kidney_left", "kidney", "cnn", t, e) for t, e in enumerate([1.8, 2.2, 2.0, 1.6])]  # -0.05
+    rows += [row("p2", "kidney_left", "kidney", "cnn", 0, 1.0)]  # -0.5
+    rows += [row(p, "kidney_left", "kidney", "dvk", 0, 1.5) for p in ("p1", "p2")]  # -0.25 twice
+    rows += [row("p1", "lesion_1", "lesion", m, 0, e, 4.0) for m, e in (("cnn", 1.0), ("dvk", 0.5))]
+    rows += [row("p2", "lesion_1", "lesion", m, 0, e, 5.0) for m, e in (("cnn", 3.0), ("dvk", 2.0))]
+    rows += [row("p2", "lesion_2", "lesion", m, 0, e, 60.0) for m, e in (("cnn", 2.0), ("dvk", 1.0))]
+    rows += [row("p1", "kidney_left", "kidney", "mc", 0, 9.0)]  # another method: ignored
+    out = mean_bias(pd.DataFrame(rows))
+    assert list(out["voi_mean_bias"]) == ["lesion", "kidney"]
+    kidney = out["voi_mean_bias"]["kidney"]
+    assert kidney["vois"] == 2
+    assert kidney["cnn"] == pytest.approx([-0.275, np.std([-0.05, -0.5], ddof=1)])  # not the mean of 5 rows, -0.14
+    assert kidney["dvk"] == pytest.approx([-0.25, 0.0])
+    assert out["voi_mean_bias"]["lesion"]["cnn"][0] == pytest.approx((-0.5 + 0.5 + 0.0) / 3)
+    assert out["lesion_mean_bias_by_volume_ml"] == [
+        {"volume_ml": [0.0, 5.0], "lesions": 1, "cnn": pytest.approx(-0.5), "dvk": pytest.approx(-0.75)},
+        {"volume_ml": [5.0, 15.0], "lesions": 1, "cnn": pytest.approx(0.5), "dvk": pytest.approx(0.0)},
+        {"volume_ml": [50.0, None], "lesions": 1, "cnn": pytest.approx(0.0), "dvk": pytest.approx(-0.5)},
+    ]
+    assert mean_bias(pd.DataFrame(rows).drop(columns="volume_ml"))["lesion_mean_bias_by_volume_ml"] == []

@@ -212,3 +212,19 @@ def test_shipped_weights_match_their_card_and_stay_small():
     assert card.parameter_count == sum(p.numel() for p in model.parameters())
     assert (SHIPPED_CARD.parent / card.weights_file).stat().st_size < 10 * 2**20
     assert "synthetic virtual patients" in card.training_data["description"]
+    # the held-out evaluation (shown in reports) was measured on patients the weights never saw, on both SPECT models
+    held_out = card.held_out_evaluation
+    used = set(card.training_data["train_seeds"]) | set(card.training_data["validation_seeds"])
+    assert held_out["seeds"] and not used & set(held_out["seeds"])
+    assert set(held_out["spect_models"]) == {"fast", "PyTomography"}
+    for m in held_out["spect_models"].values():
+        assert m["patients"] == len(held_out["seeds"]) and len(m["goal_checks"]) == 7
+        assert set(m["voi_mean_bias"]) == {"liver", "lesion", "kidney", "spleen", "vertebra"}
+
+
+def test_card_without_a_held_out_evaluation_loads(card_path):
+    data = json.loads(card_path.read_text())
+    assert "held_out_evaluation" in data  # save_model writes the field, empty until measured
+    del data["held_out_evaluation"]
+    card_path.write_text(json.dumps(data))
+    assert load_model(card_path)[1].held_out_evaluation == {}

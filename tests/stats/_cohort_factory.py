@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
+from cohort_dosimetry.pipeline import weights_sha256
 from cohort_dosimetry.store import open_cohort
 
 DIMS = ("z", "y", "x")
@@ -76,7 +77,10 @@ def make_cohort(path, seed: int = 0):
                 mc[labels == label] = texture[labels == label] * tac(voi, hour)
             maps = {"mc": mc, "cnn": mc * (1 + 0.05 * rng.standard_normal(SHAPE)), "dvk": 0.9 * mc}
             for method, dose_rate in maps.items():
+                attrs = {"units": "Gy/s"}
+                if method == "cnn":  # as dose_rates records it: these maps stand in for the shipped weights'
+                    attrs["weights_sha256"] = weights_sha256()
                 cohort.write_arrays(patient, timepoint, xr.Dataset(
-                    {f"dose_rate_{method}": (DIMS, dose_rate.astype(np.float32), {"units": "Gy/s"})}),
+                    {f"dose_rate_{method}": (DIMS, dose_rate.astype(np.float32), attrs)}),
                     provenance={"method": method, "note": "synthetic test cohort"})
     return cohort, anatomy

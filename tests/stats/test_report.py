@@ -66,6 +66,36 @@ def test_report_states_the_chosen_model_and_why_and_provenance(report):
     assert re.search(r"<td>numpy</td>\s*<td>" + re.escape(np.__version__) + "</td>", text)
 
 
+def test_report_gives_the_cnn_weights_held_out_evaluation_from_their_model_card(report):
+    from cohort_dosimetry.model import SHIPPED_CARD, ModelCard
+
+    _, path = report
+    text = path.read_text(encoding="utf-8")
+    section = text[text.index("CNN dose-rates: accuracy"):text.index("<h2>Provenance")]
+    card = ModelCard.from_json(SHIPPED_CARD)
+    assert card.weights_sha256[:12] in section and "no held-out evaluation" not in section
+    models = card.held_out_evaluation["spect_models"]
+    # the kidney row: CNN and DVK bias per SPECT model, the card's [mean, sd] as percentages, in header order
+    header = re.findall(r"<th>([^<]*)</th>", section[:section.index("</table>")])
+    kidney = re.findall(r"<td>([^<]*)</td>", re.search(r"<tr>\s*<td>kidney</td>(.*?)</tr>", section, re.S).group(1))
+    expected = {f"{model}: {method.upper()} (%)": "{:+.0f} \u00b1 {:.0f}".format(
+        *(100 * np.asarray(m["voi_mean_bias"]["kidney"][method]))) for model, m in models.items() for method in
+        ("cnn", "dvk")}
+    assert dict(zip(header[1:], kidney)) == expected
+    for model, m in models.items():
+        smallest = m["lesion_mean_bias_by_volume_ml"][0]
+        assert f"<td>{100 * smallest['cnn']:+.0f}</td>" in section
+        assert len(re.findall(rf"<td>{model}</td>", section)) == len(m["goal_checks"])
+
+
+def test_report_says_when_cnn_weights_have_no_known_evaluation():
+    from cohort_dosimetry.stats._report import _cnn_evaluation_html
+
+    assert _cnn_evaluation_html(set()) == []
+    parts = _cnn_evaluation_html({"0123abcd"})
+    assert "weights 0123abcd: no held-out evaluation" in "".join(parts) and "<table" not in "".join(parts)
+
+
 def test_report_needs_the_tables_first(tmp_path):
     from cohort_dosimetry.store import open_cohort
 
