@@ -4,9 +4,10 @@ Synthetic virtual patients (cohort_dosimetry.phantoms) stand in for patient data
 --out/data) the held-out patients with --realisations noise realisations, computes every method's dose-rate map with
 cohort_dosimetry.dose.dose_rates, and reports per VOI class (healthy liver, lesion, kidney, spleen, lumbar vertebra)
 the mean dose-rate error, NRMSE and DR10/30/70/90 errors against the truth (fractions), and the ensemble noise (%)
-over realisations. Prints the summary and, when DVK and CNN are both evaluated, the CNN's acceptance goals
-(cohort_dosimetry.model.goal_checks); writes per_voi.parquet, ensemble_noise.parquet, summary.parquet and
-goal_checks.parquet to --out.
+over realisations. Prints the summary, the bias of every method's VOI mean dose-rates per VOI class and lesion volume
+band (cohort_dosimetry.model.mean_bias) and, when DVK and CNN are both evaluated, the CNN's acceptance goals
+(cohort_dosimetry.model.goal_checks); writes per_voi.parquet, ensemble_noise.parquet, summary.parquet,
+mean_bias.json (the form of a model card's held-out evaluation) and goal_checks.parquet to --out.
 """
 from __future__ import annotations
 
@@ -34,21 +35,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mc-min-decays", type=int, default=data.mc_min_decays)
     parser.add_argument("--mc-max-decays", type=int, default=data.mc_max_decays)
     parser.add_argument("--mc-photon-fraction", type=float, default=data.mc_photon_fraction)
+    parser.add_argument("--mc-label-uncertainty-target", type=float, default=data.mc_label_uncertainty_target,
+                        help="truth: median relative uncertainty in organ voxels above which a compartment is topped up")
     parser.add_argument("--mc-from", default=None,
                         help="data folder of an earlier run with these patients and MC settings: reuse its MC maps")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
 
 
 def run(args: argparse.Namespace) -> int:
+    import json
+
     import pandas as pd
 
     from cohort_dosimetry.model._dataset import make_patient_data
-    from cohort_dosimetry.model._evaluation import evaluate, goal_checks
+    from cohort_dosimetry.model._evaluation import evaluate, goal_checks, mean_bias
 
     spec = DataSpec(grid=args.grid, hours=tuple(args.hours), realisations=args.realisations, spect=args.spect,
                     mc_decays_per_voxel=args.mc_decays_per_voxel,
                     mc_decays_per_activity_share=args.mc_decays_per_activity_share, mc_min_decays=args.mc_min_decays,
-                    mc_max_decays=args.mc_max_decays, mc_photon_fraction=args.mc_photon_fraction)
+                    mc_max_decays=args.mc_max_decays, mc_photon_fraction=args.mc_photon_fraction,
+                    mc_label_uncertainty_target=args.mc_label_uncertainty_target)
     out = Path(args.out)
     log = lambda s: print(s, flush=True)  # noqa: E731
     for seed in args.seeds:
@@ -62,7 +68,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"held-out synthetic virtual patients {args.seeds}, SPECT model '{args.spect}', "
               f"{args.realisations} noise realisations; errors as fractions, ensemble noise in %")
         print(summary.to_string(index=False))
-        tables = ["per_voi.parquet", "ensemble_noise.parquet", "summary.parquet"]
+        bias = mean_bias(per_voi, methods=tuple(args.methods))
+        (out / "mean_bias.json").write_text(json.dumps(bias, indent=2) + "\n")
+        print("bias of VOI mean dose-rates (estimate / truth - 1, each VOI averaged over its scans), mean and sd over "
+              "the VOIs of a class:")
+        print(pd.DataFrame([{"voi_class": c, "vois": v["vois"], **{m: f"{v[m][0]:+.3f} sd {_or_na(v[m][1])}"
+                                                                    for m in args.methods}}
+                            for c, v in bias["voi_mean_bias"].items()]).to_string(index=False))
+        print("bias of lesion mean dose-rates per lesion volume band (mL):")
+        print(pd.DataFrame(bias["lesion_mean_bias_by_volume_ml"]).to_string(index=False))
+        tables = ["per_voi.parquet", "ensemble_noise.parquet", "summary.parquet", "mean_bias.json"]
         if {"dvk", "cnn"} <= set(args.methods):
             checks = goal_checks(per_voi)
             checks.to_parquet(out / "goal_checks.parquet")
@@ -71,3 +86,7 @@ def run(args: argparse.Namespace) -> int:
             print(checks.to_string(index=False))
     print("tables: " + ", ".join(str(out / t) for t in tables))
     return 0
+
+
+def _or_na(sd: float | None) -> str:
+    return "n/a" if sd is None else f"{sd:.3f}"

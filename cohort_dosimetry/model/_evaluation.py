@@ -152,7 +152,7 @@ def mean_bias(per_voi: pd.DataFrame, methods=("cnn", "dvk")) -> dict:
     A VOI's bias is ``mean_estimate / mean_true - 1`` averaged over its scans (time points, realisations), so a VOI
     counts once however often it was imaged. Returns ``{"voi_mean_bias": {class: {"vois": n, method: [mean, sd]}},
     "lesion_mean_bias_by_volume_ml": [{"volume_ml": [low, high], "lesions": n, method: mean}]}``: per VOI class of
-    ``REPORTED_CLASSES`` the mean and sample standard deviation of the VOI biases, and per lesion volume band of
+    ``REPORTED_CLASSES`` the mean and sample standard deviation of the VOI biases (None for a single VOI), and per lesion volume band of
     :data:`LESION_VOLUME_BANDS_ML` (``high`` None for the open band; empty bands left out) their mean. Fractions;
     the lesion bands need a ``volume_ml`` column and are an empty list without one.
     """
@@ -167,8 +167,8 @@ def mean_bias(per_voi: pd.DataFrame, methods=("cnn", "dvk")) -> dict:
     for voi_class in REPORTED_CLASSES:
         group = vois[vois["voi_class"] == voi_class]
         if len(group):
-            by_class[voi_class] = {"vois": len(group),
-                                   **{m: [float(group[m].mean()), float(group[m].std())] for m in methods}}
+            by_class[voi_class] = {"vois": len(group), **{
+                m: [float(group[m].mean()), float(group[m].std()) if len(group) > 1 else None] for m in methods}}
     bands = []
     if "volume_ml" in vois:
         lesions = vois[vois["voi_class"] == "lesion"]

@@ -349,9 +349,8 @@ def _cnn_evaluation_html(weights_sha256: set[str]) -> list[str]:
     bias = pd.DataFrame({"VOI class": list(next(iter(models.values()))["voi_mean_bias"])})
     for model, m in models.items():
         for method in ("cnn", "dvk"):
-            bias[f"{model}: {method.upper()} (%)"] = [
-                "{:+.0f} \u00b1 {:.0f}".format(*(100 * np.asarray(m["voi_mean_bias"][c][method])))
-                for c in bias["VOI class"]]
+            bias[f"{model}: {method.upper()} (%)"] = [_percent_mean_sd(*m["voi_mean_bias"][c][method])
+                                                      for c in bias["VOI class"]]
     parts.append(_table_html(bias))
     lesions = {}
     for model, m in models.items():
@@ -371,6 +370,11 @@ def _cnn_evaluation_html(weights_sha256: set[str]) -> list[str]:
     parts += ["<p>Goal checks (issue 5: mean-error reduction against DVK at least 0.40 for kidneys and lesions; "
               "NRMSE CNN &minus; DVK below 0 in every class):</p>", _table_html(checks)]
     return parts
+
+
+def _percent_mean_sd(mean: float, sd: float | None) -> str:
+    """A bias and its spread over VOIs (fractions) as "+x \u00b1 y" percent; the spread of a single VOI is n/a."""
+    return f"{100 * mean:+.0f} \u00b1 " + ("n/a" if sd is None else f"{100 * sd:.0f}")
 
 
 def _provenance_html(cohort, scan_attrs: dict) -> str:
