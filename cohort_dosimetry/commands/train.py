@@ -37,6 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mc-min-decays", type=int, default=data.mc_min_decays)
     parser.add_argument("--mc-max-decays", type=int, default=data.mc_max_decays)
     parser.add_argument("--mc-photon-fraction", type=float, default=data.mc_photon_fraction)
+    parser.add_argument("--mc-label-uncertainty-target", type=float, default=data.mc_label_uncertainty_target,
+                        help="median relative uncertainty of a time point's labels in organ voxels above which the "
+                             "compartment that dominates it is topped up")
     parser.add_argument("--epochs", type=int, default=fit.epochs)
     parser.add_argument("--batch-size", type=int, default=fit.batch_size)
     parser.add_argument("--learning-rate", type=float, default=fit.learning_rate)
@@ -62,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
     spec = DataSpec(grid=args.grid, hours=tuple(args.hours), realisations=args.realisations, spect=args.spect,
                     mc_decays_per_voxel=args.mc_decays_per_voxel,
                     mc_decays_per_activity_share=args.mc_decays_per_activity_share, mc_min_decays=args.mc_min_decays,
-                    mc_max_decays=args.mc_max_decays, mc_photon_fraction=args.mc_photon_fraction)
+                    mc_max_decays=args.mc_max_decays, mc_photon_fraction=args.mc_photon_fraction,
+                    mc_label_uncertainty_target=args.mc_label_uncertainty_target)
     config = FitConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
                        crop=args.crop, slices_per_epoch=args.slices_per_epoch, seed=args.seed,
                        validation_stride=args.validation_stride)
