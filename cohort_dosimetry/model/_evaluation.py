@@ -66,7 +66,8 @@ def scan_errors(scan: PatientScan, card_path, methods=("dvk", "cnn"), device=Non
                 continue
             row = {"patient": scan.directory.name, "timepoint": scan.timepoint, "realisation": scan.realisation,
                    "method": method, "voi": voi, "voi_class": voi_type(voi),
-                   "volume_ml": float(truth_stats.loc[voi, "volume_ml"]), "mean_true": float(truth_stats.loc[voi, "mean"]), "mean_estimate": float(est_stats.loc[voi, "mean"]),
+                   "volume_ml": float(truth_stats.loc[voi, "volume_ml"]),
+                   "mean_true": float(truth_stats.loc[voi, "mean"]), "mean_estimate": float(est_stats.loc[voi, "mean"]),
                    "mean_error": mean_error(estimate, truth, mask), "nrmse": nrmse(estimate, truth, mask)}
             for x in _DR:
                 t, e = truth_stats.loc[voi, f"dr{x}"], est_stats.loc[voi, f"dr{x}"]
@@ -152,9 +153,9 @@ def mean_bias(per_voi: pd.DataFrame, methods=("cnn", "dvk")) -> dict:
     A VOI's bias is ``mean_estimate / mean_true - 1`` averaged over its scans (time points, realisations), so a VOI
     counts once however often it was imaged. Returns ``{"voi_mean_bias": {class: {"vois": n, method: [mean, sd]}},
     "lesion_mean_bias_by_volume_ml": [{"volume_ml": [low, high], "lesions": n, method: mean}]}``: per VOI class of
-    ``REPORTED_CLASSES`` the mean and sample standard deviation of the VOI biases (None for a single VOI), and per lesion volume band of
-    :data:`LESION_VOLUME_BANDS_ML` (``high`` None for the open band; empty bands left out) their mean. Fractions;
-    the lesion bands need a ``volume_ml`` column and are an empty list without one.
+    ``REPORTED_CLASSES`` the mean and sample standard deviation of the VOI biases (None for a single VOI), and per
+    lesion volume band of :data:`LESION_VOLUME_BANDS_ML` (``high`` None for the open band; empty bands left out)
+    their mean. Fractions; the lesion bands need a ``volume_ml`` column and are an empty list without one.
     """
     rows = per_voi[per_voi["method"].isin(methods)]
     rows = rows.assign(bias=rows["mean_estimate"] / rows["mean_true"] - 1.0)
