@@ -48,6 +48,15 @@ def dose_rates(
         raise ValueError(f"{name}: dose-rate methods must be a non-empty selection of {METHODS}, got {methods}")
     activity_bq_ml, density, spacing_mm = _checked_inputs(scan, name)
     activity_bq = (activity_bq_ml * (float(np.prod(spacing_mm)) / 1000.0)).astype(np.float32)  # Bq/mL -> Bq per voxel
+    if "cnn" in methods:
+        from cohort_dosimetry.model._card import SHIPPED_CARD, ModelCard
+
+        card = ModelCard.from_json(Path(weights) if weights is not None else SHIPPED_CARD)
+        if not card.on_grid(spacing_mm):
+            # one grid for every map of a scan: the CNN map is not resampled behind the caller's back
+            raise ValueError(f"{name}: grid spacing {tuple(spacing_mm)} mm (z, y, x) differs from the "
+                             f"{tuple(card.spacing_mm)} mm the CNN weights were trained on; ingest the scan on that "
+                             "grid (`--grid compact`) or call model.predict_dose_rate(..., resample=True)")
 
     from cohort_dosimetry import physics
 
@@ -61,9 +70,7 @@ def dose_rates(
             maps["dose_rate_dvk"] = (dvk, {"long_name": "dose-rate, dose voxel kernel convolution"})
     if "cnn" in methods:
         from cohort_dosimetry.model import predict_dose_rate
-        from cohort_dosimetry.model._card import SHIPPED_CARD, ModelCard
 
-        card = ModelCard.from_json(Path(weights) if weights is not None else SHIPPED_CARD)
         cnn = predict_dose_rate(activity_bq, density, dvk, spacing_mm, weights=weights, device=device)
         maps["dose_rate_cnn"] = (cnn, {"long_name": "dose-rate, DVK + DblurDoseNet residual",
                                        "weights_sha256": card.weights_sha256})

@@ -71,6 +71,8 @@ def test_monte_carlo_agrees_with_the_kernel_in_the_centre(rng):
         ("no_spacing", r"scan virtual-7/tp2: attrs\['spacing_mm'\]"),
         ("timepoints", r"scan virtual-7/tp2: 'activity' must be one \(z, y, x\) volume of one time point"),
         ("method", r"scan virtual-7/tp2: dose-rate methods must be"),
+        ("cnn_grid", r"scan virtual-7/tp2: grid spacing \(2.0, 2.0, 2.0\) mm .* differs from the \(3.0, 3.91, 3.91\)"
+                     r" mm the CNN weights were trained on; ingest the scan on that grid \(`--grid compact`\)"),
     ],
 )
 def test_bad_input_is_refused_naming_the_scan(change, message):
@@ -84,6 +86,9 @@ def test_bad_input_is_refused_naming_the_scan(change, message):
         del scan.attrs["spacing_mm"]
     elif change == "timepoints":
         scan["activity"] = scan["activity"].expand_dims(timepoint=2)
+    elif change == "cnn_grid":
+        scan.attrs["spacing_mm"] = [2.0, 2.0, 2.0]
+        methods = ("dvk", "cnn")
     else:
         methods = ("dvk", "voodoo")
     with pytest.raises(ValueError, match=message):

@@ -17,6 +17,7 @@ import hashlib
 import json
 from pathlib import Path
 
+import numpy as np
 from safetensors.torch import load_file, save_file
 
 from cohort_dosimetry import __version__
@@ -50,6 +51,11 @@ class ModelCard:
     weights_file: str = ""
     weights_sha256: str = ""
     parameter_count: int = 0
+
+    def on_grid(self, spacing_mm) -> bool:
+        """Whether a (z, y, x) spacing in mm is this card's grid: equal to 0.1 %, so rounding in DICOM headers and
+        resampling does not count as another grid."""
+        return bool(np.allclose(np.asarray(spacing_mm, dtype=float), self.spacing_mm, rtol=1e-3, atol=0.0))
 
     @classmethod
     def from_json(cls, path: Path) -> "ModelCard":

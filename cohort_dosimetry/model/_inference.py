@@ -11,8 +11,6 @@ from cohort_dosimetry.model._card import ModelCard, load_model
 from cohort_dosimetry.model._network import for_inference
 from cohort_dosimetry.physics import resolve_device
 
-_SPACING_RTOL = 1e-3  # spacings equal to 0.1 % count as the card's grid
-
 
 def predict_dose_rate(
     spect,
@@ -51,7 +49,7 @@ def predict_dose_rate(
     spacing_mm = tuple(float(s) for s in spacing_mm)
     if len(spacing_mm) != 3 or min(spacing_mm) <= 0:
         raise ValueError(f"spacing_mm must be three positive (z, y, x) values in mm, got {spacing_mm}")
-    if not np.allclose(spacing_mm, card.spacing_mm, rtol=_SPACING_RTOL, atol=0.0):
+    if not card.on_grid(spacing_mm):
         source = weights if weights is not None else "the shipped model"
         if not resample:
             raise ValueError(
