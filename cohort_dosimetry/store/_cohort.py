@@ -152,14 +152,17 @@ class Cohort:
 
     def scan_attrs(self, patient: str, timepoint: str, version: int | None = None) -> dict:
         """Attrs of one scan (latest version unless ``version`` is given), decoded as :meth:`scan` gives them."""
-        return _decode_scan_attrs(_read_json(self._version_dir(patient, timepoint, version) / "zarr.json")["attributes"])
+        stored = _read_json(self._version_dir(patient, timepoint, version) / "zarr.json")["attributes"]
+        return _decode_scan_attrs(stored, patient, timepoint)
 
     def scan(self, patient: str, timepoint: str, version: int | None = None) -> xr.Dataset:
         """One scan as a lazy Dataset: dask-backed (z, y, x) variables chunked as stored, each with ``units``.
 
         Holds exactly the arrays listed in the scan's provenance, i.e. those whose write completed.
         Attrs: see ``storage_schema/README.md``; ``spacing_mm``/``origin_mm``/``direction`` are tuples of float,
-        ``labels.attrs["names"]`` is {int label: VOI name}. Reading a slab of slices reads only its chunks.
+        ``labels.attrs["names"]`` is {int label: VOI name}, and ``patient`` and ``timepoint`` (from the path, not
+        stored) name the scan in the messages of functions that take it. Reading a slab of slices reads only its
+        chunks.
         """
         vdir = self._version_dir(patient, timepoint, version)
         ds = xr.open_zarr(vdir, zarr_format=3, consolidated=False, chunks={}, mask_and_scale=False)
@@ -168,7 +171,7 @@ class Cohort:
         if missing:
             raise RuntimeError(f"scan {patient}/{timepoint}: declared arrays {missing} are missing from {vdir}")
         ds = ds[declared]
-        ds.attrs = _decode_scan_attrs(ds.attrs)
+        ds.attrs = _decode_scan_attrs(ds.attrs, patient, timepoint)
         for name in ds.data_vars:
             ds[name].attrs.pop("_FillValue", None)
         if "labels" in ds:
@@ -586,8 +589,9 @@ def _write_group(path: Path, variables: dict[str, xr.Variable], attrs: dict) -> 
     )
 
 
-def _decode_scan_attrs(attrs: dict) -> dict:
-    attrs = dict(attrs)
+def _decode_scan_attrs(attrs: dict, patient: str, timepoint: str) -> dict:
+    """Stored scan attrs with the geometry as tuples of float, plus ``patient`` and ``timepoint`` (from the path)."""
+    attrs = {**attrs, "patient": patient, "timepoint": timepoint}
     for key in _GEOMETRY_ATTRS:
         if key in attrs:
             attrs[key] = tuple(float(v) for v in attrs[key])

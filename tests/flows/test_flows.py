@@ -111,6 +111,27 @@ def test_corrupt_scan_among_good_ones_is_isolated_and_recorded(tiny_dicom, tmp_p
     assert bad.name in run["failures"] or str(bad.parent.name) in run["failures"], run["failures"]
 
 
+def test_cohort_off_the_cnn_grid_gets_dvk_and_mc_and_each_cnn_step_refused_by_name(tiny_dicom, tmp_path):
+    """Ingested on a 2 mm grid, not the shipped weights' 3 x 3.91 x 3.91 mm: the CNN step of every scan fails
+    with the scan's name and what to do, and nothing else is lost: DVK and MC maps are stored for every scan."""
+    from cohort_dosimetry.store import open_cohort
+    from flows import cohort_flow
+
+    summary = cohort_flow(str(tiny_dicom), str(tmp_path / "cohort"), methods=("dvk", "cnn", "mc"), grid="2,2,2",
+                          mc_decays=100_000)
+    cohort = open_cohort(tmp_path / "cohort")
+    scans = cohort.scans()
+    assert len(scans) >= 6 and summary["n_failed"] == len(scans)
+    for patient, timepoint in scans:
+        assert cohort.scan_attrs(patient, timepoint)["spacing_mm"] == (2.0, 2.0, 2.0)
+        assert cohort.has_arrays(patient, timepoint, ["dose_rate_dvk", "dose_rate_mc"])
+        assert not cohort.has_arrays(patient, timepoint, ["dose_rate_cnn"])
+    failures = cohort.runs().iloc[-1]["failures"]
+    for patient, timepoint in scans:
+        assert f"{patient}/{timepoint}: grid spacing (2.0, 2.0, 2.0) mm" in failures, failures
+    assert "ingest the scan on that grid (`--grid compact`)" in failures
+
+
 def _modality(path):
     import pydicom
 

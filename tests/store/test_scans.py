@@ -54,6 +54,7 @@ def test_round_trip_keeps_values_dtypes_units_and_attrs(cohort):
         assert back.attrs[key] == attrs[key]
     assert back.attrs["status"] == "complete" and back.attrs["version"] == 1
     assert set(back.attrs["provenance"]) == set(ds.data_vars)
+    assert back.attrs["patient"] == "P000000000001" and back.attrs["timepoint"] == "tp1"  # named in messages
     assert cohort.scan_attrs("P000000000001", "tp1") == back.attrs
     assert validate_cohort(cohort.path) == []
 
