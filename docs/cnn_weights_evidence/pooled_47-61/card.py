@@ -35,9 +35,9 @@ def evaluation() -> dict:
         models[model] = {
             "patients": int(rows["patient"].nunique()),
             "scans": int(rows[["patient", "timepoint", "realisation"]].drop_duplicates().shape[0]),
-            "goal_checks": [{"check": c.check, "voi_class": c.voi_class, "cnn": round(c.cnn, 4),
-                             "dvk": round(c.dvk, 4), "statistic": round(c.statistic, 4),
-                             "interval_95": [round(c.low, 4), round(c.high, 4)], "met": bool(c.met)}
+            "goal_checks": [{"check": c.check, "voi_class": c.voi_class, "cnn": round(c.cnn, 6),
+                             "dvk": round(c.dvk, 6), "statistic": round(c.statistic, 6),
+                             "interval_95": [round(c.low, 6), round(c.high, 6)], "met": bool(c.met)}
                             for c in checks.itertuples()],
             **mean_bias(rows),
         }
