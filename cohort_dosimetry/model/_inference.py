@@ -1,6 +1,7 @@
 """Whole-volume CNN dose-rate inference: batched 11-slice packs, one code path for CPU and CUDA."""
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -87,7 +88,6 @@ def _predict(model, card: ModelCard, spect, density, dvk, device, batch_size: in
     device = resolve_device(device)
     if batch_size is None:
         batch_size = 16 if device.type == "cuda" else 1
-    autocast_dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float16
     model = for_inference(model).to(device)  # BatchNorm folded into the convolutions: the same function, faster
     spect_n = torch.from_numpy(spect / total_bq * card.spect_scale).to(device)
     density_t = torch.from_numpy(density).to(device)
@@ -95,7 +95,7 @@ def _predict(model, card: ModelCard, spect, density, dvk, device, batch_size: in
     to_gy_s = total_bq / card.dose_rate_scale
     n_slices = spect.shape[0]
     first_conv = _FirstConvolution(model.depth_features[0], (spect_n, density_t), card.pack_depth)
-    with torch.inference_mode(), torch.autocast(device.type, dtype=autocast_dtype, enabled=device.type == "cuda"):
+    with torch.inference_mode(), _mixed_precision(device):
         for start in range(0, n_slices, batch_size):
             centres = np.arange(start, min(start + batch_size, n_slices))
             features = model.depth_features.after_first_conv(first_conv(start, len(centres)))
@@ -104,6 +104,14 @@ def _predict(model, card: ModelCard, spect, density, dvk, device, batch_size: in
             out = out.clamp_min(0) * (density_t[centre] > card.density_threshold_g_cm3)
             dose_rate[start : start + len(centres)] = (out * to_gy_s).cpu().numpy()
     return dose_rate
+
+
+def _mixed_precision(device: torch.device):
+    """The autocast context of inference: bfloat16 on CUDA (float16 where bfloat16 is unsupported), none on the CPU,
+    where float32 is faster."""
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    return torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
 
 
 class _FirstConvolution:

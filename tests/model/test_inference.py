@@ -195,6 +195,27 @@ def test_bad_input_is_refused(card_path, rng, change, message):
         predict_dose_rate(spect, density, dvk, CARD_SPACING_MM, weights=card_path)
 
 
+def test_mixed_precision_path_runs_on_the_cpu_and_matches_float32(monkeypatch):
+    """The CUDA path's autocast, run on the CPU in bfloat16 with the shipped weights: the shared first convolution,
+    the folded network and the output scaling must work in reduced precision (dtype mixing is what a GPU would
+    catch first) and agree with float32 as the CUDA test asks, to 3 % of the map's maximum."""
+    from cohort_dosimetry.model import _inference
+    from cohort_dosimetry.physics import dose_rate_dvk
+
+    rng = np.random.default_rng(11)
+    shape = (13, 32, 32)
+    spect = rng.gamma(2.0, 1.0e4, size=shape).astype(np.float32)
+    density = rng.uniform(0.9, 1.1, size=shape).astype(np.float32)
+    density[:, :, :4] = 0.05  # air: zero however it was computed
+    dvk = dose_rate_dvk(spect, density, CARD_SPACING_MM, device="cpu")
+    full = predict_dose_rate(spect, density, dvk, CARD_SPACING_MM, device="cpu", batch_size=4)
+    monkeypatch.setattr(_inference, "_mixed_precision", lambda device: torch.autocast("cpu", dtype=torch.bfloat16))
+    mixed = predict_dose_rate(spect, density, dvk, CARD_SPACING_MM, device="cpu", batch_size=4)
+    assert mixed.dtype == np.float32 and (mixed >= 0).all() and (mixed[:, :, :4] == 0).all()
+    difference = np.abs(mixed - full).max()
+    assert 0 < difference <= 0.03 * full.max()  # reduced precision was really used, and it is close
+
+
 @requires_cuda
 def test_cuda_path_matches_cpu(card_path, rng):
     spect, density, dvk = _scan(rng, shape=(9, 32, 32))
