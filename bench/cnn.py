@@ -11,10 +11,13 @@ is a seeded, untrained DblurDoseNet written to a temporary model card: run time 
 The baseline is timed on a subset of slices and extrapolated to the volume (per-slice cost is constant); the table
 says how many slices it ran. Inputs are a synthetic smooth activity blob, not patient data.
 
-Each grid is measured with every torch intra-op thread count of ``--threads`` (on a machine shared with other
-processes, one thread can beat two: spinning OpenMP threads lose their core).
+On the CPU each grid is measured with every torch intra-op thread count of ``--threads`` (on a machine shared with
+other processes, one thread can beat two: spinning OpenMP threads lose their core). With ``--device cuda`` both
+paths run on the GPU, the baseline in float32 and ``predict_dose_rate`` as it runs there (autocast, batches of
+packs); the times include copying the volumes to the GPU and the result back.
 
-Run: ``.venv/bin/python bench/cnn.py [--grids compact paper] [--threads 1 2] [--baseline-slices 13] [--batch-size N]``.
+Run: ``.venv/bin/python bench/cnn.py [--device cpu|cuda] [--grids compact paper] [--threads 1 2]
+[--baseline-slices 13] [--batch-size N]``.
 """
 from __future__ import annotations
 
@@ -56,20 +59,22 @@ def _default_layout_forward(model, pack, prior):
     return model.unet(x.squeeze(2)) + prior
 
 
-def _baseline_s_per_slice(card_path, spect, density, dvk, n_slices) -> float:
+def _baseline_s_per_slice(card_path, spect, density, dvk, n_slices, device) -> float:
     model, card = load_model(card_path)
+    model.to(device)
     total = spect.sum(dtype=np.float64)
     centres = np.linspace(0, spect.shape[0] - 1, n_slices).astype(int)
     sp = make_packs(spect / total * card.spect_scale, 11, centres)
     de = make_packs(density, 11, centres)
     plane = spect.shape[1:]
-    _default_layout_forward(model, torch.zeros((1, 2, 11) + plane), torch.zeros((1, 1) + plane))  # warm-up
+    zeros = lambda *shape: torch.zeros(shape, device=device)  # noqa: E731
+    _default_layout_forward(model, zeros(1, 2, 11, *plane), zeros(1, 1, *plane)).detach().cpu()  # warm-up
     start = time.perf_counter()
     for k, z in enumerate(centres):
-        pack = torch.from_numpy(np.stack([sp[k], de[k]])[None].astype(np.float32))
-        prior = torch.from_numpy((dvk[z] / total * card.dose_rate_scale)[None, None].astype(np.float32))
+        pack = torch.from_numpy(np.stack([sp[k], de[k]])[None].astype(np.float32)).to(device)
+        prior = torch.from_numpy((dvk[z] / total * card.dose_rate_scale)[None, None].astype(np.float32)).to(device)
         out = _default_layout_forward(model, pack, prior)
-        out.detach().clamp_min(0).numpy()
+        out.detach().clamp_min(0).cpu().numpy()
     return (time.perf_counter() - start) / n_slices
 
 
@@ -78,22 +83,26 @@ def main() -> None:
     parser.add_argument("--grids", nargs="+", default=list(GRIDS), choices=list(GRIDS))
     parser.add_argument("--baseline-slices", type=int, default=13)
     parser.add_argument("--batch-size", type=int, default=None, help="default: predict_dose_rate's")
-    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="CPU only")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     args = parser.parse_args()
-    print(f"torch {torch.__version__}, device cpu, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; "
-          "synthetic inputs")
+    where = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
+    print(f"torch {torch.__version__}, device {where}, {os.cpu_count()} CPUs, "
+          f"load average {os.getloadavg()[0]:.1f}; synthetic inputs")
+    thread_counts = args.threads if args.device == "cpu" else [torch.get_num_threads()]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for grid in args.grids:
             shape, spacing = GRIDS[grid]
             card_path = _card(Path(tmp), spacing)
             spect, density, dvk = _volumes(shape)
-            for threads in args.threads:
+            for threads in thread_counts:
                 torch.set_num_threads(threads)
-                predict_dose_rate(spect[:11], density[:11], dvk[:11], spacing, weights=card_path, device="cpu")  # warm-up
-                per_slice = _baseline_s_per_slice(card_path, spect, density, dvk, args.baseline_slices)
+                predict_dose_rate(spect[:11], density[:11], dvk[:11], spacing, weights=card_path,  # warm-up
+                                  device=args.device)
+                per_slice = _baseline_s_per_slice(card_path, spect, density, dvk, args.baseline_slices, args.device)
                 start = time.perf_counter()
-                predict_dose_rate(spect, density, dvk, spacing, weights=card_path, device="cpu",
+                predict_dose_rate(spect, density, dvk, spacing, weights=card_path, device=args.device,
                                   batch_size=args.batch_size)
                 optimised = time.perf_counter() - start
                 baseline = per_slice * shape[0]

@@ -14,7 +14,7 @@ import numpy as np
 from cohort_dosimetry.model._card import ModelCard, save_model
 from cohort_dosimetry.model._dataset import DataSpec, PatientScan, make_patient_data, patient_scans
 from cohort_dosimetry.model._training import FitConfig, fit, normalisation_constants, training_volume
-from cohort_dosimetry.physics import ENGINE_VERSION
+from cohort_dosimetry.physics import ENGINE_VERSION, resolve_device
 
 CARD_NAME = "dblurdosenet_compact.json"
 
@@ -105,12 +105,12 @@ def train_model(
 
     tic = time.perf_counter()
     model, history = fit(volumes(train_scans, config), volumes(validation_scans, config),
-                         config, out_dir / "checkpoints", log=log)
+                         config, out_dir / "checkpoints", log=log, device=device)
     seconds["fit"] = time.perf_counter() - tic
 
     uncertainties = [u for m in metas for u in m["label_median_relative_uncertainty_in_organs"]]
     training = {**dataclasses.asdict(config), "optimiser": "Adam", "scheduler": "ReduceLROnPlateau(validation loss)",
-                "loss": _loss_text(config), "device": str(device or "auto"), "epochs_run": len(history), "note": note}
+                "loss": _loss_text(config), "device": str(resolve_device(device)), "epochs_run": len(history), "note": note}
     training_data = {
         "description": "synthetic virtual patients (cohort_dosimetry.phantoms.make_virtual_patient); no patient data",
         "train_seeds": list(train_seeds), "validation_seeds": list(validation_seeds),
@@ -148,7 +148,7 @@ def train_model(
                           fine_tuning.share),
             _balanced_mix(volumes(validation_scans, tune), volumes(tune_validation, tune),
                           fine_tuning.share),
-            tune, out_dir / "checkpoints_fine_tuning", log=log, initial_state=model.state_dict())
+            tune, out_dir / "checkpoints_fine_tuning", log=log, initial_state=model.state_dict(), device=device)
         seconds["fine_tuning"] = time.perf_counter() - tic
         training["fine_tuning"] = {
             **dataclasses.asdict(tune), "loss": _loss_text(tune), "epochs_run": len(tune_history),

@@ -34,6 +34,7 @@ import torch
 from cohort_dosimetry.model._dataset import REPORTED_CLASSES
 from cohort_dosimetry.model._network import PACK_DEPTH, DblurDoseNet
 from cohort_dosimetry.model._packs import pack_indices
+from cohort_dosimetry.physics import resolve_device
 
 BODY_WEIGHT, OUTSIDE_WEIGHT = 0.7, 0.3  # loss weights inside/outside the body (Li et al. 2022, public code)
 
@@ -115,8 +116,10 @@ def training_step(model: DblurDoseNet, optimiser: torch.optim.Optimizer, pack, p
     return loss.item()
 
 
-def _batch(volumes: list[TrainingVolume], items: np.ndarray, crops: np.ndarray | None, crop: int | None):
-    """Packs, priors, labels, loss weights for (volume, slice) ``items``; ``crops`` (n, 2) top-left corners or None."""
+def _batch(volumes: list[TrainingVolume], items: np.ndarray, crops: np.ndarray | None, crop: int | None,
+           device: torch.device | str = "cpu"):
+    """Packs, priors, labels, loss weights for (volume, slice) ``items`` on ``device``; ``crops`` (n, 2) top-left
+    corners or None."""
     packs, priors, labels, weights = [], [], [], []
     for k, (v, z) in enumerate(items):
         vol = volumes[v]
@@ -129,7 +132,7 @@ def _batch(volumes: list[TrainingVolume], items: np.ndarray, crops: np.ndarray |
         priors.append(vol.prior[z, sy, sx][None])
         labels.append(vol.label[z, sy, sx][None])
         weights.append(vol.weight[z, sy, sx][None])
-    as_t = lambda arrs: torch.from_numpy(np.ascontiguousarray(np.stack(arrs)))  # noqa: E731
+    as_t = lambda arrs: torch.from_numpy(np.ascontiguousarray(np.stack(arrs))).to(device)  # noqa: E731
     return as_t(packs), as_t(priors), as_t(labels), as_t(weights)
 
 
@@ -138,13 +141,15 @@ def _all_slices(volumes: list[TrainingVolume]) -> np.ndarray:
 
 
 def evaluate_loss(model: DblurDoseNet, volumes: list[TrainingVolume], batch_size: int, stride: int = 1) -> float:
-    """Weighted MSE over every ``stride``-th whole slice of ``volumes`` (eval mode, no gradient).
+    """Weighted MSE over every ``stride``-th whole slice of ``volumes`` (eval mode, no gradient), on the device of
+    ``model``'s parameters.
 
     A volume listed several times (the same object: :func:`~cohort_dosimetry.model._pipeline._balanced_mix`
     repeats the few fine-tuning scans) is evaluated once and counted as often as it is listed, which gives the mean
     over the full list without recomputing the copies.
     """
     model.eval()
+    device = next(model.parameters()).device
     by_id = {id(vol): vol for vol in volumes}
     copies = collections.Counter(id(vol) for vol in volumes)
     unique = list(by_id.values())
@@ -154,8 +159,8 @@ def evaluate_loss(model: DblurDoseNet, volumes: list[TrainingVolume], batch_size
     total = 0.0
     with torch.inference_mode():
         for start in range(0, len(items), batch_size):
-            pack, prior, label, weight = _batch(unique, items[start : start + batch_size], None, None)
-            per_slice = (weight * (model(pack, prior) - label) ** 2).mean(dim=(1, 2, 3)).double().numpy()
+            pack, prior, label, weight = _batch(unique, items[start : start + batch_size], None, None, device)
+            per_slice = (weight * (model(pack, prior) - label) ** 2).mean(dim=(1, 2, 3)).double().cpu().numpy()
             total += float(per_slice @ multiplicity[start : start + batch_size])
     return total / float(multiplicity.sum())
 
@@ -167,9 +172,15 @@ def fit(
     checkpoint_dir: str | Path,
     log=print,
     initial_state: dict | None = None,
+    device: str | torch.device | None = None,
 ) -> tuple[DblurDoseNet, list[dict]]:
     """Train from ``initial_state`` (a state dict: fine-tuning) or from scratch, or resume from
-    ``checkpoint_dir/last.pt`` when it exists; returns the best model and history.
+    ``checkpoint_dir/last.pt`` when it exists; returns the best model (on the CPU, eval mode) and history.
+
+    ``device``: "cpu", "cuda" or None (CUDA when available). The volumes stay in host memory; each batch is copied
+    to the device. Float32 throughout, on CUDA too (no autocast: the loss of small dose-rates would lose digits;
+    convolutions may use TF32 as torch allows by default). Checkpoints load onto any device, so a run started on one
+    can resume on the other.
 
     Every epoch draws its slices and crops from a generator seeded by (seed, epoch), so a resumed run takes exactly
     the steps of an uninterrupted one. After each epoch ``last.pt`` (model, optimiser, scheduler, history) is written,
@@ -177,10 +188,12 @@ def fit(
     """
     checkpoint_dir = Path(checkpoint_dir)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(device)
     torch.manual_seed(config.seed)
     model = DblurDoseNet()
     if initial_state is not None:
         model.load_state_dict(initial_state)
+    model.to(device)
     optimiser = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimiser, factor=config.lr_factor, patience=config.lr_patience
@@ -188,7 +201,7 @@ def fit(
     history: list[dict] = []
     last = checkpoint_dir / "last.pt"
     if last.exists():
-        state = torch.load(last, weights_only=False)
+        state = torch.load(last, weights_only=False, map_location=device)
         same = {k: v for k, v in dataclasses.asdict(config).items() if k != "epochs"}
         # a field missing from an older checkpoint had its default's meaning then (voi_balance, lesion_balance came
         # later)
@@ -216,7 +229,7 @@ def fit(
             if config.crop is not None:
                 shapes = np.array([train[v].spect.shape[1:] for v, _ in chosen])
                 crops = (rng.random((len(chosen), 2)) * (shapes - config.crop + 1)).astype(np.int64)
-            losses.append(training_step(model, optimiser, *_batch(train, chosen, crops, config.crop)))
+            losses.append(training_step(model, optimiser, *_batch(train, chosen, crops, config.crop, device)))
         val_loss = evaluate_loss(model, validation, config.batch_size, config.validation_stride)
         scheduler.step(val_loss)
         history.append({
@@ -234,8 +247,8 @@ def fit(
         (checkpoint_dir / "last.pt.tmp").replace(last)
     best = checkpoint_dir / "best.pt"
     if best.exists():
-        model.load_state_dict(torch.load(best, weights_only=False)["model"])
-    return model.eval(), history
+        model.load_state_dict(torch.load(best, weights_only=False, map_location=device)["model"])
+    return model.cpu().eval(), history
 
 
 def normalisation_constants(scans) -> tuple[float, float]:

@@ -1,5 +1,5 @@
 """Training: the loss weights and weighted loss, one Adam step, checkpoint resume reproducing an uninterrupted run,
-fine-tuning from given parameters."""
+fine-tuning from given parameters, CUDA training against the CPU."""
 import numpy as np
 import pytest
 import torch
@@ -15,6 +15,7 @@ from cohort_dosimetry.model._training import (
     training_step,
     weighted_mse,
 )
+from tests.conftest import requires_cuda
 
 
 def _volumes(rng, n=2, shape=(4, 16, 16)):
@@ -130,3 +131,26 @@ def test_validation_loss_counts_a_repeated_volume_as_often_as_it_is_listed(rng):
     for stride in (1, 3):
         assert evaluate_loss(model, listed, 5, stride) == pytest.approx(by_hand(listed, stride), rel=1e-5)
     assert evaluate_loss(model, listed, 5) != pytest.approx(evaluate_loss(model, [a, b], 5), rel=1e-3)
+
+
+@requires_cuda
+def test_cuda_training_matches_the_cpu_and_resumes_on_it(rng, tmp_path, monkeypatch):
+    """Two epochs on CUDA give the CPU's losses; a run checkpointed on CUDA resumes on the CPU with the same losses
+    as if it had stayed there. TF32 is off so that the devices differ only by float32 summation order (Adam's first
+    steps, about lr * sign(gradient), amplify no more than that)."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    train, validation = _volumes(rng), _volumes(rng, n=1)
+    config = FitConfig(epochs=2, batch_size=4, crop=16, seed=3)
+    quiet = lambda s: None  # noqa: E731
+    cpu_model, cpu = fit(train, validation, config, tmp_path / "cpu", log=quiet, device="cpu")
+    cuda_model, cuda = fit(train, validation, config, tmp_path / "cuda", log=quiet, device="cuda")
+    fit(train, validation, FitConfig(epochs=1, batch_size=4, crop=16, seed=3), tmp_path / "moved", log=quiet,
+        device="cuda")
+    _, moved = fit(train, validation, config, tmp_path / "moved", log=quiet, device="cpu")
+    assert next(cuda_model.parameters()).device.type == "cpu"
+    for history in (cuda, moved):
+        for key in ("train_loss", "validation_loss"):
+            assert [h[key] for h in history] == pytest.approx([h[key] for h in cpu], rel=1e-2), key
+    assert evaluate_loss(cuda_model, validation, 4) == pytest.approx(evaluate_loss(cpu_model, validation, 4),
+                                                                     rel=1e-2)
