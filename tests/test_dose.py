@@ -100,14 +100,14 @@ def test_bad_input_is_refused_naming_the_scan(change, message):
 @requires_cuda
 def test_cuda_maps_of_a_virtual_patient_match_the_cpu_with_the_shipped_weights():
     """The whole entry point on CUDA against the CPU, on a compact-grid virtual patient with the shipped weights:
-    DVK (float32 FFTs on both) voxel by voxel to 1e-4 of the maximum; the CNN, under autocast on CUDA (bfloat16),
-    to 2 % of the maximum voxel by voxel and 1 % in every VOI's mean (bfloat16 on the CPU gave 0.36 % of the
-    maximum, tests/model/test_inference.py)."""
+    DVK (float32 FFTs on both) voxel by voxel to 1e-4 of the maximum; the CNN, under float16 autocast on CUDA, to
+    0.5 % of the maximum voxel by voxel and 0.5 % in every VOI's mean (float16 in CPU emulation: 0.02 % and 0.01 %;
+    bfloat16, used before session 23, moved the left lung's mean by 1.2 % on an H200)."""
     patient = make_virtual_patient(47, hours=(24.0,))
     scan = patient.isel(timepoint=0)
     cpu, cuda = dose_rates(scan, device="cpu"), dose_rates(scan, device="cuda")
     labels, names = patient["labels"].values, patient["labels"].attrs["names"]
-    for method, voxel_tol, voi_tol in (("dvk", 1e-4, 1e-4), ("cnn", 0.02, 0.01)):
+    for method, voxel_tol, voi_tol in (("dvk", 1e-4, 1e-4), ("cnn", 5e-3, 5e-3)):
         a, b = cpu[f"dose_rate_{method}"].values, cuda[f"dose_rate_{method}"].values
         np.testing.assert_allclose(b, a, rtol=0, atol=voxel_tol * a.max(), err_msg=method)
         for value in np.unique(labels[labels > 0]):

@@ -12,6 +12,14 @@ from cohort_dosimetry.model._card import ModelCard, load_model
 from cohort_dosimetry.model._network import for_inference
 from cohort_dosimetry.physics import resolve_device
 
+# Autocast dtype of CUDA inference. float16, not bfloat16: its 10-bit mantissa is 8 times finer, and on the shipped
+# weights bfloat16 moved the CNN's mean dose-rate of a virtual patient's left lung by -1.2 % against float32 (H200,
+# session 23; -1.3 % in CPU emulation, vertebrae up to -0.5 %). float16 stayed within 0.01 % of float32 in every VOI
+# of a 16-slice section where bfloat16 was 0.23 % off (CPU emulation). Its range suffices: activations of the shipped
+# network peak at about 20 on virtual patients (seeds 47, 52, 57), float16's maximum is 65504; an overflow would
+# still be caught (``_predict`` refuses a non-finite output).
+AUTOCAST_DTYPE = torch.float16
+
 
 def predict_dose_rate(
     spect,
@@ -34,7 +42,7 @@ def predict_dose_rate(
         the inputs are resampled (linear) to the card's grid and the result back to this one.
     weights : path of a model card JSON; ``None`` = the shipped compact-grid model.
     device : "cpu", "cuda", a torch.device or None (CUDA when available). On CUDA the network runs under autocast
-        (bfloat16 where supported, else float16); on the CPU in float32.
+        in float16 (``AUTOCAST_DTYPE``); on the CPU in float32.
     batch_size : packs per forward pass; memory on the device is the three volumes, one batch of activations and
         the first convolution's shared slices (8 channels x ``batch_size + 6`` slices, ``_FirstConvolution``).
         None = 1 on the CPU (measured fastest there: the activations of one pack stay in cache, bench/cnn.py) and
@@ -103,15 +111,18 @@ def _predict(model, card: ModelCard, spect, density, dvk, device, batch_size: in
             out = model.residual(features, prior_n[centre].unsqueeze(1)).float().squeeze(1)
             out = out.clamp_min(0) * (density_t[centre] > card.density_threshold_g_cm3)
             dose_rate[start : start + len(centres)] = (out * to_gy_s).cpu().numpy()
+    if not np.isfinite(dose_rate).all():  # the inputs were checked finite: the network overflowed
+        raise FloatingPointError(
+            f"the CNN's output is NaN or infinite in {int((~np.isfinite(dose_rate)).sum())} voxels on {device} "
+            f"(autocast {AUTOCAST_DTYPE} on CUDA): inputs far outside the training range?")
     return dose_rate
 
 
 def _mixed_precision(device: torch.device):
-    """The autocast context of inference: bfloat16 on CUDA (float16 where bfloat16 is unsupported), none on the CPU,
-    where float32 is faster."""
+    """The autocast context of inference: ``AUTOCAST_DTYPE`` on CUDA, none on the CPU, where float32 is faster."""
     if device.type != "cuda":
         return contextlib.nullcontext()
-    return torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+    return torch.autocast("cuda", dtype=AUTOCAST_DTYPE)
 
 
 class _FirstConvolution:
