@@ -32,6 +32,7 @@ def test_options_reach_the_card(trained):
                                           "validation_stride", "seed")} == {
         "epochs": 1, "batch_size": 4, "learning_rate": 5e-4, "crop": 32, "slices_per_epoch": 8,
         "validation_stride": 16, "seed": 2}
+    assert card.training["device"] == "cpu"  # the device the run used, resolved (not "auto")
     assert "fine_tuning" not in card.training and "wiring test" in json.dumps(card.training)
     labels = card.training_data["label_median_relative_uncertainty_in_organ_voxels"]
     assert labels["target"] == 1.0
