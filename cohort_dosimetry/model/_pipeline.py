@@ -110,7 +110,8 @@ def train_model(
 
     uncertainties = [u for m in metas for u in m["label_median_relative_uncertainty_in_organs"]]
     training = {**dataclasses.asdict(config), "optimiser": "Adam", "scheduler": "ReduceLROnPlateau(validation loss)",
-                "loss": _loss_text(config), "device": str(resolve_device(device)), "epochs_run": len(history), "note": note}
+                "loss": _loss_text(config), "device": str(resolve_device(device)), "epochs_run": len(history),
+                "note": note}
     training_data = {
         "description": "synthetic virtual patients (cohort_dosimetry.phantoms.make_virtual_patient); no patient data",
         "train_seeds": list(train_seeds), "validation_seeds": list(validation_seeds),
