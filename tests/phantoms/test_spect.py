@@ -147,14 +147,16 @@ def test_bad_inputs_name_the_patient_and_the_problem():
         make_virtual_patient(5, grid=SMALL, hours=(24.0, 4.0))
 
 
-def test_pytomography_tiny_run_counts_and_recovery_ordering():
-    """PyTomography with attenuation and collimator response, few views and iterations, on a coarse grid."""
+def test_pytomography_tiny_run_counts_and_recovery_ordering(device):
+    """PyTomography with attenuation and collimator response, few views and iterations, on a coarse grid; on the CPU
+    and, where present, on CUDA (PyTomography's module-level device follows the call's)."""
     grid = Grid((16, 40, 40), (6.0, 7.82, 7.82))
     phantom = sphere_phantom(grid)
     anatomy = _phantom_anatomy(phantom, grid)
     counts = 2.0e6
     spect = simulate_spect(phantom["activity_bq_ml"][None], anatomy, [4.0], model="pytomography", counts=counts,
-                           acquisition=Acquisition(n_views=12, osem_iterations=3, osem_subsets=3, voxel_mm=9.6))
+                           acquisition=Acquisition(n_views=12, osem_iterations=3, osem_subsets=3, voxel_mm=9.6),
+                           device=device)
     measured = spect.attrs["measured_counts"][0][0]
     assert spect.attrs["counts"][0] == pytest.approx(counts, rel=1e-5)
     assert abs(measured - counts) < 5 * np.sqrt(counts)  # Poisson total of the requested level
