@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from cohort_dosimetry.model._card import ModelCard, save_model
 from cohort_dosimetry.model._dataset import DataSpec, PatientScan, make_patient_data, patient_scans
@@ -73,7 +75,8 @@ def train_model(
 
     ``out_dir`` receives ``data/`` (per-patient arrays), ``checkpoints/``, with ``fine_tuning``
     ``data_fine_tuning/`` and ``checkpoints_fine_tuning/``, the card ``dblurdosenet_compact.json`` with its
-    ``.safetensors`` and ``training_report.json`` (seconds per stage). ``test_seeds`` are only recorded on the card
+    ``.safetensors`` and ``training_report.json`` (seconds per stage of this invocation). The card's
+    ``training["compute_seconds"]`` gives the whole run's cost, resumed invocations included. ``test_seeds`` are only recorded on the card
     as held out for ``cohort-dosimetry evaluate``. ``mc_from``: a data folder whose per-compartment MC maps of these
     patients are reused (:func:`make_patient_data`); the card records it. Returns the card's path.
     """
@@ -134,14 +137,17 @@ def train_model(
     }
     validation_metrics = {"validation_loss_best": float(min(h["validation_loss"] for h in history)),
                           "history": history}
+    compute = {"data": _made_in(metas), "fit": _epochs_took(history)}
     tune_validation: list[PatientScan] = []
     if fine_tuning is not None:
         tune_dir = out_dir / "data_fine_tuning"
         tic = time.perf_counter()
-        tune_train = _single_scans(tune_dir, data_dir, fine_tuning.train_scans, fine_tuning.spect, spec, device, log)
-        tune_validation = _single_scans(tune_dir, data_dir, fine_tuning.validation_scans, fine_tuning.spect, spec,
-                                        device, log)
+        tune_train, train_metas = _single_scans(tune_dir, data_dir, fine_tuning.train_scans, fine_tuning.spect, spec,
+                                                device, log)
+        tune_validation, validation_metas = _single_scans(tune_dir, data_dir, fine_tuning.validation_scans,
+                                                          fine_tuning.spect, spec, device, log)
         seconds["data_fine_tuning"] = time.perf_counter() - tic
+        compute["data_fine_tuning"] = _made_in(train_metas + validation_metas)
         tune = fine_tuning.config
         tic = time.perf_counter()
         model, tune_history = fit(
@@ -151,6 +157,7 @@ def train_model(
                           fine_tuning.share),
             tune, out_dir / "checkpoints_fine_tuning", log=log, initial_state=model.state_dict(), device=device)
         seconds["fine_tuning"] = time.perf_counter() - tic
+        compute["fine_tuning"] = _epochs_took(tune_history)
         training["fine_tuning"] = {
             **dataclasses.asdict(tune), "loss": _loss_text(tune), "epochs_run": len(tune_history),
             "starts_from": "the best stage-1 model (above)",
@@ -174,7 +181,15 @@ def train_model(
     if tune_validation:
         metrics[f"per_voi_class_{fine_tuning.spect}"] = validation_voi_errors(card_path, tune_validation, device=device)
     seconds["validation_metrics"] = time.perf_counter() - tic
-    card = dataclasses.replace(card, validation_metrics={**card.validation_metrics, **metrics})
+    compute["validation_metrics"] = round(seconds["validation_metrics"], 1)
+    training["compute_seconds"] = {
+        **compute, "total": round(sum(compute.values()), 1),
+        "note": f"wall-clock seconds on the device above ({_cpu_text()}), as each step took when it ran, summed over "
+                "resumed runs: data from each patient's and scan's patient.json, fitting from each epoch's entry in "
+                "the histories, validation metrics from the last run. The speed of shared cores varies between "
+                "days (bench/train.py measures it)"}
+    card = dataclasses.replace(card, training=training,
+                               validation_metrics={**card.validation_metrics, **metrics})
     card_path = save_model(model, card, card_path)
     report = {"seconds": {**seconds, "data_stages": stage_seconds}, "card": str(card_path)}
     (out_dir / "training_report.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -193,20 +208,40 @@ def _loss_text(config: FitConfig) -> str:
     return text
 
 
-def _single_scans(out_dir: Path, mc_dir: Path, scans, spect: str, spec: DataSpec, device, log) -> list[PatientScan]:
-    """Prepare (or reuse) one-realisation ``spect`` scans (seed, hours), MC maps from ``mc_dir``.
+def _made_in(metas: list[dict]) -> float:
+    """Seconds that the patients' data took to make (``make_patient_data``'s record, also for reused folders)."""
+    return round(sum(sum(m["seconds"].values()) for m in metas), 1)
+
+
+def _epochs_took(history: list[dict]) -> float:
+    """Seconds of a fit's epochs; refuses a history with untimed epochs (a checkpoint older than the timing)."""
+    untimed = [h["epoch"] for h in history if "seconds" not in h]
+    if untimed:
+        raise ValueError(f"epochs {untimed} of the history carry no seconds (a checkpoint from before epochs were "
+                         "timed): the card could not give the run's cost")
+    return round(sum(h["seconds"] for h in history), 1)
+
+
+def _cpu_text() -> str:
+    return f"{os.cpu_count()} CPUs visible, torch {torch.get_num_threads()} threads"
+
+
+def _single_scans(out_dir: Path, mc_dir: Path, scans, spect: str, spec: DataSpec, device,
+                  log) -> tuple[list[PatientScan], list[dict]]:
+    """Prepare (or reuse) one-realisation ``spect`` scans (seed, hours), MC maps from ``mc_dir``; returns the scans
+    and their folders' ``patient.json`` content.
 
     Each scan has its own folder, ``out_dir/h<hours>/patient_<seed>``, prepared as a one-time-point patient: its
     content depends on (seed, hours) alone, so recipes that share a scan share its folder (a PyTomography scan costs
     minutes of CPU), and one patient may have scans at several times.
     """
-    prepared = []
+    prepared, metas = [], []
     for seed, hours in scans:
         scan_spec = dataclasses.replace(spec, hours=(float(hours),), realisations=1, spect=spect)
         folder = out_dir / f"h{float(hours):g}"
-        make_patient_data(folder, int(seed), scan_spec, device=device, log=log, mc_from=mc_dir)
+        metas.append(make_patient_data(folder, int(seed), scan_spec, device=device, log=log, mc_from=mc_dir))
         prepared += patient_scans(folder, [int(seed)], scan_spec)
-    return prepared
+    return prepared, metas
 
 
 def _balanced_mix(stage1: list, extra: list, share: float) -> list:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -184,7 +185,8 @@ def fit(
 
     Every epoch draws its slices and crops from a generator seeded by (seed, epoch), so a resumed run takes exactly
     the steps of an uninterrupted one. After each epoch ``last.pt`` (model, optimiser, scheduler, history) is written,
-    and ``best.pt`` when the validation loss improved.
+    and ``best.pt`` when the validation loss improved. Each history entry records the epoch's wall-clock ``seconds``
+    (its steps and validation loss), so the cost of a run resumed across sessions adds up from its history.
     """
     checkpoint_dir = Path(checkpoint_dir)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
@@ -218,6 +220,7 @@ def fit(
     if config.crop is not None and not 16 <= config.crop <= smallest:
         raise ValueError(f"crop {config.crop} must lie between 16 and the smallest in-plane size {smallest}")
     for epoch in range(len(history), config.epochs):
+        tic = time.perf_counter()
         rng = np.random.default_rng([config.seed, epoch])
         order = rng.permutation(len(items))
         if config.slices_per_epoch is not None:
@@ -234,7 +237,7 @@ def fit(
         scheduler.step(val_loss)
         history.append({
             "epoch": epoch + 1, "train_loss": float(np.mean(losses)), "validation_loss": val_loss,
-            "learning_rate": optimiser.param_groups[0]["lr"],
+            "learning_rate": optimiser.param_groups[0]["lr"], "seconds": round(time.perf_counter() - tic, 1),
         })
         log(json.dumps(history[-1]))
         if val_loss <= min(h["validation_loss"] for h in history):

@@ -40,6 +40,16 @@ def test_card_records_both_stages_and_loads(trained):
         assert {"cnn/kidney", "dvk/kidney"} <= set(card.validation_metrics[key])
     report = json.loads((out / "training_report.json").read_text())
     assert {"data", "fit", "data_fine_tuning", "fine_tuning", "validation_metrics"} <= set(report["seconds"])
+    # the card's cost, from the records of each step: patients' data, epochs; in one run it is the report's
+    cost = card.training["compute_seconds"]
+    metas = [json.loads(m.read_text()) for m in sorted((out / "data").glob("patient_*/patient.json"))]
+    assert cost["data"] == pytest.approx(sum(sum(m["seconds"].values()) for m in metas), abs=0.1)
+    assert cost["fit"] == pytest.approx(sum(h["seconds"] for h in card.validation_metrics["history"]), abs=0.1)
+    # within this one run's stage timers (which also count loading the volumes and writing checkpoints)
+    for part in ("data", "fit", "data_fine_tuning", "fine_tuning"):
+        assert 0 < cost[part] <= report["seconds"][part] + 0.1, part
+    parts = ("data", "fit", "data_fine_tuning", "fine_tuning", "validation_metrics")
+    assert cost["total"] == pytest.approx(sum(cost[k] for k in parts), abs=0.1) and cost["fit"] > 0
 
 
 def test_fine_tuning_scans_reuse_the_stage1_mc_maps(trained):
@@ -56,7 +66,8 @@ def test_a_fine_tuning_scan_depends_on_its_seed_and_time_alone(trained, tmp_path
     """Two scans of one patient get a folder each; a recipe asking for one of them alone makes the same scan, so
     recipes can share prepared scans."""
     out, _ = trained
-    [alone] = _single_scans(tmp_path, out / "data", [(3, 96.0)], "fast", SPEC, "cpu", lambda s: None)
+    [alone], [meta] = _single_scans(tmp_path, out / "data", [(3, 96.0)], "fast", SPEC, "cpu", lambda s: None)
+    assert meta["seed"] == 3 and meta["spec"]["hours"] == [96.0]
     np.testing.assert_array_equal(np.asarray(alone.load("spect")),
                                   np.load(out / "data_fine_tuning" / "h96" / "patient_3" / "spect_t0_r0.npy"))
     assert not np.array_equal(np.asarray(alone.load("spect")),

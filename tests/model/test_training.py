@@ -90,6 +90,7 @@ def test_resume_gives_the_parameters_of_an_uninterrupted_run(rng, tmp_path):
     _, history_resumed = fit(train, validation, config, tmp_path / "resumed", log=lambda s: None)
     assert len(history) == len(history_resumed) == 2
     assert [h["train_loss"] for h in history] == [h["train_loss"] for h in history_resumed]
+    assert all(h["seconds"] > 0 for h in history + history_resumed)  # each epoch's cost, kept across the resume
     # the final (epoch 2) parameters and buffers, not the best-validation model fit() returns
     straight = torch.load(tmp_path / "straight" / "last.pt", weights_only=False)["model"]
     resumed = torch.load(tmp_path / "resumed" / "last.pt", weights_only=False)["model"]
