@@ -75,10 +75,11 @@ def train_model(
 
     ``out_dir`` receives ``data/`` (per-patient arrays), ``checkpoints/``, with ``fine_tuning``
     ``data_fine_tuning/`` and ``checkpoints_fine_tuning/``, the card ``dblurdosenet_compact.json`` with its
-    ``.safetensors`` and ``training_report.json`` (seconds per stage of this invocation). The card's
-    ``training["compute_seconds"]`` gives the whole run's cost, resumed invocations included. ``test_seeds`` are only recorded on the card
-    as held out for ``cohort-dosimetry evaluate``. ``mc_from``: a data folder whose per-compartment MC maps of these
-    patients are reused (:func:`make_patient_data`); the card records it. Returns the card's path.
+    ``.safetensors`` and ``training_report.json`` (seconds per stage of this invocation; the card's
+    ``training["compute_seconds"]`` gives the whole run's, resumed invocations included). ``test_seeds`` are only
+    recorded on the card as held out for ``cohort-dosimetry evaluate``. ``mc_from``: a data folder whose
+    per-compartment MC maps of these patients are reused (:func:`make_patient_data`); the card records it. Returns
+    the card's path.
     """
     out_dir = Path(out_dir)
     overlap = set(train_seeds) & set(validation_seeds) | set(train_seeds) & set(test_seeds) \
@@ -138,6 +139,7 @@ def train_model(
     validation_metrics = {"validation_loss_best": float(min(h["validation_loss"] for h in history)),
                           "history": history}
     compute = {"data": _made_in(metas), "fit": _epochs_took(history)}
+    untimed = {"fit": _untimed(history)}
     tune_validation: list[PatientScan] = []
     if fine_tuning is not None:
         tune_dir = out_dir / "data_fine_tuning"
@@ -158,6 +160,7 @@ def train_model(
             tune, out_dir / "checkpoints_fine_tuning", log=log, initial_state=model.state_dict(), device=device)
         seconds["fine_tuning"] = time.perf_counter() - tic
         compute["fine_tuning"] = _epochs_took(tune_history)
+        untimed["fine_tuning"] = _untimed(tune_history)
         training["fine_tuning"] = {
             **dataclasses.asdict(tune), "loss": _loss_text(tune), "epochs_run": len(tune_history),
             "starts_from": "the best stage-1 model (above)",
@@ -182,12 +185,17 @@ def train_model(
         metrics[f"per_voi_class_{fine_tuning.spect}"] = validation_voi_errors(card_path, tune_validation, device=device)
     seconds["validation_metrics"] = time.perf_counter() - tic
     compute["validation_metrics"] = round(seconds["validation_metrics"], 1)
+    untimed = {stage: epochs for stage, epochs in untimed.items() if epochs}
     training["compute_seconds"] = {
         **compute, "total": round(sum(compute.values()), 1),
         "note": f"wall-clock seconds on the device above ({_cpu_text()}), as each step took when it ran, summed over "
-                "resumed runs: data from each patient's and scan's patient.json, fitting from each epoch's entry in "
-                "the histories, validation metrics from the last run. The speed of shared cores varies between "
-                "days (bench/train.py measures it)"}
+                "resumed runs: data from each patient's and scan's patient.json (MC maps reused from another folder "
+                "count 0), fitting from each epoch's entry in the histories, validation metrics from the last run. "
+                "The speed of shared cores varies between days (bench/train.py measures it)"}
+    if untimed:  # epochs from a checkpoint written before epochs were timed: said, not guessed
+        training["compute_seconds"]["untimed_epochs"] = untimed
+        log(f"WARNING: epochs {untimed} carry no seconds (checkpoints from before epochs were timed); the card's "
+            "compute_seconds leave them out and say so")
     card = dataclasses.replace(card, training=training,
                                validation_metrics={**card.validation_metrics, **metrics})
     card_path = save_model(model, card, card_path)
@@ -214,12 +222,13 @@ def _made_in(metas: list[dict]) -> float:
 
 
 def _epochs_took(history: list[dict]) -> float:
-    """Seconds of a fit's epochs; refuses a history with untimed epochs (a checkpoint older than the timing)."""
-    untimed = [h["epoch"] for h in history if "seconds" not in h]
-    if untimed:
-        raise ValueError(f"epochs {untimed} of the history carry no seconds (a checkpoint from before epochs were "
-                         "timed): the card could not give the run's cost")
-    return round(sum(h["seconds"] for h in history), 1)
+    """Seconds of a fit's timed epochs (see :func:`_untimed` for the others)."""
+    return round(sum(h.get("seconds", 0.0) for h in history), 1)
+
+
+def _untimed(history: list[dict]) -> list[int]:
+    """Epochs of a history without seconds: resumed from a checkpoint written before epochs were timed."""
+    return [h["epoch"] for h in history if "seconds" not in h]
 
 
 def _cpu_text() -> str:

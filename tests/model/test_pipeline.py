@@ -2,9 +2,11 @@
 on scans of another time point: what the card records, MC maps reused, a re-run that resumes instead of redoing."""
 import dataclasses
 import json
+import shutil
 
 import numpy as np
 import pytest
+import torch
 
 from cohort_dosimetry.model._card import load_model
 from cohort_dosimetry.model._dataset import DataSpec
@@ -50,6 +52,23 @@ def test_card_records_both_stages_and_loads(trained):
         assert 0 < cost[part] <= report["seconds"][part] + 0.1, part
     parts = ("data", "fit", "data_fine_tuning", "fine_tuning", "validation_metrics")
     assert cost["total"] == pytest.approx(sum(cost[k] for k in parts), abs=0.1) and cost["fit"] > 0
+    assert "untimed_epochs" not in cost
+
+
+def test_epochs_from_an_untimed_checkpoint_are_named_not_guessed(trained, tmp_path):
+    """A run resumed from checkpoints written before epochs were timed: the card's cost leaves those epochs out and
+    lists them."""
+    out, _ = trained
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy)
+    for stage in ("checkpoints", "checkpoints_fine_tuning"):
+        state = torch.load(copy / stage / "last.pt", weights_only=False)
+        state["history"] = [{k: v for k, v in h.items() if k != "seconds"} for h in state["history"]]
+        torch.save(state, copy / stage / "last.pt")
+    card_path = train_model(copy, [3], [5], [8], SPEC, CONFIG, fine_tuning=TUNING, device="cpu", log=lambda s: None)
+    cost = load_model(card_path)[1].training["compute_seconds"]
+    assert cost["untimed_epochs"] == {"fit": [1], "fine_tuning": [1]}
+    assert cost["fit"] == cost["fine_tuning"] == 0.0 and cost["data"] > 0
 
 
 def test_fine_tuning_scans_reuse_the_stage1_mc_maps(trained):
