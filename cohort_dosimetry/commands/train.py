@@ -5,9 +5,10 @@ with the paper's body-weighted MSE; stage 2 fine-tunes on those plus PyTomograph
 with the VOI-balanced loss (cohort_dosimetry.model._pipeline.FINE_TUNING; --fine-tuning-epochs 0 skips it).
 Writes into --out: data/ (one folder per patient: SPECT, DVK, per-compartment MC labels) and data_fine_tuning/
 (one folder per scan, h<hours>/patient_<seed>), both reused when present; checkpoints/ and checkpoints_fine_tuning/
-(resumable); dblurdosenet_compact.json + .safetensors (the model card and weights) and training_report.json (seconds
-per stage). Re-running the same command resumes where it stopped. The defaults are the run that made the shipped
-weights.
+(resumable); dblurdosenet_compact.json + .safetensors (the model card and weights; the card's
+training.compute_seconds is the whole run's cost, resumed runs included) and training_report.json (seconds per stage
+of the last invocation). Re-running the same command resumes where it stopped. The defaults are the recipe of the
+shipped weights.
 """
 from __future__ import annotations
 
