@@ -6,7 +6,8 @@ S of a candidate: the mean of its kidney and lesion mean-error reductions agains
 scans (cohort_dosimetry.model.goal_checks). Rules: fifth and sixth comparisons, the challenger replaces the
 incumbent iff S_challenger >= S_incumbent + 0.05 (the 14 checks are reported and decide nothing); seventh, iff it
 meets strictly more of the 14 checks and S_challenger >= S_incumbent - 0.02; eighth (a confirmation of the
-shipped weights on fresh patients), no rule.
+shipped weights on fresh patients), no rule; candidate F (seeds 62-66), iff it meets at least as many of the 14
+checks and S_challenger >= S_incumbent - 0.02.
 """
 from pathlib import Path
 
@@ -37,6 +38,12 @@ def s_margin(incumbent: str, challenger: str, scores: dict, met: dict) -> bool:
 def more_checks_same_means(incumbent: str, challenger: str, scores: dict, met: dict) -> bool:
     """Seventh comparison: strictly more of the 14 checks met and S_challenger >= S_incumbent - 0.02."""
     return met[challenger] > met[incumbent] and scores[challenger] >= scores[incumbent] - 0.02
+
+
+def as_many_checks_same_means(incumbent: str, challenger: str, scores: dict, met: dict) -> bool:
+    """Candidate F (session 25): at least as many of the 14 checks met and S_challenger >= S_incumbent - 0.02; ties
+    go to the challenger because it meets the issue's time budget, which the incumbent breaks."""
+    return met[challenger] >= met[incumbent] and scores[challenger] >= scores[incumbent] - 0.02
 
 
 def score(folder: Path, incumbent: str, challenger: str, seeds: list[int], rule=s_margin) -> None:
