@@ -4,8 +4,8 @@ Stage 1: 30 epochs instead of 60 (otherwise the paper's recipe, as E's). Stage 2
 PyTomography fine-tuning scans (A's 8 and B's 4, the pool's order) and the validation scan, 10 epochs instead of 40
 (E's stage-2 validation loss was within 3 % of its best after 10). Everything else is `cohort-dosimetry train`'s
 defaults. The cuts were chosen by cost alone, from session 25's measured costs (data 47 min, stage-1 epochs 66 s,
-PyTomography scans about 2.5 min), before any test patient of the comparison exists (docs/cnn_weights_choice.md, "Candidate F
-(session 25)").
+PyTomography scans about 2.5 min), before any test patient of the comparison exists
+(docs/cnn_weights_choice.md, "Candidate F (session 25)").
 
 Usage: .venv/bin/python docs/cnn_weights_evidence/candidate_F/train_F.py OUT_DIR  (resumable: rerun it)
 """
