@@ -1,9 +1,10 @@
-"""E (the shipped weights) on all three fresh sets it was tested on, pooled: seeds 47-51, 52-56, 57-61.
+"""E (the shipped weights) on all four fresh sets it was tested on, pooled: seeds 47-51, 52-56, 57-61, 62-66.
 
-Descriptive, no rule attached, nothing chosen by it (session 21). Reads the per-VOI tables kept in the three set
-folders (E's rows only) and prints, per SPECT model and VOI class, the 14 goal statistics of `goal_checks` on the
-pooled rows, with 95 % intervals from a bootstrap over patients (the 15 patients resampled with replacement, 4000
-times, seeded; each patient brings all its scans and VOIs, since scans of one patient are not independent).
+Descriptive, no rule attached, nothing chosen by it (session 21; seeds 62-66 added in session 26). Reads the per-VOI
+tables kept in the four set folders (E's rows only) and prints, per SPECT model and VOI class, the 14 goal statistics
+of `goal_checks` on the pooled rows, with 95 % intervals from a bootstrap over patients (the 20 patients resampled
+with replacement, 4000 times, seeded; each patient brings all its scans and VOIs, since scans of one patient are not
+independent).
 Synthetic virtual patients only. Run from the repository: .venv/bin/python <this file>.
 """
 import sys
@@ -18,7 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "seeds_57-61"))
 from score import markdown  # noqa: E402  (the ninth set's table printer: no tabulate in the environment)
 
 HERE = Path(__file__).resolve().parent.parent
-SETS = {"47-51": ("fast_E", "pyt_E"), "52-56": ("fast_E", "pyt_E"), "57-61": ("fast", "pyt")}
+SETS = {"47-51": ("fast_E", "pyt_E"), "52-56": ("fast_E", "pyt_E"), "57-61": ("fast", "pyt"),
+        "62-66": ("fast_E", "pyt_E")}
 
 
 def load() -> dict[str, pd.DataFrame]:
@@ -53,7 +55,7 @@ if __name__ == "__main__":
     pd.set_option("display.width", 160)
     for model, rows in load().items():
         out = bootstrap(rows)
-        print(f"## E on {model} SPECT, seeds 47-61 pooled: {out['patients'].iloc[0]} patients, {out['scans'].iloc[0]} scans")
+        print(f"## E on {model} SPECT, seeds 47-66 pooled: {out['patients'].iloc[0]} patients, {out['scans'].iloc[0]} scans")
         print("statistic: mean-error reduction against DVK (goal >= 0.40), or NRMSE CNN - DVK (goal < 0); "
               "95 % interval from a bootstrap over patients\n")
         print(markdown(out[["check", "voi_class", "cnn", "dvk", "statistic", "low", "high", "met"]]))
