@@ -81,7 +81,7 @@ def write_bench_cohort(path: Path):
                  "direction": (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0), "hours_post_injection": hours,
                  "acquisition_datetime": "2026-03-02T10:00:00", "injection_datetime": "2026-03-01T10:00:00",
                  "administered_activity_bq": 7.4e9, "nuclide": "Lu177", "frame_of_reference_uid": "2.25.1",
-                 "synthetic": True}
+                 "spect_series_key": f"Hbench{timepoint}", "cycle": 1, "synthetic": True}
         cohort.write_scan("BENCH", timepoint, scan, attrs)
         cohort.write_arrays("BENCH", timepoint, xr.Dataset(
             {f"dose_rate_{m}": (DIMS, v, {"units": "Gy/s"}) for m, v in maps.items()}),

@@ -48,15 +48,17 @@ def _parse_grid(grid: str) -> str | tuple[float, float, float]:
 _INGEST_STATUS = {"written": "done", "new_version": "done", "unchanged": "skipped", "rejected": "failed"}
 
 
-def ingest_cohort(dicom_dir: str | Path, cohort_dir: str | Path, grid: str = "compact") -> list[dict]:
+def ingest_cohort(dicom_dir: str | Path, cohort_dir: str | Path, grid: str = "compact",
+                  roi_names: dict[str, str] | None = None) -> list[dict]:
     """Ingest a DICOM folder (a no-op for unchanged files); one StepResult per scan or rejected file/series.
 
+    ``roi_names``: the user's {ROI name as written: vocabulary name} (``cohort_dosimetry.vocabulary.read_roi_names``).
     The full report, warnings included, is in the store's ``ingest_report`` table.
     """
     from cohort_dosimetry.io import ingest
 
     t0 = time.perf_counter()
-    report = ingest(dicom_dir, cohort_dir, grid=_parse_grid(grid))
+    report = ingest(dicom_dir, cohort_dir, grid=_parse_grid(grid), roi_names=roi_names)
     seconds = time.perf_counter() - t0
     rows = report[report["status"].isin(list(_INGEST_STATUS)) & (report["severity"] != "warning")]
     return [
@@ -124,7 +126,8 @@ def scan_statistics(cohort_dir: str | Path, patient: str, timepoint: str) -> dic
 
 
 def write_cohort_tables(cohort_dir: str | Path, per_scan: list[dict[str, pd.DataFrame]]) -> dict:
-    """Concatenate per-scan rows, integrate over time and write ``voi_stats``, ``concordance``, ``absorbed_dose``."""
+    """Concatenate per-scan rows, integrate over time per therapy cycle and write ``voi_stats``, ``concordance``,
+    ``absorbed_dose`` and ``absorbed_dose_total`` (the sum over each patient's cycles)."""
     from cohort_dosimetry.stats import write_cohort_tables as write_tables
     from cohort_dosimetry.store import open_cohort
 

@@ -45,9 +45,11 @@ def _outcomes(future, steps: list[str], patient: str, timepoint: str) -> list[di
 
 
 @flow(name="ingest", log_prints=True)
-def ingest_flow(dicom_dir: str, cohort_dir: str, grid: str = "compact") -> list[dict]:
-    """Ingest a DICOM folder into the cohort store (idempotent: unchanged files are a no-op)."""
-    return ingest_task(dicom_dir, cohort_dir, grid)
+def ingest_flow(dicom_dir: str, cohort_dir: str, grid: str = "compact",
+                roi_names: dict[str, str] | None = None) -> list[dict]:
+    """Ingest a DICOM folder into the cohort store (idempotent: unchanged files are a no-op). ``roi_names``: the
+    user's {ROI name as written: vocabulary name}, extending the built-in clinical synonyms."""
+    return ingest_task(dicom_dir, cohort_dir, grid, roi_names)
 
 
 @flow(name="dose", log_prints=True)
@@ -61,28 +63,33 @@ def dose_flow(
 ) -> list[dict]:
     """Per scan: DVK, then CNN (on the DVK map of the same scan), and MC where asked.
 
-    ``mc_scans``: "all", or "first" for the first time point of each patient only (to bound MC cost on a CPU).
+    ``mc_scans``: "all", or "first" for the earliest scan of each patient's therapy cycle only (to bound MC cost on
+    a CPU).
     """
     from cohort_dosimetry.store import open_cohort
 
     unknown = set(methods) - set(METHODS)
     if unknown:
         raise ValueError(f"unknown dose methods {sorted(unknown)}; expected some of {METHODS}")
-    scans = open_cohort(cohort_dir).scans()
+    cohort = open_cohort(cohort_dir)
+    scans = cohort.scans()
+    # "first": the earliest acquisition of each patient's therapy cycle (labels count arrivals, not time)
     first_tp = {}
-    for patient, timepoint in scans:
-        first_tp.setdefault(patient, timepoint)
+    for patient, timepoint in sorted(scans, key=lambda s: cohort.scan_attrs(*s)["acquisition_datetime"]):
+        first_tp.setdefault((patient, cohort.scan_attrs(patient, timepoint)["cycle"]), timepoint)
+    first_scans = {(patient, timepoint) for (patient, _), timepoint in first_tp.items()}
     # One task per scan for DVK -> CNN (the CNN's prior is the DVK map) and one for MC, which needs neither.
     # No task waits on another inside Dask, so every worker runs one task at a time.
-    gpu = dask.annotate(resources={"GPU": 1}) if use_gpu_resources else contextlib.nullcontext()
     pending = []
     for patient, timepoint in scans:
         kernel_methods = tuple(m for m in ("dvk", "cnn") if m in methods)
-        run_mc = "mc" in methods and (mc_scans == "all" or first_tp[patient] == timepoint)
+        run_mc = "mc" in methods and (mc_scans == "all" or (patient, timepoint) in first_scans)
         for group in (kernel_methods, ("mc",) if run_mc else ()):
             if not group:
                 continue
-            with gpu if GPU_METHODS & set(group) else contextlib.nullcontext():
+            # dask.annotate returns a one-shot context manager: a fresh one for every submission
+            on_gpu = use_gpu_resources and GPU_METHODS & set(group)
+            with dask.annotate(resources={"GPU": 1}) if on_gpu else contextlib.nullcontext():
                 fut = dose_task.submit(cohort_dir, patient, timepoint, group, mc_decays, seed)
             pending.append((fut, [f"dose_{m}" for m in group], patient, timepoint))
     return [r for p in pending for r in _outcomes(*p)]
@@ -118,24 +125,28 @@ def cohort_flow(
     mc_scans: str = "all",
     mc_decays: int = 5_000_000,
     seed: int = 0,
+    roi_names: dict[str, str] | None = None,
 ) -> dict:
     """The whole overnight job: ingest, dose-rate maps, statistics, report, run record.
 
     ``address``: a Dask scheduler (``tcp://host:8786``); None starts the embedded default for the length of the run.
+    ``roi_names``: the user's {ROI name as written: vocabulary name} for ingest
+    (``cohort_dosimetry.vocabulary.read_roi_names``).
     """
     logger = get_run_logger()
     t0 = time.perf_counter()
     methods = tuple(methods)
     notes = []
     if "mc" in methods and mc_scans == "first":
-        notes.append("Monte Carlo was run on the first time point of each patient only, to bound its CPU cost.")
+        notes.append("Monte Carlo was run on the earliest scan of each patient's therapy cycle only, to bound its "
+                     "CPU cost.")
     with dask_scheduler(address) as addr:
         runner = DaskTaskRunner(address=addr)
         gpus = cluster_has_gpus(addr)
         logger.info("tasks run on Dask at %s (GPU workers: %s)", addr, gpus)
         stage_wall_s = {}
         t = time.perf_counter()
-        results = list(ingest_flow.with_options(task_runner=runner)(dicom_dir, cohort_dir, grid))
+        results = list(ingest_flow.with_options(task_runner=runner)(dicom_dir, cohort_dir, grid, roi_names))
         stage_wall_s["ingest"] = time.perf_counter() - t
         t = time.perf_counter()
         results += dose_flow.with_options(task_runner=runner)(

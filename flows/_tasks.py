@@ -29,8 +29,8 @@ _step = dict(retries=2, retry_delay_seconds=2, retry_condition_fn=_transient, ca
 
 
 @task(name="ingest", **_step)
-def ingest_task(dicom_dir: str, cohort_dir: str, grid: str) -> list[dict]:
-    return pipeline.ingest_cohort(dicom_dir, cohort_dir, grid=grid)
+def ingest_task(dicom_dir: str, cohort_dir: str, grid: str, roi_names: dict[str, str] | None = None) -> list[dict]:
+    return pipeline.ingest_cohort(dicom_dir, cohort_dir, grid=grid, roi_names=roi_names)
 
 
 @task(name="dose-rate", task_run_name="{methods} {patient}/{timepoint}", **_step)

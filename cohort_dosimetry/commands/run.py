@@ -6,6 +6,7 @@ Tasks run on the embedded default (a Dask LocalCluster sized to this machine and
 from __future__ import annotations
 
 import argparse
+import sys
 
 from cohort_dosimetry.pipeline import METHODS
 
@@ -17,9 +18,21 @@ def add_flow_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--address", default=None, help="Dask scheduler, e.g. tcp://host:8786 (default: embedded)")
     parser.add_argument("--grid", default="compact", help="dose grid: compact, ct, or Z,Y,X spacing in mm")
     parser.add_argument("--mc-scans", choices=("all", "first"), default="all",
-                        help="run Monte Carlo on all scans or on the first time point of each patient")
+                        help="run Monte Carlo on all scans or on the earliest scan of each patient's therapy cycle")
     parser.add_argument("--mc-decays", type=int, default=5_000_000, help="Monte Carlo decays per scan")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--roi-names", type=roi_names_file, default=None, metavar="FILE.toml",
+                        help="ROI-name mapping file extending the built-in clinical synonyms (see README)")
+
+
+def roi_names_file(path: str) -> dict[str, str]:
+    """``--roi-names``: the mapping read from the file; a bad file is a usage error naming the file and the entry."""
+    from cohort_dosimetry.vocabulary import read_roi_names
+
+    try:
+        return read_roi_names(path)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def flow_parameters(args: argparse.Namespace) -> dict:
@@ -27,6 +40,7 @@ def flow_parameters(args: argparse.Namespace) -> dict:
         dicom_dir=str(args.dicom_dir), cohort_dir=str(args.cohort_dir),
         methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
         address=args.address, grid=args.grid, mc_scans=args.mc_scans, mc_decays=args.mc_decays, seed=args.seed,
+        roi_names=args.roi_names,
     )
 
 
@@ -55,6 +69,15 @@ def print_summary(summary: dict) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from cohort_dosimetry.store import PseudonymKeyMismatch, open_cohort
+
+    try:  # a cohort written with another pseudonym key is refused before the flow starts
+        open_cohort(args.cohort_dir).bind_pseudonym_key()
+    except FileNotFoundError:
+        pass  # a new cohort: its first ingest records the key's fingerprint
+    except PseudonymKeyMismatch as exc:
+        print(f"cohort-dosimetry run: nothing done: {exc}", file=sys.stderr)
+        return 2
     from flows import cohort_flow
 
     params = flow_parameters(args)

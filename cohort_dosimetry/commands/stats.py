@@ -1,7 +1,9 @@
-"""Compute a cohort's statistics tables (voi_stats, concordance, absorbed_dose) from its dose-rate maps.
+"""Compute a cohort's statistics tables (voi_stats, concordance, absorbed_dose, absorbed_dose_total) from its
+dose-rate maps.
 
 Reads every scan of COHORT_DIR that has at least one dose-rate map (one scan in memory at a time), writes
-COHORT_DIR/tables/{voi_stats,concordance,absorbed_dose}.parquet and prints the cohort summary (dose-rates in mGy/h).
+COHORT_DIR/tables/{voi_stats,concordance,absorbed_dose,absorbed_dose_total}.parquet (absorbed dose per therapy cycle
+and summed over each patient's cycles) and prints the cohort summary (dose-rates in mGy/h).
 """
 from __future__ import annotations
 

@@ -6,9 +6,12 @@ Public API::
     ingest(dicom_dir, cohort_dir, grid="ct", key=None, workers=1, counts_calibration=None) -> report DataFrame
     discover_studies(dicom_dir) -> Discovery            headers only: scans (SPECT + CT + contours), problems
     read_ct_series(paths) -> Volume                     HU, (z, y, x)
-    read_nm(paths, counts_calibration=None) -> SpectImage   Bq/mL + injection / acquisition / activity / nuclide
-    read_rtstruct(path, reference_grid) -> LabelMap     contours rasterised on the reference (CT) grid
-    read_seg(path, reference_grid) -> LabelMap
+    read_nm(paths, counts_calibration=None, nuclide=None) -> SpectImage   NM or PT slices: Bq/mL at the acquisition
+                                                        start (decay correction undone, negatives clamped) + injection /
+                                                        acquisition / activity / nuclide (only Lu-177 accepted)
+    read_rtstruct(path, reference_grid, roi_names=None) -> LabelMap   contours on the reference (CT) grid: VOI names
+                                                        from the vocabulary, overlapping ROIs as regions
+    read_seg(path, reference_grid, roi_names=None) -> LabelMap
     read_rtdose(path) -> ExternalDose                   dose as given (DoseUnits, DoseType, DoseSummationType)
     dose_grid(ct_grid, "ct" | "compact" | (z, y, x) mm) -> Grid
     resample_to_grid(volume, grid, "activity" | "ct_hu" | "labels" | "dose") -> Volume

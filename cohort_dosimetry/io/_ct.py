@@ -129,7 +129,8 @@ def read_ct_series(paths: Sequence[Path], subject: str | None = None) -> Volume:
     Returns
     -------
     Volume with float32 array (z, y, x) in HU (stored values x RescaleSlope + RescaleIntercept), z ascending along the
-    slice normal.
+    slice normal, in the order the scanner stored it (see ``dose_grid`` for the standard orientation); attrs
+    ``patient_position``: Patient Position (0018,5100) as written ("" when absent).
     """
     subject = subject or str(paths[0])
     headers = [read_header(Path(p), f"{subject}: {Path(p).name}") for p in paths]
@@ -153,4 +154,5 @@ def read_ct_series(paths: Sequence[Path], subject: str | None = None) -> Volume:
     bad = int(np.count_nonzero(~np.isfinite(hu)))
     if bad:
         raise IngestError(subject, f"{bad} CT voxels are NaN or infinite")
-    return Volume(hu, grid, "HU")
+    position = str(headers[order[0]].get("PatientPosition", "") or "").strip().upper()
+    return Volume(hu, grid, "HU", {"patient_position": position})

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import struct
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -11,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
+from pydicom.errors import BytesLengthException, InvalidDicomError
 
 from cohort_dosimetry.io._errors import IngestError
 
@@ -24,12 +25,15 @@ MAX_VOXELS_PER_SERIES = 2**30
 @contextmanager
 def malformed_header_is(subject: str) -> Iterator[None]:
     """Inside: a value that does not parse (pydicom raises ValueError, TypeError, ...) is bad input, not a defect:
-    it becomes an IngestError naming ``subject``."""
+    it becomes an IngestError naming ``subject``. pydicom parses sequences when first used, so a header cut off inside
+    one fails only then (struct.error, EOFError, OSError "No tag to read", or BytesLengthException for a value cut
+    to an odd length)."""
     try:
         yield
     except IngestError:
         raise
-    except (ValueError, TypeError, AttributeError, KeyError, IndexError, OverflowError) as exc:
+    except (ValueError, TypeError, AttributeError, KeyError, IndexError, OverflowError, struct.error, EOFError,
+            OSError, BytesLengthException) as exc:
         raise IngestError(subject, f"malformed DICOM header ({type(exc).__name__}: {exc})") from None
 
 
@@ -146,6 +150,31 @@ def acquisition_datetime(ds: Dataset) -> datetime | None:
         if value is not None:
             return value
     return None
+
+
+def frame_attribute(ds: Dataset, keyword: str, frame: int | None = None):
+    """The value of ``keyword`` that applies to ``frame`` (0-based) of ``ds``, or None when absent.
+
+    Looks where DICOM may put it (PS3.3 C.7.6.16, Multi-frame Functional Groups): the frame's item of the Per-frame
+    Functional Groups Sequence, then the Shared Functional Groups Sequence, each at the level of the functional group
+    item or inside one of its macros (e.g. Pixel Value Transformation Sequence > RescaleSlope), then the top level.
+    ``frame`` None (a single-frame object) looks at the shared groups and the top level only.
+    """
+    groups = []
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    if frame is not None and per_frame and 0 <= frame < len(per_frame):
+        groups.append(per_frame[frame])
+    shared = ds.get("SharedFunctionalGroupsSequence")
+    if shared:
+        groups.append(shared[0])
+    for group in groups:
+        value = group.get(keyword)
+        if value is not None:
+            return value
+        for element in group:
+            if element.VR == "SQ" and element.value and keyword in element.value[0]:
+                return element.value[0].get(keyword)
+    return ds.get(keyword)
 
 
 def float_triplets(value, count: int, subject: str, keyword: str) -> np.ndarray:

@@ -15,7 +15,7 @@ import multiprocessing
 import os
 import re
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -34,15 +34,23 @@ from cohort_dosimetry.io._nm import CountsCalibration, read_nm
 from cohort_dosimetry.io._resample import dose_grid, resample_to_grid
 from cohort_dosimetry.io._rtdose import read_rtdose
 from cohort_dosimetry.physics import hu_to_density
-from cohort_dosimetry.store import open_cohort, pseudonym_key, pseudonymise_patient_id
+from cohort_dosimetry.store import open_cohort, pseudonymise_patient_id
 
 log = logging.getLogger("cohort_dosimetry.io")
 
 #: Bump when ingest would build different arrays from the same files: it enters every source_hash, so the next
 #: ingest writes new versions instead of keeping scans built the old way.
-INGEST_VERSION = "1"
-#: A SPECT with more than this fraction of its activity outside the dose grid (the CT's extent) gets a warning.
-OUTSIDE_ACTIVITY_WARNING_FRACTION = 0.05
+INGEST_VERSION = "2"
+#: CT coverage of the SPECT. A SPECT/CT's CT is planned over the SPECT's field of view, so nearly all activity lies in
+#: the CT's extent (the dose grid); activity outside it gets no density and no contours, and is not dosed. Up to
+#: OUTSIDE_ACTIVITY_WARNING_FRACTION is the reconstruction's background in air beyond the CT's transaxial field of
+#: view, within the few per cent that quantitative SPECT activity is uncertain anyway (EANM uncertainty guidance,
+#: Gear et al., EJNMMI 45:2456, 2018): accepted silently. Above it the CT's range is short of the SPECT (an organ
+#: or the bladder cut off): ingested with a warning. Above OUTSIDE_ACTIVITY_REFUSAL_FRACTION the CT does not cover the
+#: SPECT (a shortened CT range, another bed position, the wrong CT paired): the scan is refused, since its dose maps
+#: would miss a tenth or more of the activity and the VOIs it reaches would be cut at the CT's edge.
+OUTSIDE_ACTIVITY_WARNING_FRACTION = 0.02
+OUTSIDE_ACTIVITY_REFUSAL_FRACTION = 0.10
 REPORT_TABLE = "ingest_report"
 
 
@@ -51,6 +59,10 @@ class _Job:
     sources: ScanSources
     grid: str | tuple[float, float, float]
     counts_calibration: CountsCalibration | None
+    #: nuclide stated by the user for SPECT whose header names none (e.g. "Lu177"); None = not stated
+    nuclide: str | None = None
+    #: the user's ROI-name mapping {ROI name as written: vocabulary name}, extending the built-in synonyms
+    roi_names: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -68,17 +80,25 @@ def ingest(
     workers: int = 1,
     counts_calibration: CountsCalibration | None = None,
     progress: bool = False,
+    nuclide: str | None = None,
+    roi_names: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
     """Ingest every SPECT/CT scan found under ``dicom_dir`` into the cohort at ``cohort_dir`` (created if needed).
 
     Parameters
     ----------
     grid : the dose grid: ``"ct"``, ``"compact"`` (3.0 x 3.91 x 3.91 mm) or a spacing (z, y, x) in mm.
-    key : pseudonym key; None takes the configured one (``cohort_dosimetry.store.pseudonym_key``).
+    key : pseudonym key; None takes the configured one (``cohort_dosimetry.store.pseudonym_key``). The store records
+        its fingerprint at the first ingest; another key is refused (``PseudonymKeyMismatch``) before anything is
+        written.
     workers : processes that read and resample scans in parallel (1 = in this process). They are spawned, so a
         script calling this with ``workers > 1`` needs the usual ``if __name__ == "__main__":`` guard.
     counts_calibration : needed only for SPECT stored in counts (Units CNTS).
     progress : show a progress bar (stderr).
+    nuclide : the nuclide of SPECT whose header names none (only ``"Lu177"`` is dosed); None = such SPECT are
+        ingested as Lu-177 with a warning.
+    roi_names : {ROI name as written: vocabulary name}, extending the built-in clinical synonyms
+        (see :mod:`cohort_dosimetry.vocabulary`).
 
     Returns
     -------
@@ -89,13 +109,19 @@ def ingest(
     grid = grid if isinstance(grid, str) else tuple(float(s) for s in grid)
     _check_grid_argument(grid)
     with _pydicom_silenced():
-        return _ingest(dicom_dir, cohort_dir, grid, key, workers, counts_calibration, progress)
+        return _ingest(dicom_dir, cohort_dir, grid, key, workers, counts_calibration, progress, nuclide,
+                       tuple(sorted((roi_names or {}).items())))
 
 
-def _ingest(dicom_dir, cohort_dir, grid, key, workers, counts_calibration, progress) -> pd.DataFrame:
+def _ingest(dicom_dir, cohort_dir, grid, key, workers, counts_calibration, progress, nuclide, roi_names
+            ) -> pd.DataFrame:
+    try:  # a store written with another pseudonym key is refused first: before discovery, before any write
+        key = open_cohort(cohort_dir).bind_pseudonym_key(key)
+    except FileNotFoundError:
+        pass  # a new cohort (or a key file that is missing: said below), created once discovery found the DICOM folder
     discovery = discover_studies(dicom_dir)
     cohort = open_cohort(cohort_dir, create=True)
-    key = pseudonym_key(cohort_dir) if key is None else key
+    key = cohort.bind_pseudonym_key(key)
     redact = _Redactor(discovery.identifying_strings)
     pseudonym = _Pseudonyms(key)
     rows: list[dict] = []
@@ -114,50 +140,69 @@ def _ingest(dicom_dir, cohort_dir, grid, key, workers, counts_calibration, progr
         status = "rejected" if problem.severity == "error" else "ignored"
         add(problem.severity, problem.subject, problem.patient_id, "", status, problem.problem)
 
+    # A scan's identity is its SPECT series: a series already in the store keeps its label (the report names it
+    # from here on); a new one gets the patient's next free label when it is written, under the patient's lock.
     jobs = []
     for sources in discovery.scans:
         patient = pseudonym(sources.patient_id)
         subject = sources.spect.label
+        known = cohort.timepoint_of(patient, _keyed_hash(key, sources.spect.series_uid)) if patient else None
+        timepoint = known or ""
         if sources.ct is None:
             why = ("no CT series of this patient shares its frame of reference or its study"
                    if sources.ct_pairing == "no CT" else sources.ct_pairing)
-            add("error", subject, sources.patient_id, sources.timepoint, "rejected", f"SPECT without CT: {why}")
+            add("error", subject, sources.patient_id, timepoint, "rejected", f"SPECT without CT: {why}")
             continue
         if sources.contours is None:
-            add("error", subject, sources.patient_id, sources.timepoint, "rejected",
+            add("error", subject, sources.patient_id, timepoint, "rejected",
                 f"no contours (RTSTRUCT or SEG) reference the CT ({sources.ct.label}) or share its frame of reference")
             continue
-        source_hash = _source_hash(sources, grid, counts_calibration)
-        if _stored_hash(cohort, patient, sources.timepoint) == source_hash:
-            add("info", subject, sources.patient_id, sources.timepoint, "unchanged", "source files unchanged; not read")
+        source_hash = _source_hash(sources, grid, counts_calibration, nuclide, roi_names)
+        if known and _stored_hash(cohort, patient, known) == source_hash:
+            add("info", subject, sources.patient_id, known, "unchanged", "source files unchanged; not read")
             continue
-        jobs.append((_Job(sources, grid, counts_calibration), source_hash))
+        jobs.append((_Job(sources, grid, counts_calibration, nuclide, roi_names), source_hash))
 
+    written: dict[str, dict[str, tuple[str, str]]] = {}  # patient id -> {timepoint: (SPECT label, status)}
     bar = tqdm(total=len(jobs), desc="ingest", unit="scan", disable=not progress)
     for (job, source_hash), outcome in zip(jobs, _run(jobs, workers)):
         sources = job.sources
         patient = pseudonym(sources.patient_id)
+        series_key = _keyed_hash(key, sources.spect.series_uid)
         if isinstance(outcome, IngestError):
-            add("error", outcome.subject, sources.patient_id, sources.timepoint, "rejected", outcome.problem)
+            timepoint = cohort.timepoint_of(patient, series_key) if patient else None
+            add("error", outcome.subject, sources.patient_id, timepoint or "", "rejected", outcome.problem)
         else:
             attrs = {
                 **outcome.attrs,
                 "source_hash": source_hash,
                 "source_file_hashes": sources.source_file_hashes,
                 "frame_of_reference_uid": _keyed_hash(key, sources.ct.frame_of_reference_uid),
+                "spect_series_key": series_key,
             }
+            timepoint = ""
             try:
-                status = cohort.write_scan(patient, sources.timepoint, outcome.dataset, attrs)
+                # Jobs come per patient in acquisition order, so new series of one delivery get theirs in that order.
+                with cohort.patient_lock(patient):
+                    timepoint = cohort.timepoint_of(patient, series_key) or cohort.next_timepoint(patient)
+                    attrs["cycle"] = cohort.cycle_for(patient, timepoint, attrs["injection_datetime"])
+                    status = cohort.write_scan(patient, timepoint, outcome.dataset, attrs)
             except (ValueError, TypeError) as exc:
-                add("error", sources.spect.label, sources.patient_id, sources.timepoint, "rejected",
+                add("error", sources.spect.label, sources.patient_id, timepoint, "rejected",
                     f"the store refused the scan: {exc}")
             else:
-                add("info", sources.spect.label, sources.patient_id, sources.timepoint, status,
-                    f"paired with {sources.ct.label} by {sources.ct_pairing}; contours from {sources.contours.label}")
+                if status != "unchanged":
+                    written.setdefault(sources.patient_id, {})[timepoint] = (sources.spect.label, status)
+                add("info", sources.spect.label, sources.patient_id, timepoint, status,
+                    f"paired with {sources.ct.label} by {sources.ct_pairing}; contours from {sources.contours.label}; "
+                    f"therapy cycle {attrs['cycle']}")
                 for note in outcome.notes:
-                    add("warning", sources.spect.label, sources.patient_id, sources.timepoint, status, note)
+                    add("warning", sources.spect.label, sources.patient_id, timepoint, status, note)
         bar.update()
     bar.close()
+    for patient_id, scans in written.items():
+        for source, timepoint, status, message in _cycle_notes(cohort, pseudonym(patient_id), scans):
+            add("warning", source, patient_id, timepoint, status, message)
     report = pd.DataFrame(rows, columns=["source", "patient", "timepoint", "status", "message", "severity"])
     report["run_utc"] = datetime.now(timezone.utc).isoformat()
     if len(report):
@@ -200,45 +245,61 @@ def _build_scan(job: _Job) -> _Built:
     notes: list[str] = []
     ct_label = sources.ct.label
     ct = read_ct_series(sources.ct.files, ct_label)
-    spect = read_nm(sources.spect.files, job.counts_calibration, sources.spect.label)
+    spect = read_nm(sources.spect.files, job.counts_calibration, sources.spect.label, nuclide=job.nuclide)
+    notes += list(spect.notes)  # nuclide assumed, decay correction undone, negative voxels clamped, ...
     contour_file = sources.contours.files[0]
     if len(sources.contours.files) > 1:
         notes.append(
             f"{sources.contours.label}: {len(sources.contours.files)} objects in one series; the first is used"
         )
     reader = read_seg if sources.contours.modality == "SEG" else read_rtstruct
-    label_map: LabelMap = reader(contour_file, ct.grid, sources.contours.label)
+    label_map: LabelMap = reader(contour_file, ct.grid, sources.contours.label, roi_names=dict(job.roi_names))
     notes += label_map.notes
     if not label_map.names:
         raise IngestError(sources.contours.label, "no contour of it covers any CT voxel")
     grid = dose_grid(ct.grid, job.grid)
+    tilt = _degrees_off_axes(grid.direction)
+    if tilt > 0:
+        notes.append(f"{ct_label}: oblique CT, its axes up to {tilt:.2f} degrees off the patient axes: the dose grid "
+                     "keeps the CT's orientation instead of the standard axial one the dose network was trained on")
     activity = resample_to_grid(spect.activity, grid, "activity")
+    if activity.array.size and float(activity.array.min()) < 0:  # read_nm clamps; linear resampling keeps signs
+        raise IngestError(sources.spect.label, "negative activity on the dose grid after resampling (a defect)")
     ct_hu = resample_to_grid(ct, grid, "ct_hu")
-    labels = resample_to_grid(label_map.labels, grid, "labels")
+    labels = label_map.resampled(grid)  # VOIs (regions where contours overlap) on the dose grid
+    notes += [f"{sources.contours.label}: {note}" for note in labels.notes]
     total_bq = activity.attrs["activity_in_grid_bq"] + activity.attrs["activity_outside_grid_bq"]
     if total_bq > 0 and activity.attrs["activity_in_grid_bq"] <= 0:
         raise IngestError(sources.spect.label, f"the SPECT does not overlap its CT ({ct_label})")
     outside = activity.attrs["activity_outside_grid_bq"] / total_bq if total_bq > 0 else 0.0
+    if outside > OUTSIDE_ACTIVITY_REFUSAL_FRACTION:
+        raise IngestError(
+            sources.spect.label,
+            f"its CT ({ct_label}) does not cover the SPECT: {100 * outside:.1f} % of the SPECT's activity lies outside "
+            f"the CT's extent (at most {100 * OUTSIDE_ACTIVITY_REFUSAL_FRACTION:g} % is accepted)",
+        )
     if outside > OUTSIDE_ACTIVITY_WARNING_FRACTION:
-        notes.append(f"{100 * outside:.1f} % of the SPECT's activity lies outside the CT's extent and is not ingested")
+        notes.append(f"{100 * outside:.1f} % of the SPECT's activity lies outside the CT's extent ({ct_label}) and is "
+                     "not ingested")
     if sources.ct_pairing != "same frame of reference":
         notes.append(f"CT paired by {sources.ct_pairing}: the frames of reference differ, so SPECT and CT are assumed "
                      "to share patient coordinates (no registration is done)")
-    lost = sorted(set(label_map.names) - set(np.unique(labels.array).tolist()))
-    if lost:
-        vanished = [label_map.names[v] for v in lost]
-        raise IngestError(sources.contours.label, f"VOIs {vanished} vanished on the dose grid")
+    if not labels.names:
+        raise IngestError(sources.contours.label, "no VOI keeps a voxel on the dose grid")
     dims = ("z", "y", "x")
     dataset = xr.Dataset(
         {
             "ct_hu": (dims, ct_hu.array.astype(np.float32), {"units": "HU"}),
             "density": (dims, hu_to_density(ct_hu.array), {"units": "g/cm3"}),
             "activity": (dims, activity.array.astype(np.float32), {"units": "Bq/mL"}),
-            "labels": (dims, labels.array.astype(np.int16), {"units": "1", "names": dict(label_map.names)}),
+            "labels": (dims, labels.labels.array.astype(np.int16), {"units": "1", **labels.attrs()}),
         }
     )
     attrs = {
         **grid.as_attrs(),
+        # how the CT was stored: the arrays above are reordered into the dose grid's orientation (see dose_grid)
+        "ct_patient_position": ct.attrs.get("patient_position", ""),
+        "ct_direction": [float(v) for row in ct.grid.direction for v in row],
         "hours_post_injection": spect.hours_post_injection,
         "acquisition_datetime": spect.acquisition_datetime.isoformat(),
         "injection_datetime": spect.injection_datetime.isoformat(),
@@ -247,12 +308,16 @@ def _build_scan(job: _Job) -> _Built:
         "synthetic": spect.synthetic,
         "half_life_s_from_header": spect.half_life_s if np.isfinite(spect.half_life_s) else None,
         "spect_units_in_file": spect.units_in_file,
+        # how the file was read: nuclide_source, spect_modality, spect_value_mapping, activity_reference_datetime,
+        # decay_correction_in_file / _reference_datetime / _applied, decay_factor_in_file, decay_frame_duration_s,
+        # negative_voxels_clamped, negative_activity_removed_bq
+        **spect.reading_attrs(),
         "dose_grid": job.grid if isinstance(job.grid, str) else list(job.grid),
         "ct_pairing": sources.ct_pairing,
         "contours_from": sources.contours.modality,
         "activity_conservation_factor": activity.attrs["activity_conservation_factor"],
         "activity_outside_grid_bq": activity.attrs["activity_outside_grid_bq"],
-        "labels_kept_by_guard": [label_map.names[v] for v in labels.attrs.get("labels_kept_by_guard", [])],
+        "labels_kept_by_guard": list(labels.kept_by_guard),
         "ingest_version": INGEST_VERSION,
     }
     if sources.external_dose is not None:
@@ -264,6 +329,13 @@ def _build_scan(job: _Job) -> _Built:
         notes.append(f"{sources.external_dose.label}: external dose found ({dose.dose.units}, {dose.dose_type}, "
                      f"{dose.summation_type}); recorded in attrs, the store has no array for it yet")
     return _Built(dataset, attrs, notes)
+
+
+def _degrees_off_axes(direction) -> float:
+    """The largest angle in degrees between an array axis of ``direction`` (3x3, rows = axes) and the patient axis
+    nearest to it; 0 for the standard axial orientation."""
+    cosine = np.abs(np.asarray(direction, dtype=float)).max(axis=1).min()
+    return 0.0 if cosine >= 1.0 else float(np.degrees(np.arccos(cosine)))
 
 
 @contextmanager
@@ -280,14 +352,45 @@ def _pydicom_silenced() -> Iterator[None]:
         logger.disabled = was_disabled
 
 
-def _source_hash(sources: ScanSources, grid, counts_calibration) -> str:
+def _source_hash(sources: ScanSources, grid, counts_calibration, nuclide, roi_names) -> str:
+    """Everything a scan is built from: the settings that change its arrays or attrs, and its files' hashes."""
     digest = hashlib.sha256()
-    digest.update(f"ingest {INGEST_VERSION}; grid {grid!r}; counts {counts_calibration!r}\n".encode())
+    digest.update(f"ingest {INGEST_VERSION}; grid {grid!r}; counts {counts_calibration!r}; nuclide {nuclide!r}; "
+                  f"roi names {roi_names!r}\n".encode())
     for role, entry in (("spect", sources.spect), ("ct", sources.ct), ("contours", sources.contours),
                         ("external_dose", sources.external_dose)):
         for file_hash in sorted(entry.file_sha256) if entry else []:
             digest.update(f"{role} {file_hash}\n".encode())
     return digest.hexdigest()
+
+
+def _cycle_notes(cohort, patient: str, written: dict[str, tuple[str, str]]) -> list[tuple[str, str, str, str]]:
+    """After writing the scans ``written`` ({timepoint: (SPECT series label, write status)}) of one patient: renumber
+    the patient's cycles if an earlier injection arrived after later ones (status ``cycle_renumbered``), and name the
+    scans of a cycle whose headers give different injections. Returns warning rows (source, timepoint, status,
+    message)."""
+    notes = []
+    with cohort.patient_lock(patient):
+        for timepoint, (old, new) in cohort.renumber_cycles(patient).items():
+            source = written[timepoint][0] if timepoint in written else f"scan {patient}/{timepoint}"
+            notes.append((source, timepoint, "cycle_renumbered",
+                          f"therapy cycle renumbered from {old} to {new}: an earlier injection arrived with this "
+                          "ingest (cycles number the patient's injections in time order)"))
+        scans = {t: cohort.scan_attrs(patient, t) for t in cohort.timepoints(patient)}
+    by_cycle: dict[int, list[str]] = {}
+    for timepoint, attrs in scans.items():
+        by_cycle.setdefault(attrs["cycle"], []).append(timepoint)
+    for cycle, timepoints in sorted(by_cycle.items()):
+        new = [t for t in timepoints if t in written]
+        given = {(scans[t]["injection_datetime"], scans[t]["administered_activity_bq"]) for t in timepoints}
+        if not new or len(given) < 2:
+            continue
+        listing = "; ".join(f"{t}: injected {scans[t]['injection_datetime']}, "
+                            f"{scans[t]['administered_activity_bq'] / 1e9:.4g} GBq" for t in timepoints)
+        notes.append((written[new[0]][0], new[0], written[new[0]][1],
+                      f"the scans of therapy cycle {cycle} name different injections ({listing}); they are taken as "
+                      "one cycle (less than 2 days apart) and each scan's hours post injection count from its own"))
+    return notes
 
 
 def _stored_hash(cohort, patient: str, timepoint: str) -> str | None:

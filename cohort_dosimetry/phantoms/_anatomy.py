@@ -23,7 +23,7 @@ from ._kinetics import (
     lu177_half_life_h,
     washout_half_life_for_effective_h,
 )
-from ._vocabulary import LESION_LABEL_OFFSET, ORGAN_LABELS, name_of
+from cohort_dosimetry.vocabulary import LESION_LABEL_OFFSET, ORGAN_LABELS, name_of
 
 # Kinetic parameter ranges of Lu-177 DOTATATE, drawn uniformly per patient. Effective half-lives (h):
 #   kidneys 40-60 h: Sandstrom et al., J Nucl Med 54:33 (2013), kidney effective half-life about 50 h (range 34-77);
@@ -157,7 +157,7 @@ def make_anatomy(seed: int, grid: str | Grid = "compact") -> xr.Dataset:
     -------
     xr.Dataset with dims (z, y, x) and ``compartment``:
         ``ct_hu`` (z, y, x) int16, HU; ``density`` (z, y, x) float32, g/cm3 (Li et al. 2022 curve);
-        ``labels`` (z, y, x) int16 (attrs ``names`` = {label: VOI name}, see :mod:`._vocabulary`);
+        ``labels`` (z, y, x) int16 (attrs ``names`` = {label: VOI name}, see :mod:`cohort_dosimetry.vocabulary`);
         ``compartments`` (compartment, z, y, x) float32: the unit-sum uptake shape of each kinetic compartment;
         ``fraction`` (compartment): fraction of the administered activity taken up (model amplitude);
         ``uptake_half_life_h``, ``washout_half_life_h`` (biological), ``effective_half_life_h`` (compartment), h;

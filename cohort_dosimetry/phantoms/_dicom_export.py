@@ -12,15 +12,32 @@ One virtual patient (:func:`export_dicom`) becomes, per time point (one study pe
         SEG/SEG.dcm             Segmentation Storage (BINARY, highdicom): one segment per label, references the CT
     OUT_DIR/ground_truth/{PatientID}.zarr            the truth, outside the DICOM tree (see :func:`read_ground_truth`)
 
-Geometry: array axes (z, y, x) map to (slice, row, column); ImageOrientationPatient is [1,0,0, 0,1,0] (rows run
-along +x, columns along +y of DICOM patient space LPS), slice k lies at ``origin_mm[0] + k * spacing_mm[0]`` on +z,
-and ImagePositionPatient of voxel (k, 0, 0) is ``(origin_x, origin_y, origin_z + k dz)`` in mm: ``origin_mm`` is the
-centre of voxel (0, 0, 0). The NM is written on the Dataset's (CT) grid, where the generator delivers the
-reconstructed SPECT, so the round trip is exact up to rescale precision; the ingest resamples whatever grid it gets.
-CT and NM of one time point share a Frame of Reference (a hybrid SPECT/CT acquisition); each time point has its own.
+Geometry: the Dataset's array axes (z, y, x) run along +z, +y, +x of DICOM patient space (LPS) and ``origin_mm`` is
+the centre of voxel (0, 0, 0). The anatomy keeps these patient coordinates whatever ``patient_position`` (0018,5100)
+the scan is written in; the position only changes how the scanner stores it (:data:`PATIENT_POSITIONS`). The scanner
+keeps its image axes fixed to the gantry (rows left to right, columns top to bottom as seen from the table end,
+slices into the bore), so turning the patient flips patient axes against them (PS3.3 C.7.3.1.1.2; the direction
+cosines below are those written by CT scanners, cf. plastimatch's XiO import):
+
+=====  ==========================  ==================  ======================
+ pos    ImageOrientationPatient     slice normal        stored (slice, row, col)
+=====  ==========================  ==================  ======================
+ HFS    [ 1, 0, 0,  0,  1, 0]       +z (to the head)    (z, y, x)
+ FFS    [-1, 0, 0,  0,  1, 0]       -z (to the feet)    (z reversed, y, x reversed)
+ HFP    [-1, 0, 0,  0, -1, 0]       +z                  (z, y reversed, x reversed)
+ FFP    [ 1, 0, 0,  0, -1, 0]       -z                  (z reversed, y reversed, x)
+=====  ==========================  ==================  ======================
+
+Stored slice k (InstanceNumber k + 1, NM frame k + 1) lies k slice spacings from the first along the slice normal
+(row x column cosine; for the NM a positive SpacingBetweenSlices stacks frames along it, PS3.3 C.8.4.15), and its
+ImagePositionPatient is the centre of its first stored voxel. For HFS, slice k is at ``origin_mm[0] + k dz`` and
+ImagePositionPatient is ``(origin_x, origin_y, origin_z + k dz)``. The NM is written on the Dataset's (CT) grid,
+where the generator delivers the reconstructed SPECT, so the round trip is exact up to rescale precision; the ingest
+resamples whatever grid it gets. CT and NM of one time point share a Frame of Reference (a hybrid SPECT/CT
+acquisition); each time point has its own.
 
 All UIDs derive from the patient's seed, its grid, its SPECT model (``attrs["spect_model"]`` where the generator
-sets it) and the scan's hours after injection through
+sets it), its patient position (other than HFS) and the scan's hours after injection through
 ``pydicom.uid.generate_uid(entropy_srcs=...)``: re-exporting a patient reproduces every UID.
 
 RTSTRUCT ROIs are the disjoint label regions of the label map (``body`` is body tissue outside the other VOIs).
@@ -51,7 +68,7 @@ from tqdm.auto import tqdm
 
 from cohort_dosimetry import __version__
 from cohort_dosimetry.phantoms._identity import SYNTHETIC_MODEL_NAME, SyntheticIdentity, synthetic_identity
-from cohort_dosimetry.phantoms._vocabulary import voi_type
+from cohort_dosimetry.vocabulary import label_of, voi_type
 from cohort_dosimetry.physics import nuclide
 
 # RT Referenced Study Sequence items reference the study with the (retired) Detached Study Management SOP Class,
@@ -65,6 +82,10 @@ _NM_MAX_STORED = 65535  # NM Image Pixel Module: 16 bits allocated and stored, u
 _ENERGY_WINDOW_KEV = (208.37 * 0.9, 208.37 * 1.1)
 _RADIONUCLIDE_CODES = {"Lu177": codes.SCT._177Lutetium}
 _MANUFACTURER = "cohort-dosimetry virtual patient"
+
+#: Patient Position (0018,5100) -> signs (along x, along y) of the image row and column direction cosines: the row
+#: cosine is (sign_x, 0, 0), the column cosine (0, sign_y, 0) and the slice normal (0, 0, sign_x * sign_y).
+PATIENT_POSITIONS = {"HFS": (1, 1), "FFS": (-1, 1), "HFP": (-1, -1), "FFP": (1, -1)}
 
 
 @dataclass(frozen=True)
@@ -99,6 +120,8 @@ class PatientExport:
     dicom_dir: Path
     ground_truth: Path
     scans: tuple[ScanExport, ...]
+    #: Patient Position (0018,5100) the scans were written in (see :data:`PATIENT_POSITIONS`)
+    patient_position: str = "HFS"
 
 
 @dataclass(frozen=True)
@@ -119,6 +142,7 @@ def export_dicom(
     *,
     patient_index: int = 0,
     injection_datetime: dt.datetime | None = None,
+    patient_position: str = "HFS",
 ) -> PatientExport:
     """Write one virtual patient as DICOM (CT, NM, RTSTRUCT, SEG per time point) plus its ground truth.
 
@@ -132,16 +156,19 @@ def export_dicom(
             ``out_dir/ground_truth/``.
         patient_index: the patient's number in the cohort; names its folder.
         injection_datetime: start of the injection; None derives a Monday morning in 2024 from the seed.
+        patient_position: how the patient lay in the scanner, one of :data:`PATIENT_POSITIONS` (HFS head first
+            supine, FFS feet first supine, HFP head first prone, FFP feet first prone). The anatomy keeps its patient
+            coordinates; the CT, NM and SEG store it flipped as that position's scanner would (module docstring).
 
     Returns:
         A :class:`PatientExport` listing what was written.
 
     Raises:
-        ValueError: the Dataset lacks a variable or attribute, or holds values DICOM cannot carry (message names the
-            patient and scan); FileExistsError: the patient's DICOM folder is not empty (stale files of an earlier
-            export would mix into the new series).
+        ValueError: the Dataset lacks a variable or attribute, holds values DICOM cannot carry (message names the
+            patient and scan), or the patient position is not one of :data:`PATIENT_POSITIONS`; FileExistsError:
+            the patient's DICOM folder is not empty (stale files of an earlier export would mix into the new series).
     """
-    patient = _PatientContext.from_dataset(patient_ds, patient_index, injection_datetime)
+    patient = _PatientContext.from_dataset(patient_ds, patient_index, injection_datetime, patient_position)
     out_dir = Path(out_dir)
     dicom_dir = out_dir / "dicom" / f"patient_{patient_index:02d}"
     _require_empty(dicom_dir)
@@ -159,7 +186,7 @@ def export_dicom(
                                 study_dir / "CT", nm_file, rs_file, seg_file))
     truth = _write_ground_truth(patient, patient_ds, scans, out_dir / "ground_truth")
     return PatientExport(patient_index, patient.seed, patient.identity.patient_id, patient.injection, dicom_dir,
-                         truth, tuple(scans))
+                         truth, tuple(scans), patient.layout.position)
 
 
 def export_cohort(
@@ -257,6 +284,39 @@ def read_ground_truth(path: str | os.PathLike) -> xr.Dataset:
 
 
 @dataclass(frozen=True)
+class _StoredLayout:
+    """How a scanner stores the patient's (z, y, x) grid in one patient position (see :data:`PATIENT_POSITIONS`).
+
+    ``signs`` (z, y, x): +1 where the stored (slice, row, column) index runs along +z, +y, +x of the patient, -1 where
+    it runs against it.
+    """
+
+    position: str
+    signs: tuple[int, int, int]
+
+    @classmethod
+    def of(cls, position: str, where: str) -> _StoredLayout:
+        if position not in PATIENT_POSITIONS:
+            raise ValueError(f"{where}: patient position {position!r} is not one of {', '.join(PATIENT_POSITIONS)}")
+        sign_x, sign_y = PATIENT_POSITIONS[position]
+        return cls(position, (sign_x * sign_y, sign_y, sign_x))
+
+    @property
+    def image_orientation(self) -> list[int]:
+        """ImageOrientationPatient: row cosine then column cosine, each (x, y, z)."""
+        _, sign_y, sign_x = self.signs
+        return [sign_x, 0, 0, 0, sign_y, 0]
+
+    def stored(self, array: np.ndarray) -> np.ndarray:
+        """A (z, y, x) array in stored (slice, row, column) order (its own inverse)."""
+        return np.flip(array, axis=[axis for axis, sign in enumerate(self.signs) if sign < 0])
+
+    def patient_index(self, axis: int, k: int, n: int) -> int:
+        """The patient-order index along ``axis`` (0 = z, 1 = y, 2 = x) of stored index ``k`` of ``n``."""
+        return k if self.signs[axis] > 0 else n - 1 - k
+
+
+@dataclass(frozen=True)
 class _PatientContext:
     seed: int
     where: str  # names the patient in error messages
@@ -271,10 +331,13 @@ class _PatientContext:
     label_names: dict[int, str]
     hours: tuple[float, ...]
     spect_model: str
+    layout: _StoredLayout
 
     @classmethod
-    def from_dataset(cls, ds: xr.Dataset, patient_index: int, injection: dt.datetime | None) -> _PatientContext:
+    def from_dataset(cls, ds: xr.Dataset, patient_index: int, injection: dt.datetime | None,
+                     patient_position: str = "HFS") -> _PatientContext:
         where = f"virtual patient {patient_index} (seed {ds.attrs.get('seed')})"
+        layout = _StoredLayout.of(patient_position, where)
         missing = [v for v in ("ct_hu", "labels", "activity", "activity_true", "density") if v not in ds]
         missing += [a for a in ("seed", "spacing_mm", "origin_mm", "administered_activity_bq", "nuclide")
                     if a not in ds.attrs]
@@ -323,14 +386,26 @@ class _PatientContext:
             spacing_mm=tuple(float(s) for s in ds.attrs["spacing_mm"]),
             origin_mm=tuple(float(o) for o in ds.attrs["origin_mm"]),
             labels=labels, label_names={k: names[k] for k in sorted(names)}, hours=hours,
-            spect_model=str(ds.attrs.get("spect_model", "")),
+            spect_model=str(ds.attrs.get("spect_model", "")), layout=layout,
         )
 
     def uid(self, *parts) -> str:
-        """A UID determined by the patient's seed, grid and SPECT model and by ``parts`` (what the UID identifies)."""
+        """A UID determined by the patient's seed, grid, SPECT model and patient position and by ``parts`` (what the
+        UID identifies); head first supine adds nothing to the key."""
         key = ["cohort-dosimetry", f"seed={self.seed}", f"shape={self.labels.shape}",
                f"spacing={self.spacing_mm}", f"origin={self.origin_mm}", f"spect={self.spect_model}"]
+        if self.layout.position != "HFS":
+            key.append(f"position={self.layout.position}")
         return generate_uid(entropy_srcs=key + [str(p) for p in parts])
+
+    def first_voxel_xyz(self, k: int) -> tuple[float, float, float]:
+        """ImagePositionPatient (x, y, z) mm of stored slice ``k``: the centre of its first stored voxel."""
+        nz, ny, nx = self.labels.shape
+        dz, dy, dx = self.spacing_mm
+        z0, y0, x0 = self.origin_mm
+        _, sign_y, sign_x = self.layout.signs
+        return (x0 if sign_x > 0 else x0 + (nx - 1) * dx, y0 if sign_y > 0 else y0 + (ny - 1) * dy,
+                z0 + self.layout.patient_index(0, k, nz) * dz)
 
 
 class _ScanContext:
@@ -392,18 +467,19 @@ class _ScanContext:
 
 
 def _write_ct(scan: _ScanContext, ct_hu: np.ndarray, folder: Path) -> list[Dataset]:
-    """Write ``ct_hu`` (z, y, x) HU as one CT Image Storage file per z slice; returns the slice datasets."""
+    """Write ``ct_hu`` (z, y, x) HU as one CT Image Storage file per z slice, in the patient position's stored order;
+    returns the slice datasets (stored slice order, InstanceNumber 1..)."""
     p = scan.patient
     stored = np.rint(np.asarray(ct_hu, dtype=np.float64) - _CT_RESCALE_INTERCEPT).astype(np.int16)
+    stored = p.layout.stored(stored)
     folder.mkdir(parents=True, exist_ok=True)
     series_uid = scan.uid("ct-series")
     dz, dy, dx = p.spacing_mm
-    z0, y0, x0 = p.origin_mm
     slices = []
     for k in range(stored.shape[0]):
         ds = scan.new_file(CTImageStorage, scan.uid("ct-image", k), "CT", series_uid, 2,
                            "CT low dose, attenuation map")
-        ds.PatientPosition = "HFS"
+        ds.PatientPosition = p.layout.position
         ds.BodyPartExamined = "ABDOMEN"
         ds.FrameOfReferenceUID = scan.frame_of_reference_uid
         ds.PositionReferenceIndicator = ""
@@ -413,11 +489,12 @@ def _write_ct(scan: _ScanContext, ct_hu: np.ndarray, folder: Path) -> list[Datas
         ds.AcquisitionDate, ds.AcquisitionTime = _da(scan.acquired), _tm(scan.acquired)
         ds.AcquisitionDateTime = _dt(scan.acquired)
         ds.ContentDate, ds.ContentTime = _da(scan.acquired), _tm(scan.acquired)
-        ds.ImagePositionPatient = _ds_list((x0, y0, z0 + k * dz))
-        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        position_xyz = p.first_voxel_xyz(k)
+        ds.ImagePositionPatient = _ds_list(position_xyz)
+        ds.ImageOrientationPatient = p.layout.image_orientation
         ds.PixelSpacing = _ds_list((dy, dx))
         ds.SliceThickness = _ds(dz)
-        ds.SliceLocation = _ds(z0 + k * dz)
+        ds.SliceLocation = _ds(position_xyz[2])  # the table position: patient z, as scanners write it
         ds.KVP = 120
         ds.SamplesPerPixel = 1
         ds.PhotometricInterpretation = "MONOCHROME2"
@@ -438,16 +515,18 @@ def _write_ct(scan: _ScanContext, ct_hu: np.ndarray, folder: Path) -> list[Datas
 
 
 def _write_nm(scan: _ScanContext, activity: np.ndarray, path: Path) -> Path:
-    """Write ``activity`` (z, y, x) Bq/mL as one NM Image Storage multi-frame file (frame k = slice k)."""
+    """Write ``activity`` (z, y, x) Bq/mL as one NM Image Storage multi-frame file (frame k = stored slice k, the
+    same slice as CT InstanceNumber k + 1)."""
     p = scan.patient
     activity = np.asarray(activity, dtype=np.float64)
     # One slope for the whole volume (the NM Image Module has a single rescale); the DS string written to the file
     # is the slope used to quantise, so the reader's product reproduces activity to within slope / 2.
     slope = float(_ds(max(activity.max(), 1e-6) / _NM_MAX_STORED))
-    stored = np.minimum(np.rint(activity / slope), _NM_MAX_STORED).astype(np.uint16)
+    stored = p.layout.stored(np.minimum(np.rint(activity / slope), _NM_MAX_STORED).astype(np.uint16))
     nz, ny, nx = stored.shape
     dz, dy, dx = p.spacing_mm
-    z0, y0, x0 = p.origin_mm
+    head_first = p.layout.position.startswith("HF")
+    supine = p.layout.position.endswith("S")
 
     ds = scan.new_file(NuclearMedicineImageStorage, scan.uid("nm-image"), "NM", scan.uid("nm-series"), 3,
                        f"SPECT {p.nuclide} 208 keV OSEM Bq/mL")
@@ -460,8 +539,11 @@ def _write_nm(scan: _ScanContext, activity: np.ndarray, path: Path) -> Path:
     ds.AcquisitionDateTime = _dt(scan.acquired)
     ds.ContentDate, ds.ContentTime = _da(scan.acquired), _tm(scan.acquired)
     ds.PatientOrientationCodeSequence = [_code_item(codes.cid19.Recumbent)]
-    ds.PatientOrientationCodeSequence[0].PatientOrientationModifierCodeSequence = [_code_item(codes.cid20.Supine)]
-    ds.PatientGantryRelationshipCodeSequence = [_code_item(codes.cid21.Headfirst)]
+    # NM states the patient position by codes (PS3.3 C.8.4.6), not by Patient Position (0018,5100).
+    ds.PatientOrientationCodeSequence[0].PatientOrientationModifierCodeSequence = [
+        _code_item(codes.cid20.Supine if supine else codes.cid20.Prone)]
+    ds.PatientGantryRelationshipCodeSequence = [
+        _code_item(codes.cid21.Headfirst if head_first else codes.cid21.FeetFirst)]
     ds.AcquisitionContextSequence = []
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
@@ -509,8 +591,8 @@ def _write_nm(scan: _ScanContext, activity: np.ndarray, path: Path) -> Path:
     detector.FocalDistance = None
     detector.XFocusCenter = None
     detector.YFocusCenter = None
-    detector.ImagePositionPatient = _ds_list((x0, y0, z0))
-    detector.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    detector.ImagePositionPatient = _ds_list(p.first_voxel_xyz(0))
+    detector.ImageOrientationPatient = p.layout.image_orientation
     ds.DetectorInformationSequence = [detector]
     ds.NumberOfDetectors = 1
 
@@ -608,10 +690,10 @@ def _write_rtstruct(scan: _ScanContext, ct_slices: list[Dataset], contours: dict
         roi.ROIGenerationAlgorithm = "AUTOMATIC"
         rois.append(roi)
         items = []
-        for k, polygons in enumerate(per_slice):
+        for k, polygons in enumerate(per_slice):  # k: patient slice (z); the CT file is its stored slice
             for rc in polygons:
                 item = Dataset()
-                item.ContourImageSequence = [image_ref(ct_slices[k])]
+                item.ContourImageSequence = [image_ref(ct_slices[p.layout.patient_index(0, k, len(ct_slices))])]
                 item.ContourGeometricType = "CLOSED_PLANAR"
                 item.NumberOfContourPoints = len(rc)
                 xyz = np.column_stack([x0 + rc[:, 1] * dx, y0 + rc[:, 0] * dy, np.full(len(rc), z0 + k * dz)])
@@ -650,9 +732,10 @@ def _segment_descriptions(names: dict[int, str], where: str) -> dict[int, tuple[
     described = {}
     for value, name in names.items():
         try:
-            kind = voi_type(name)
+            label_of(name)  # a virtual patient's VOI (organs, vertebra_L2-L5, lesion_k): SNOMED codes below
         except ValueError as err:
             raise ValueError(f"{where}: label {value}: {err}") from None
+        kind = voi_type(name)
         if kind == "lesion":
             described[value] = (name, codes.SCT.MorphologicallyAbnormalStructure, codes.SCT.Lesion, None)
         elif kind == "vertebra":  # vertebra_L2 -> SCT "L2 vertebra"
@@ -664,8 +747,9 @@ def _segment_descriptions(names: dict[int, str], where: str) -> dict[int, tuple[
 
 def _write_seg(scan: _ScanContext, ct_slices: list[Dataset], segments: dict, path: Path) -> Path:
     """Write the label map as a BINARY DICOM SEG (highdicom) on the CT slices, one segment per label present,
-    numbered 1.. in ascending label value."""
-    labels = scan.patient.labels
+    numbered 1.. in ascending label value. Frame k is CT slice ``ct_slices[k]`` in its stored layout; highdicom
+    takes each frame's plane position and orientation from its CT slice."""
+    labels = scan.patient.layout.stored(scan.patient.labels)
     present = [v for v in segments if (labels == v).any()]
     segment_map = np.zeros(labels.shape, dtype=np.uint16)
     # The labels are the phantom's definition, drawn from geometric shapes; CID 7162 has no "synthetic phantom"

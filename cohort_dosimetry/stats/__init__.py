@@ -29,6 +29,8 @@ _PUBLIC = {
     "fit_time_activity": "_time_integration",
     "hanscheid_absorbed_dose_gy": "_time_integration",
     "absorbed_dose": "_tables",
+    "absorbed_dose_total": "_tables",
+    "NOT_INTEGRATED": "_tables",
     "scan_tables": "_tables",
     "compute_cohort_tables": "_tables",
     "write_cohort_tables": "_tables",

@@ -20,7 +20,9 @@ Policies (the same in every function of this module):
 
 - Labels: integer map, 0 = outside every VOI; ``names`` maps label value -> VOI name (keys may be ints or the strings
   that JSON/zarr attributes turn them into). A label present in the map without a name, or a negative label, is an
-  error. A named VOI with no voxel gets a row with ``volume_ml = 0`` and NaN statistics.
+  error. A named VOI with no voxel gets a row with ``volume_ml = 0`` and NaN statistics. Where VOIs overlap, the map
+  holds regions and ``vois`` maps VOI name -> region values (:mod:`cohort_dosimetry.vocabulary`, section regions):
+  every VOI's statistics are over all its voxels, so a voxel in several VOIs counts in each.
 - Non-finite dose-rates (NaN, inf) inside a VOI make that VOI's statistics NaN (its volume still counts every voxel)
   and raise a ``NonFiniteDoseRateWarning`` naming the VOI and the voxel count: never silently dropped.
 - The whole-array functions (:func:`nrmse`, :func:`mean_error`, ...) raise ``ValueError`` for an empty selection and
@@ -75,18 +77,32 @@ def normalise_voi_names(names: Mapping) -> dict[int, str]:
     return dict(sorted(out.items()))
 
 
+def _region_names(names: Mapping) -> dict[int, str]:
+    """``{region value: name}`` with int keys; unlike VOI names, region names need not be unique."""
+    out = {}
+    for key, name in names.items():
+        try:
+            out[int(key)] = str(name)
+        except (TypeError, ValueError):
+            raise ValueError(f"label table key {key!r} is not an integer label") from None
+    return dict(sorted(out.items()))
+
+
 class VoiIndex:
     """The voxels of every VOI of one label map, gathered once and reused for several dose-rate maps of that scan.
 
-    ``labels``: integer array (z, y, x); ``names``: {label: VOI name}. Attributes: ``labels`` (sorted label values of
-    the named VOIs), ``names`` (same order), ``n_voxels`` (per VOI, int64), ``shape``.
+    ``labels``: integer array (z, y, x); ``names``: {label: VOI name}; ``vois``: {VOI name: [label values]} where
+    VOIs overlap (a map of regions, :mod:`cohort_dosimetry.vocabulary`), None when every name is a VOI of one label.
+    Attributes: ``names`` (VOI names: in label order, or in the order of ``vois``), ``regions`` {VOI name: label
+    values}, ``n_voxels`` (per VOI, int64), ``shape``, and ``labels`` (the label value of each VOI; None for a map of
+    regions).
     """
 
-    def __init__(self, labels, names: Mapping):
+    def __init__(self, labels, names: Mapping, vois: Mapping | None = None):
         label_map = _as_numpy(labels)
         if not np.issubdtype(label_map.dtype, np.integer):
             raise ValueError(f"labels must be an integer map, got dtype {label_map.dtype}")
-        voi_names = normalise_voi_names(names)
+        voi_names = normalise_voi_names(names) if vois is None else _region_names(names)
         flat = label_map.ravel()
         if flat.size and flat.min() < 0:
             raise ValueError(f"labels contain negative values (min {flat.min()})")
@@ -96,6 +112,10 @@ class VoiIndex:
         if unnamed:
             raise ValueError(f"labels {unnamed} occur in the label map but have no VOI name")
         self.shape = label_map.shape
+        if vois is not None:
+            self._index_regions(flat, counts, voi_names, vois)
+            return
+        self.regions = {name: (label,) for label, name in voi_names.items()}
         self.labels = np.array(list(voi_names), dtype=np.int64)
         self.names = list(voi_names.values())
         self.n_voxels = counts[self.labels].astype(np.int64)
@@ -110,6 +130,37 @@ class VoiIndex:
         self._position = voxel_position[grouped]
         self._start = np.concatenate([[0], np.cumsum(self.n_voxels)[:-1]]).astype(np.int64)
 
+    def _index_regions(self, flat: np.ndarray, counts: np.ndarray, region_names: dict[int, str], vois: Mapping):
+        from cohort_dosimetry.vocabulary import voi_regions
+
+        self.regions = voi_regions(region_names, vois)
+        self.labels = None
+        self.names = list(self.regions)
+        # Voxels grouped by region (stable: flat order within a region); a VOI is the concatenation of its regions.
+        voxels = np.flatnonzero(flat)
+        by_region = voxels[np.argsort(flat[voxels], kind="stable")]
+        region_start = np.concatenate([[0], np.cumsum(counts[1:])])  # region r: by_region[start[r-1]:start[r]]
+        segments = [[by_region[region_start[r - 1]:region_start[r]] for r in regions]
+                    for regions in self.regions.values()]
+        self.n_voxels = np.array([sum(len(part) for part in parts) for parts in segments], dtype=np.int64)
+        self._voxels = np.concatenate([part for parts in segments for part in parts] or [np.zeros(0, np.int64)])
+        self._position = np.repeat(np.arange(len(self.names), dtype=np.int64), self.n_voxels)
+        self._start = np.concatenate([[0], np.cumsum(self.n_voxels)[:-1]]).astype(np.int64)
+
+    @classmethod
+    def from_labels(cls, labels) -> VoiIndex:
+        """The index of a ``labels`` DataArray as ``Cohort.scan`` returns it: its attrs ``names`` and, where VOIs
+        overlap, ``vois``."""
+        return cls(labels, labels.attrs["names"], labels.attrs.get("vois"))
+
+    def mask(self, names: Sequence[str]) -> np.ndarray:
+        """Boolean (z, y, x): the voxels of any of the VOIs ``names``."""
+        out = np.zeros(int(np.prod(self.shape)), dtype=bool)
+        for i, name in enumerate(self.names):
+            if name in names:
+                out[self._voxels[self._start[i]:self._start[i] + self.n_voxels[i]]] = True
+        return out.reshape(self.shape)
+
     def values(self, dose_rate, what: str = "dose-rate map") -> np.ndarray:
         """The VOI voxels' values of ``dose_rate`` (same shape as the labels) as float64, grouped by VOI."""
         array = _as_numpy(dose_rate)
@@ -119,7 +170,7 @@ class VoiIndex:
 
     def sums(self, weights: np.ndarray) -> np.ndarray:
         """Per-VOI sums of per-voxel ``weights`` (grouped as :meth:`values` returns them)."""
-        return np.bincount(self._position, weights=weights, minlength=len(self.labels))
+        return np.bincount(self._position, weights=weights, minlength=len(self.names))
 
     def broadcast(self, per_voi: np.ndarray) -> np.ndarray:
         """A per-VOI quantity repeated for every VOI voxel (in the order of :meth:`values`)."""
@@ -209,7 +260,7 @@ def drvh(dose_rate, labels, names: Mapping, dose_rate_levels=None, *, index: Voi
     counted = level_bin >= 0
     n_levels = levels.size
     flat_bin = index._position[finite][counted] * n_levels + level_bin[counted]
-    per_bin = np.bincount(flat_bin, minlength=len(index.labels) * n_levels).reshape(len(index.labels), n_levels)
+    per_bin = np.bincount(flat_bin, minlength=len(index.names) * n_levels).reshape(len(index.names), n_levels)
     at_or_above = np.cumsum(per_bin[:, ::-1], axis=1)[:, ::-1]
     with np.errstate(invalid="ignore", divide="ignore"):
         fraction = at_or_above / index.n_voxels[:, None]

@@ -1,10 +1,12 @@
 """The cohort report: one self-contained HTML file (figures embedded as base64 PNG, no script, no external resource).
 
-Built from the three statistics tables (run :func:`compute_cohort_tables` first) plus one more pass over the scans for
+Built from the statistics tables (run :func:`compute_cohort_tables` first) plus one more pass over the scans for
 the CNN-vs-MC joint histogram and the DRVHs (one scan in memory at a time). Sections, in order: the synthetic-data
 statement, the cohort summary (Table 1, the form of Li et al.'s patient table: per VOI class and method, mean dose-rate
 and DR10-DR90 as mean (min-max) over scans and VOIs), agreement between methods, the joint histogram, absorbed doses
-with the time-integration model chosen per VOI and why, time-activity curves, DRVHs, methods and provenance.
+per therapy cycle with the time-integration model chosen per VOI and why (and the curves that could not be
+integrated, with the reason), absorbed doses summed over each patient's cycles, time-activity curves (one figure per
+patient and cycle), DRVHs, methods and provenance.
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ from cohort_dosimetry.physics import _dvk
 from . import _metrics, _time_integration
 from ._figures import MGY_PER_H_PER_GY_PER_S, plot_drvh, plot_joint_histogram, plot_time_activity
 from ._metrics import DR_PERCENTS, VoiIndex, drvh
-from ._tables import METHODS, scan_methods
+from ._tables import METHODS, NOT_INTEGRATED, scan_methods
 from ._time_integration import fit_time_activity
 
 REPORT_NAME = "cohort_report.html"
@@ -67,7 +69,9 @@ def write_report(cohort, notes: Sequence[str] = ()) -> Path:
                          f"`cohort-dosimetry stats {cohort.path}` first")
     concordance = cohort.concordance()
     absorbed = cohort.absorbed_dose()
+    totals = cohort.absorbed_dose_total()
     scans = sorted(set(zip(voi_stats["patient"], voi_stats["timepoint"])))
+    n_cycles = len(set(zip(voi_stats["patient"], voi_stats["cycle"])))
     scan_attrs = {scan: cohort.scan_attrs(*scan) for scan in scans}
     voi_type_of = dict(zip(voi_stats["voi"], voi_stats["voi_type"]))
     methods = [m for m in METHODS if m in set(voi_stats["method"])]
@@ -76,7 +80,8 @@ def write_report(cohort, notes: Sequence[str] = ()) -> Path:
     parts = [
         f"<h1>Cohort dosimetry report: {html.escape(cohort.path.name)}</h1>",
         _synthetic_statement(scan_attrs),
-        f"<p>{len(set(p for p, _ in scans))} patients, {len(scans)} scans, dose-rate methods: "
+        f"<p>{len(set(p for p, _ in scans))} patients, {n_cycles} therapy cycles, {len(scans)} scans, "
+        "dose-rate methods: "
         f"{', '.join(m.upper() for m in methods)}. Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC.</p>",
         "".join(f"<p>Note: {html.escape(note)}</p>" for note in notes),
         "<h2>Table 1. Cohort summary: dose-rate per VOI class and method</h2>",
@@ -98,13 +103,30 @@ def write_report(cohort, notes: Sequence[str] = ()) -> Path:
                                                     joint["pearson_r2"], joint["ccc"]), "CNN vs MC joint histogram")]
     if not absorbed.empty:
         chosen = absorbed[absorbed["selected"]]
-        parts += ["<h2>Absorbed dose of the cycle</h2>",
-                  "<p>Mean (min&ndash;max) over patients and VOIs of the class, in Gy, with the time-integration "
-                  "model chosen (counts). The rule: " + html.escape(_selection_rule()) + "</p>",
-                  _table_html(absorbed_summary(chosen, voi_type_of)),
-                  "<details><summary>Chosen model per patient, VOI and method, and why</summary>",
-                  _table_html(chosen[["patient", "voi", "method", "model", "absorbed_dose_gy", "uncertainty_gy",
-                                      "n_timepoints", "reason"]].round({"absorbed_dose_gy": 3, "uncertainty_gy": 3})),
+        failed = chosen[chosen["model"] == NOT_INTEGRATED]
+        parts += ["<h2>Absorbed dose per therapy cycle</h2>",
+                  "<p>One time-activity curve per patient, therapy cycle, VOI and method (hours count from the "
+                  "cycle's own injection). Mean (min&ndash;max) over patients, cycles and VOIs of the class, in Gy, "
+                  "with the time-integration model chosen (counts). The rule: " + html.escape(_selection_rule())
+                  + "</p>",
+                  _table_html(absorbed_summary(chosen, voi_type_of))]
+        if not failed.empty:
+            parts += [f"<p>{len(failed)} curve(s) could not be integrated and have no dose:</p>",
+                      _table_html(failed[["patient", "cycle", "voi", "method", "n_timepoints", "reason"]])]
+        parts += ["<details><summary>Chosen model per patient, cycle, VOI and method, and why</summary>",
+                  _table_html(chosen[["patient", "cycle", "voi", "method", "model", "absorbed_dose_gy",
+                                      "uncertainty_gy", "n_timepoints", "reason"]]
+                              .round({"absorbed_dose_gy": 3, "uncertainty_gy": 3})),
+                  "</details>"]
+    if not totals.empty:
+        parts += ["<h2>Absorbed dose over all therapy cycles</h2>",
+                  "<p>Per patient, VOI and method, the chosen absorbed dose of each of the patient's cycles, summed "
+                  "(uncertainties in quadrature). Mean (min&ndash;max) over patients and VOIs of the class, in Gy. "
+                  "A total is n/a when a cycle of the patient has no dose for the VOI and method.</p>",
+                  _table_html(total_summary(totals, voi_type_of)),
+                  "<details><summary>Total per patient, VOI and method</summary>",
+                  _table_html(totals[["patient", "voi", "method", "cycles", "absorbed_dose_gy", "uncertainty_gy",
+                                      "models", "reason"]].round({"absorbed_dose_gy": 3, "uncertainty_gy": 3})),
                   "</details>"]
     parts += ["<h2>Time-activity curves</h2>", *_time_activity_figures(voi_stats, methods)]
     parts += ["<h2>Dose-rate volume histograms</h2><p>First scan of each patient.</p>", *drvh_figures]
@@ -176,6 +198,20 @@ def absorbed_summary(chosen: pd.DataFrame, voi_type_of: dict) -> pd.DataFrame:
             "VOI class": voi_type, "method": method.upper(), "n": len(group),
             "absorbed dose (Gy)": _mean_min_max(group["absorbed_dose_gy"]),
             "models chosen": ", ".join(f"{model} {count}" for model, count in counts.items())}))
+    return pd.DataFrame([row for *_, row in sorted(rows, key=lambda r: r[:2])])
+
+
+def total_summary(totals: pd.DataFrame, voi_type_of: dict) -> pd.DataFrame:
+    """Per VOI class and method: absorbed dose over all cycles (Gy) as mean (min-max), patients with more than one
+    cycle, and totals that are n/a (a cycle without dose)."""
+    table = totals.assign(voi_type=totals["voi"].map(voi_type_of))
+    rows = []
+    for (voi_type, method), group in table.groupby(["voi_type", "method"]):
+        rows.append((_type_order(voi_type), _method_order(method), {
+            "VOI class": voi_type, "method": method.upper(), "n": len(group),
+            "total absorbed dose (Gy)": _mean_min_max(group["absorbed_dose_gy"]),
+            "over 2+ cycles": int((group["n_cycles"] > 1).sum()),
+            "n/a": int(group["absorbed_dose_gy"].isna().sum())}))
     return pd.DataFrame([row for *_, row in sorted(rows, key=lambda r: r[:2])])
 
 
@@ -258,12 +294,10 @@ def _scan_pass(cohort, scans, voi_stats: pd.DataFrame):
             continue
         scan_ds = cohort.scan(patient, timepoint)
         methods = scan_methods(scan_ds)
-        names = scan_ds["labels"].attrs["names"]
-        index = VoiIndex(scan_ds["labels"], names)
+        index = VoiIndex.from_labels(scan_ds["labels"])
         if has_pair and {"cnn", "mc"} <= set(methods):
             chosen = [name for name in index.names if _voi_type_of(name) in TARGET_VOI_TYPES]
-            labels = np.asarray(scan_ds["labels"].data)
-            mask = np.isin(labels, [label for label, name in zip(index.labels, index.names) if name in chosen])
+            mask = index.mask(chosen)  # overlapping VOIs (liver and its lesions) pool each voxel once
             cnn = np.asarray(scan_ds["dose_rate_cnn"].data)[mask].astype(np.float64)
             mc = np.asarray(scan_ds["dose_rate_mc"].data)[mask].astype(np.float64)
             finite = np.isfinite(cnn) & np.isfinite(mc)
@@ -271,7 +305,7 @@ def _scan_pass(cohort, scans, voi_stats: pd.DataFrame):
                 counts += _metrics.joint_histogram(cnn[finite], mc[finite], bins=[edges, edges])[0]
                 moments.add(cnn[finite], mc[finite])
         if is_first:
-            shown = [name for name in index.names if name != "body"]
+            shown = [name for name in index.names if _voi_type_of(name) != "body"]
             maps = {method: np.asarray(scan_ds[f"dose_rate_{method}"].data) for method in methods}
             top = max(float(np.nanmax(dose_rate)) for dose_rate in maps.values())
             levels = np.concatenate([[0.0], np.geomspace(1e-4, 1.0, DRVH_LEVELS - 1) * (top if top > 0 else 1.0)])
@@ -287,7 +321,7 @@ def _scan_pass(cohort, scans, voi_stats: pd.DataFrame):
 
 
 def _voi_type_of(name: str) -> str:
-    from cohort_dosimetry.phantoms import voi_type
+    from cohort_dosimetry.vocabulary import voi_type
 
     return voi_type(name)
 
@@ -296,16 +330,22 @@ def _time_activity_figures(voi_stats: pd.DataFrame, methods: list[str]) -> list[
     method = "mc" if "mc" in methods else methods[-1]
     shown = voi_stats[(voi_stats["method"] == method) & voi_stats["voi_type"].isin(TARGET_VOI_TYPES)]
     parts = [f"<p>Mean dose-rate of the {method.upper()} maps (points) and every model applied (lines; the chosen "
-             "one solid, with its absorbed dose in the legend).</p>"]
-    for patient, group in shown.groupby("patient"):
+             "one solid, with its absorbed dose in the legend), per patient and therapy cycle. Curves that could not "
+             "be integrated are left out (see the absorbed dose section).</p>"]
+    for (patient, cycle), group in shown.groupby(["patient", "cycle"]):
         fits = {}
         for voi, curve in group.groupby("voi", sort=False):
             curve = curve[np.isfinite(curve["mean"])]
-            if not curve.empty:
-                fits[voi] = fit_time_activity(curve["hours_post_injection"].to_numpy(), curve["mean"].to_numpy())
+            if curve.empty or curve["nuclide"].nunique() != 1:
+                continue
+            try:
+                fits[voi] = fit_time_activity(curve["hours_post_injection"].to_numpy(), curve["mean"].to_numpy(),
+                                              curve["nuclide"].iloc[0])
+            except ValueError:
+                continue
         if fits:
-            parts.append(_figure_html(plot_time_activity(fits, f"patient {patient} ({method.upper()})"),
-                                      f"time-activity curves patient {patient}"))
+            parts.append(_figure_html(plot_time_activity(fits, f"patient {patient}, cycle {cycle} ({method.upper()})"),
+                                      f"time-activity curves patient {patient} cycle {cycle}"))
     return parts
 
 

@@ -1,9 +1,11 @@
-"""The cohort's statistics tables: ``voi_stats``, ``concordance`` and ``absorbed_dose``.
+"""The cohort's statistics tables: ``voi_stats``, ``concordance``, ``absorbed_dose`` and ``absorbed_dose_total``.
 
 :func:`scan_tables` computes the per-scan rows from one scan Dataset (the flows call it once per scan);
-:func:`compute_cohort_tables` loops over a cohort's scans one at a time, adds the per-patient time integration
-(:func:`absorbed_dose`) and writes the three tables through the store (units in each column's Arrow metadata).
-Dose-rates are in Gy/s throughout, absorbed doses in Gy, times in hours post injection.
+:func:`compute_cohort_tables` loops over a cohort's scans one at a time, adds the time integration per therapy cycle
+(:func:`absorbed_dose`: one time-activity curve per patient, cycle, VOI and method, since each scan's hours count
+from its own cycle's injection) and the sum over each patient's cycles (:func:`absorbed_dose_total`), and writes the
+tables through the store (units in each column's Arrow metadata). Dose-rates are in Gy/s throughout, absorbed doses
+in Gy, times in hours post injection.
 """
 from __future__ import annotations
 
@@ -25,11 +27,14 @@ TABLE_UNITS = {
     "voi_stats": {},
     "concordance": {"nrmse": "1", "mean_error": "1"},
     "absorbed_dose": {"aic": "1", "aicc": "1"},
+    "absorbed_dose_total": {},
 }
+#: ``model`` of the one row of a curve that could not be integrated (its dose is NaN, its reason says why).
+NOT_INTEGRATED = "none"
 
 
 def _voi_type(name: str) -> str:
-    from cohort_dosimetry.phantoms import voi_type
+    from cohort_dosimetry.vocabulary import voi_type
 
     return voi_type(name)
 
@@ -42,22 +47,23 @@ def scan_methods(scan_ds) -> list[str]:
 def scan_tables(scan_ds, patient: str, timepoint: str) -> dict[str, pd.DataFrame]:
     """``voi_stats`` and ``concordance`` rows of one scan (a Dataset as ``Cohort.scan`` returns it).
 
-    Needs ``labels`` (z, y, x) with ``attrs["names"]``, at least one ``dose_rate_{dvk,cnn,mc}`` (z, y, x) in Gy/s and
-    attrs ``spacing_mm`` (z, y, x) and ``hours_post_injection``. Loads the labels and each map once (one scan in
-    memory). ``concordance`` has one row per VOI and pair of methods (``method_b`` the reference: the later one in
-    dvk, cnn, mc). Errors name the scan.
+    Needs ``labels`` (z, y, x) with ``attrs["names"]`` (and ``attrs["vois"]`` where VOIs overlap: each VOI's rows are
+    over its own voxels), at least one ``dose_rate_{dvk,cnn,mc}`` (z, y, x) in Gy/s and attrs ``spacing_mm``
+    (z, y, x), ``hours_post_injection``, ``cycle`` and ``nuclide`` (``voi_stats`` repeats the last three on each
+    row). Loads the labels and each map once (one scan in memory). ``concordance`` has one row per VOI and pair of
+    methods (``method_b`` the reference: the later one in dvk, cnn, mc). Errors name the scan.
     """
     where = f"scan {patient}/{timepoint}"
     methods = scan_methods(scan_ds)
     if not methods:
         raise ValueError(f"{where}: no dose-rate map (expected one of {[f'dose_rate_{m}' for m in METHODS]})")
-    for key in ("spacing_mm", "hours_post_injection"):
+    for key in ("spacing_mm", "hours_post_injection", "cycle", "nuclide"):
         if key not in scan_ds.attrs:
             raise ValueError(f"{where}: attribute {key!r} is missing")
     if "labels" not in scan_ds or "names" not in scan_ds["labels"].attrs:
         raise ValueError(f"{where}: no label map with a VOI name table (labels.attrs['names'])")
     try:
-        index = VoiIndex(scan_ds["labels"], scan_ds["labels"].attrs["names"])
+        index = VoiIndex.from_labels(scan_ds["labels"])  # VOIs may overlap: each over its own voxels
         voi_types = [_voi_type(name) for name in index.names]
     except ValueError as err:
         raise ValueError(f"{where}: {err}") from None
@@ -76,11 +82,14 @@ def scan_tables(scan_ds, patient: str, timepoint: str) -> dict[str, pd.DataFrame
         table.insert(0, "voi_type", voi_types)
         stats.append(table)
     voi_stats = pd.concat(stats, ignore_index=True)
+    voi_stats.insert(0, "nuclide", str(scan_ds.attrs["nuclide"]))
     voi_stats.insert(0, "hours_post_injection", float(scan_ds.attrs["hours_post_injection"]))
+    voi_stats.insert(0, "cycle", int(scan_ds.attrs["cycle"]))
     voi_stats.insert(0, "timepoint", timepoint)
     voi_stats.insert(0, "patient", patient)
-    voi_stats = voi_stats[["patient", "timepoint", "hours_post_injection", "voi", "voi_type", "method", "volume_ml",
-                           "mean", "median", "max", "dr10", "dr30", "dr70", "dr90"]].assign(units="Gy/s")
+    voi_stats = voi_stats[["patient", "timepoint", "cycle", "hours_post_injection", "nuclide", "voi", "voi_type",
+                           "method", "volume_ml", "mean", "median", "max", "dr10", "dr30", "dr70",
+                           "dr90"]].assign(units="Gy/s")
     pairs = []
     for method_a, method_b in itertools.combinations(methods, 2):
         table = voi_concordance(maps[method_a], maps[method_b], None, {}, index=index,
@@ -96,41 +105,101 @@ def scan_tables(scan_ds, patient: str, timepoint: str) -> dict[str, pd.DataFrame
 
 
 def absorbed_dose(voi_stats: pd.DataFrame, nuclide: str = "Lu177") -> pd.DataFrame:
-    """Time integration of every (patient, VOI, method) mean dose-rate curve of a ``voi_stats`` table.
+    """Time integration of every (patient, cycle, VOI, method) mean dose-rate curve of a ``voi_stats`` table.
+
+    ``voi_stats`` needs ``patient, voi, method, hours_post_injection, mean``; ``cycle`` (default 1), ``nuclide``
+    (default the ``nuclide`` argument; decay data from ICRP-107) and ``timepoint`` (names the scans in reasons) are
+    used where present. Hours count from each cycle's own injection, so each cycle is a curve of its own.
 
     One row per model applied (``mono_exp``, ``bi_exp``, ``trapezoid``, or ``hanscheid`` for one time point):
-    ``patient, voi, method, model, absorbed_dose_gy, uncertainty_gy, n_timepoints, selected, aic, aicc, reason``.
-    Exactly one row per curve has ``selected`` True; its ``reason`` says why (criterion values or the rule that
-    applied), the others' ``reason`` says why they were not chosen. Scans where the VOI's mean is NaN (empty VOI,
-    non-finite voxels) are left out of the curve; a curve with no finite point gets no row.
+    ``patient, cycle, voi, method, model, absorbed_dose_gy, uncertainty_gy, n_timepoints, selected, aic, aicc,
+    reason``. Exactly one row per curve has ``selected`` True; its ``reason`` says why (criterion values or the rule
+    that applied), the others' ``reason`` says why they were not chosen. Scans where the VOI's mean is NaN (empty
+    VOI, non-finite voxels) are left out of the curve; a curve with no finite point gets no row. A curve that cannot
+    be integrated (two scans at the same hour, e.g. two reconstructions of one acquisition; scans of different
+    nuclides; a nuclide without decay data) gets one row, model :data:`NOT_INTEGRATED`, NaN dose, ``selected``
+    True, and a reason naming its scans; the other curves go on.
     """
+    table = voi_stats
+    if "cycle" not in table:
+        table = table.assign(cycle=1)
+    if "nuclide" not in table:
+        table = table.assign(nuclide=nuclide)
     rows = []
-    for (patient, voi, method), curve in voi_stats.groupby(["patient", "voi", "method"], sort=True):
+    for (patient, cycle, voi, method), curve in table.groupby(["patient", "cycle", "voi", "method"], sort=True):
         curve = curve[np.isfinite(curve["mean"])]
         if curve.empty:
             continue
+        key = {"patient": patient, "cycle": int(cycle), "voi": voi, "method": method}
+        hours = curve["hours_post_injection"].to_numpy()
+        nuclides = sorted(set(curve["nuclide"]))
         try:
-            fit = fit_time_activity(curve["hours_post_injection"].to_numpy(), curve["mean"].to_numpy(), nuclide)
+            if len(nuclides) > 1:
+                raise ValueError(f"its scans are of different nuclides {nuclides}")
+            fit = fit_time_activity(hours, curve["mean"].to_numpy(), nuclides[0])
         except ValueError as err:
-            raise ValueError(f"patient {patient}, VOI {voi}, method {method}: {err}") from None
+            names = curve["timepoint"] if "timepoint" in curve else [f"scan {k + 1}" for k in range(len(curve))]
+            scans = ", ".join(f"{patient}/{name} ({hour:g} h)" for name, hour in zip(names, hours))
+            rows.append({**key, "model": NOT_INTEGRATED, "absorbed_dose_gy": np.nan, "uncertainty_gy": np.nan,
+                         "n_timepoints": len(curve), "selected": True, "aic": np.nan, "aicc": np.nan,
+                         "reason": f"not integrated: {err}; scans of cycle {int(cycle)}: {scans}"})
+            continue
         for model, model_fit in fit.fits.items():
             chosen = model == fit.selected
             rows.append({
-                "patient": patient, "voi": voi, "method": method, "model": model,
+                **key, "model": model,
                 "absorbed_dose_gy": model_fit.absorbed_dose_gy, "uncertainty_gy": model_fit.uncertainty_gy,
                 "n_timepoints": len(fit.hours), "selected": chosen, "aic": model_fit.aic, "aicc": model_fit.aicc,
                 "reason": fit.reason if chosen else (model_fit.note or f"not selected ({fit.selected} was)"),
             })
-    columns = ["patient", "voi", "method", "model", "absorbed_dose_gy", "uncertainty_gy", "n_timepoints",
+    columns = ["patient", "cycle", "voi", "method", "model", "absorbed_dose_gy", "uncertainty_gy", "n_timepoints",
                "selected", "aic", "aicc", "reason"]
     return pd.DataFrame(rows, columns=columns)
 
 
+def absorbed_dose_total(absorbed: pd.DataFrame) -> pd.DataFrame:
+    """Per patient, VOI and method: the selected absorbed dose of each of the patient's cycles, summed.
+
+    ``absorbed``: an :func:`absorbed_dose` table. The patient's cycles are those of any of its rows. Returns
+    ``patient, voi, method, absorbed_dose_gy, uncertainty_gy, n_cycles, cycles, models, reason``: ``uncertainty_gy``
+    is the cycles' uncertainties added in quadrature (the cycles are separate acquisitions and fits, taken as
+    independent; NaN if one is NaN: not estimable), ``cycles`` lists them ("1,2"), ``models`` the model chosen per
+    cycle. The sum is NaN, with the reason, when a cycle of the patient has no dose for the VOI and method (no
+    curve, or one that could not be integrated): a total over fewer cycles than the patient had would read as
+    the patient's total.
+    """
+    columns = ["patient", "voi", "method", "absorbed_dose_gy", "uncertainty_gy", "n_cycles", "cycles", "models",
+               "reason"]
+    if absorbed.empty:
+        return pd.DataFrame(columns=columns)
+    cycles_of = absorbed.groupby("patient")["cycle"].agg(lambda c: sorted(set(int(v) for v in c)))
+    chosen = absorbed[absorbed["selected"].astype(bool)]
+    rows = []
+    for (patient, voi, method), group in chosen.groupby(["patient", "voi", "method"], sort=True):
+        by_cycle = group.set_index(group["cycle"].astype(int))
+        cycles = cycles_of[patient]
+        missing = [c for c in cycles if c not in by_cycle.index]
+        failed = [c for c in cycles if c in by_cycle.index and not np.isfinite(by_cycle.loc[c, "absorbed_dose_gy"])]
+        reasons = [f"cycle {c}: no {method} curve of {voi}" for c in missing]
+        reasons += [f"cycle {c}: {by_cycle.loc[c, 'reason']}" for c in failed]
+        doses = by_cycle["absorbed_dose_gy"].reindex(cycles).to_numpy(dtype=float)
+        sigmas = by_cycle["uncertainty_gy"].reindex(cycles).to_numpy(dtype=float)
+        rows.append({
+            "patient": patient, "voi": voi, "method": method,
+            "absorbed_dose_gy": float(np.sum(doses)), "uncertainty_gy": float(np.sqrt(np.sum(sigmas**2))),
+            "n_cycles": len(cycles), "cycles": ",".join(str(c) for c in cycles),
+            "models": ", ".join(f"{c}: {by_cycle.loc[c, 'model']}" for c in cycles if c in by_cycle.index),
+            "reason": "; ".join(reasons),
+        })
+    return pd.DataFrame(rows, columns=columns)
+
+
 def compute_cohort_tables(cohort, progress: bool = True) -> dict[str, pd.DataFrame]:
-    """Compute and write ``voi_stats``, ``concordance`` and ``absorbed_dose`` for every scan of a cohort.
+    """Compute and write ``voi_stats``, ``concordance``, ``absorbed_dose`` and ``absorbed_dose_total`` for every scan
+    of a cohort.
 
     ``cohort``: a :class:`cohort_dosimetry.store.Cohort`. Scans are read one at a time; scans without any dose-rate
-    map yet are skipped with a warning naming them. Returns the three tables as written.
+    map yet are skipped with a warning naming them. Returns the four tables as written.
     """
     scans = cohort.scans()
     if not scans:
@@ -156,18 +225,13 @@ def write_cohort_tables(cohort, voi_stats: pd.DataFrame, concordance: pd.DataFra
     """Add the time integration to per-scan rows (``scan_tables`` of every scan, concatenated) and write the tables.
 
     For flows that compute :func:`scan_tables` per scan in parallel; :func:`compute_cohort_tables` ends here too.
-    Returns ``{"voi_stats", "concordance", "absorbed_dose"}`` as written.
+    Each curve is integrated with its own scans' nuclide (``voi_stats.nuclide``), so one foreign or mixed curve
+    does not stop the others. Returns ``{"voi_stats", "concordance", "absorbed_dose", "absorbed_dose_total"}`` as
+    written.
     """
-    scans = sorted(set(zip(voi_stats["patient"], voi_stats["timepoint"])))
+    absorbed = absorbed_dose(voi_stats)
     tables = {"voi_stats": voi_stats.reset_index(drop=True), "concordance": concordance.reset_index(drop=True),
-              "absorbed_dose": absorbed_dose(voi_stats, nuclide=_cohort_nuclide(cohort, scans))}
+              "absorbed_dose": absorbed, "absorbed_dose_total": absorbed_dose_total(absorbed)}
     for name, table in tables.items():
         cohort.write_table(name, table, units=TABLE_UNITS[name])
     return tables
-
-
-def _cohort_nuclide(cohort, scans) -> str:
-    nuclides = {cohort.scan_attrs(patient, timepoint).get("nuclide", "Lu177") for patient, timepoint in scans}
-    if len(nuclides) != 1:
-        raise ValueError(f"cohort {cohort.path} mixes nuclides {sorted(nuclides)}; time integration needs one")
-    return nuclides.pop()

@@ -3,7 +3,13 @@
 Public API::
 
     cohort = open_cohort(path, create=False)
-    cohort.scans() -> [(patient, timepoint), ...]            complete scans only, sorted
+    cohort.scans() -> [(patient, timepoint), ...]            complete scans only, sorted (tp2 before tp10)
+    cohort.timepoints(patient) -> ["tp1", ...]
+    cohort.timepoint_of(patient, spect_series_key) -> "tp3" | None    the label a SPECT series holds
+    cohort.next_timepoint(patient) -> "tp5"                  the next free label (labels are never reused)
+    cohort.patient_lock(patient)                             context manager around label lookup + write_scan
+    cohort.cycle_for(patient, timepoint, injection_datetime) -> int    therapy cycle among the patient's scans
+    cohort.renumber_cycles(patient) -> {timepoint: (old, new)}
     cohort.scan(patient, timepoint) -> xr.Dataset            lazy (dask), (z, y, x) arrays with `units`
     cohort.scan_attrs(patient, timepoint) -> dict
     cohort.scan_versions(patient, timepoint) -> [1, 2, ...]
@@ -11,24 +17,32 @@ Public API::
     cohort.write_scan(patient, timepoint, ds, attrs) -> "written" | "new_version" | "unchanged"
     cohort.write_arrays(patient, timepoint, ds, provenance, version=None)
     cohort.write_table / append_table / read_table / table_units, voi_stats(), concordance(), absorbed_dose(),
-    runs(), ingest_report(); cohort.tables_dir, cohort.reports_dir
+    absorbed_dose_total(), runs(), ingest_report(); cohort.tables_dir, cohort.reports_dir
     cohort.pseudonymise_patient_id(patient_id)               with the cohort's configured key
+    cohort.bind_pseudonym_key(key=None) -> key               records the key's fingerprint / refuses another key
 
     validate_cohort(path) -> [problem, ...]
     pseudonymise_patient_id(patient_id, key), pseudonym_key(cohort_dir)
-    store_schema() -> dict                                   the parsed schema_v1.json
+    key_fingerprint(key) -> str; PseudonymKeyMismatch (ValueError): the key is not the one the store was written with
+    store_schema() -> dict                                   the parsed schema_v2.json
+    number_cycles(injection_datetimes) -> [1, 1, 2, ...]     therapy cycles of injections (2 days apart or more)
 
 The layout and every decision behind it are documented in ``storage_schema/README.md``.
 """
 from ._cohort import Cohort, open_cohort, software_versions
-from ._pseudonym import pseudonym_key, pseudonymise_patient_id
+from ._cycles import CYCLE_SEPARATION, number_cycles
+from ._pseudonym import PseudonymKeyMismatch, key_fingerprint, pseudonym_key, pseudonymise_patient_id
 from ._schema import SCHEMA_VERSION, check_identifier, store_schema
 from ._validate import validate_cohort
 
 __all__ = [
+    "CYCLE_SEPARATION",
     "SCHEMA_VERSION",
     "Cohort",
+    "PseudonymKeyMismatch",
     "check_identifier",
+    "key_fingerprint",
+    "number_cycles",
     "open_cohort",
     "pseudonym_key",
     "pseudonymise_patient_id",

@@ -7,7 +7,7 @@ Layout (``storage_schema/README.md`` explains every decision)::
         scans/{patient}/{timepoint}/v0001/         one group per scan version; arrays (z, y, x) + attrs
         scans/{patient}/{timepoint}/v0002/         written when the source files changed; v0001 stays readable
         .staging/                                  writers build here, then publish by one rename
-        .locks/                                    one flock file per scan and per table
+        .locks/                                    one flock file per scan, per patient and per table
       tables/{name}.parquet
       reports/
       .secrets/pseudonym.key                       only when no key is configured
@@ -33,9 +33,27 @@ from zarr.codecs import BloscCodec
 
 from cohort_dosimetry import __version__
 
-from ._locking import exclusive_lock, lock_file, try_lock
-from ._pseudonym import pseudonym_key, pseudonymise_patient_id
-from ._schema import SCHEMA_VERSION, attr_problems, check_identifier, label_names_problems, store_schema
+from ._cycles import number_cycles
+from ._locking import exclusive_lock, lock_file, reentrant_lock, try_lock
+from ._pseudonym import (
+    FINGERPRINT_ATTR,
+    PseudonymKeyMismatch,
+    key_fingerprint,
+    key_is_configured,
+    key_mismatch_message,
+    pseudonym_key,
+    pseudonymise_patient_id,
+)
+from ._schema import (
+    SCHEMA_VERSION,
+    TIMEPOINT_RE,
+    attr_problems,
+    check_identifier,
+    check_timepoint,
+    label_attrs_problems,
+    store_schema,
+    timepoint_number,
+)
 
 STORE_NAME = "store.zarr"
 DIMS = ("z", "y", "x")
@@ -80,6 +98,14 @@ def open_cohort(path: str | os.PathLike, create: bool = False) -> "Cohort":
         )
     cohort = Cohort(root)
     version = cohort.attrs.get("schema_version")
+    if version == 1:
+        raise ValueError(
+            f"{store} has schema_version 1; this software reads version {SCHEMA_VERSION}. A version-1 store numbered "
+            "time points by their position in the folder being ingested, so its labels may not follow the scans' "
+            "SPECT series (a later ingest could file another acquisition under an existing label) and it records no "
+            "therapy cycle. Re-ingest its DICOM into a new cohort directory "
+            "(`cohort-dosimetry ingest DICOM_DIR NEW_COHORT_DIR`)."
+        )
     if version != SCHEMA_VERSION:
         raise ValueError(f"{store} has schema_version {version!r}; this software reads version {SCHEMA_VERSION}")
     cohort._clean_dead_staging()
@@ -89,8 +115,11 @@ def open_cohort(path: str | os.PathLike, create: bool = False) -> "Cohort":
 class Cohort:
     """One cohort directory. Create with :func:`open_cohort`.
 
-    Scans are addressed by (patient, timepoint): a pseudonym such as ``"P3fa9c2d41b07"`` and ``"tp1"``..``"tp4"``.
-    Every array is (z, y, x) with a ``units`` attribute; geometry attrs are in mm, (z, y, x) order.
+    Scans are addressed by (patient, timepoint): a pseudonym such as ``"P3fa9c2d41b07"`` and a label ``"tp1"``,
+    ``"tp2"``, ... A label belongs to one SPECT series (scan attr ``spect_series_key``) for good: every version of it
+    is that series, and a series new to the patient gets the next free label (:meth:`timepoint_of`,
+    :meth:`next_timepoint`). Every array is (z, y, x) with a ``units`` attribute; geometry attrs are in mm,
+    (z, y, x) order.
     """
 
     def __init__(self, path: Path):
@@ -110,7 +139,8 @@ class Cohort:
 
     @property
     def attrs(self) -> dict:
-        """Root attrs of the store: schema_version, created (ISO 8601 UTC), software_versions."""
+        """Root attrs of the store: schema_version, created (ISO 8601 UTC), software_versions, and
+        pseudonym_key_fingerprint once a writer bound the store to its key (:meth:`bind_pseudonym_key`)."""
         return _read_json(self.store_path / "zarr.json").get("attributes", {})
 
     def _scan_dir(self, patient: str, timepoint: str) -> Path:
@@ -126,14 +156,87 @@ class Cohort:
 
     # ------------------------------------------------------------------------------------------- read scans
     def scans(self) -> list[tuple[str, str]]:
-        """Sorted (patient, timepoint) pairs of every published (hence complete) scan."""
+        """(patient, timepoint) pairs of every published (hence complete) scan, sorted by patient, then by the
+        timepoint's number (tp2 before tp10)."""
         found = []
         scans_dir = self.store_path / "scans"
         for patient_dir in sorted(p for p in scans_dir.iterdir() if p.is_dir()) if scans_dir.is_dir() else []:
-            for tp_dir in sorted(p for p in patient_dir.iterdir() if p.is_dir()):
-                if _version_numbers(tp_dir):
-                    found.append((patient_dir.name, tp_dir.name))
+            found += [(patient_dir.name, timepoint) for timepoint in self._timepoints_in(patient_dir)]
         return found
+
+    def timepoints(self, patient: str) -> list[str]:
+        """The published timepoint labels of one patient, in number order (empty if the patient has none)."""
+        return self._timepoints_in(self.store_path / "scans" / check_identifier(patient, "patient"))
+
+    @staticmethod
+    def _timepoints_in(patient_dir: Path) -> list[str]:
+        if not patient_dir.is_dir():
+            return []
+        labels = [p.name for p in patient_dir.iterdir() if p.is_dir() and _version_numbers(p)]
+        return sorted(labels, key=_timepoint_sort_key)
+
+    # ------------------------------------------------------------------------------- timepoints and cycles
+    def patient_lock(self, patient: str):
+        """Context manager holding the patient's lock (``.locks/patient.{patient}.lock``): taken by
+        :meth:`write_scan` and :meth:`renumber_cycles`; hold it around :meth:`timepoint_of` / :meth:`next_timepoint`
+        and the :meth:`write_scan` that uses their answer, so that no other writer gives the label away in between.
+        Re-entrant within a thread; other threads and processes wait."""
+        return reentrant_lock(self._lock_path("patient", check_identifier(patient, "patient")))
+
+    def timepoint_of(self, patient: str, spect_series_key: str) -> str | None:
+        """The label of the patient's scan whose ``spect_series_key`` is this one, or None if the series is new."""
+        for timepoint in self.timepoints(patient):
+            if self._latest_stored_attrs(patient, timepoint).get("spect_series_key") == spect_series_key:
+                return timepoint
+        return None
+
+    def next_timepoint(self, patient: str) -> str:
+        """The next free label of the patient: ``tp<n + 1>`` with ``n`` the highest label number in use (``tp1`` for a
+        new patient). Labels are never reused or renumbered, so a label keeps naming the same scan."""
+        numbers = [timepoint_number(t) for t in self.timepoints(patient) if TIMEPOINT_RE.fullmatch(t)]
+        return f"tp{max(numbers, default=0) + 1}"
+
+    def cycle_for(self, patient: str, timepoint: str, injection_datetime: str | datetime) -> int:
+        """The therapy cycle (1, 2, ...) a scan at ``timepoint`` injected at ``injection_datetime`` gets among the
+        patient's other scans (their latest versions' ``injection_datetime``): see :mod:`._cycles`.
+        Call it under :meth:`patient_lock`, next to the :meth:`write_scan` that records it."""
+        others = [self._latest_stored_attrs(patient, t)["injection_datetime"] for t in self.timepoints(patient)
+                  if t != timepoint]
+        return number_cycles([*others, injection_datetime])[-1]
+
+    def renumber_cycles(self, patient: str) -> dict[str, tuple[int, int]]:
+        """Make the ``cycle`` attrs of the patient's scans (latest versions) follow their injections again.
+
+        Needed when a scan of an earlier cycle arrives after later ones (the later cycles move up by one). Each
+        changed scan's attrs are rewritten in place (one atomic rewrite of its ``zarr.json`` under the scan's lock;
+        its arrays are untouched) and the change is appended to its ``cycle_changes`` attr
+        ([{"from", "to", "utc"}]). Returns {timepoint: (old cycle, new cycle)} of the scans changed.
+        """
+        changed = {}
+        with self.patient_lock(patient):
+            timepoints = self.timepoints(patient)
+            stored = [self._latest_stored_attrs(patient, t) for t in timepoints]
+            cycles = number_cycles([attrs["injection_datetime"] for attrs in stored])
+            for timepoint, attrs, cycle in zip(timepoints, stored, cycles):
+                if attrs.get("cycle") == cycle:
+                    continue
+                with exclusive_lock(self._lock_path("scan", patient, timepoint)):
+                    vdir = self._version_dir(patient, timepoint, None)
+                    meta = _read_json(vdir / "zarr.json")
+                    old = meta["attributes"].get("cycle")
+                    meta["attributes"]["cycle"] = cycle
+                    meta["attributes"]["cycle_changes"] = [
+                        *meta["attributes"].get("cycle_changes", []), {"from": old, "to": cycle, "utc": _utc_now()}
+                    ]
+                    staging = self._staging_path("scan", patient, timepoint)
+                    staging.mkdir(parents=True)
+                    _write_json_atomic(vdir / "zarr.json", meta, staging)
+                    shutil.rmtree(staging)
+                changed[timepoint] = (old, cycle)
+        return changed
+
+    def _latest_stored_attrs(self, patient: str, timepoint: str) -> dict:
+        return _read_json(self._version_dir(patient, timepoint, None) / "zarr.json")["attributes"]
 
     def scan_versions(self, patient: str, timepoint: str) -> list[int]:
         """Published versions of one scan, oldest first (empty if the scan does not exist)."""
@@ -196,13 +299,17 @@ class Cohort:
         ``units`` attr is taken from the schema, a different one is an error. Coordinates are dropped
         (geometry lives in the attrs). ``attrs``: the schema's scan attrs, plus optional
         ``provenance`` = {array name: {...}}; status, version and written_utc are set by the store.
+        ``timepoint`` is a label ``tp1``, ``tp2``, ...; it belongs to the SPECT series ``attrs["spect_series_key"]``:
+        a ValueError naming both keys refuses a version of another series than the label's, and one naming both
+        labels refuses a series that another label of the patient already holds.
 
         Returns "unchanged" if the latest version has the same ``source_hash`` (nothing is written),
         "written" for a new scan, "new_version" when the hash differs (the old version stays readable).
         The scan is built in ``store.zarr/.staging`` and published by one atomic directory rename while the
-        scan's lock is held, so a crash leaves only an invisible staging directory.
+        patient's and the scan's locks are held, so a crash leaves only an invisible staging directory.
         """
         where = f"scan {patient}/{timepoint}"
+        check_timepoint(timepoint)
         scan_dir = self._scan_dir(patient, timepoint)
         variables = _checked_variables(ds, where, require_ingest_arrays=True)
         attrs = dict(attrs)
@@ -216,13 +323,23 @@ class Cohort:
             name: {"method": "ingest", **given_provenance.get(name, {}), "software_version": __version__, "written_utc": now}
             for name in variables
         }
-        with exclusive_lock(self._lock_path("scan", patient, timepoint)):
+        key = attrs["spect_series_key"]
+        with self.patient_lock(patient), exclusive_lock(self._lock_path("scan", patient, timepoint)):
             self._clean_dead_staging(patient, timepoint, lock_held=True)
             versions = _version_numbers(scan_dir)
             if versions:
                 latest = _read_json(scan_dir / VERSION_DIR.format(versions[-1]) / "zarr.json")["attributes"]
-                if latest.get("source_hash") == attrs["source_hash"]:
-                    return "unchanged"
+                if latest.get("spect_series_key") != key:
+                    raise ValueError(
+                        f"{where} holds SPECT series {latest.get('spect_series_key')!r}; refusing to write a version "
+                        f"of series {key!r} under its label (a label belongs to one series)"
+                    )
+            holder = self.timepoint_of(patient, key)
+            if holder not in (None, timepoint):
+                raise ValueError(f"{where}: SPECT series {key!r} is already scan {patient}/{holder}; "
+                                 "one series has one label")
+            if versions and latest.get("source_hash") == attrs["source_hash"]:
+                return "unchanged"
             version = versions[-1] + 1 if versions else 1
             group_attrs = _jsonable(
                 {**attrs, "status": "complete", "version": version, "written_utc": now, "provenance": provenance}, where
@@ -399,8 +516,13 @@ class Cohort:
         return self.read_table("concordance")
 
     def absorbed_dose(self) -> pd.DataFrame:
-        """Per patient, VOI and method: absorbed dose of the cycle in Gy (``tables/absorbed_dose.parquet``)."""
+        """Per patient, cycle, VOI and method: absorbed dose of the cycle in Gy (``tables/absorbed_dose.parquet``)."""
         return self.read_table("absorbed_dose")
+
+    def absorbed_dose_total(self) -> pd.DataFrame:
+        """Per patient, VOI and method: absorbed dose summed over the patient's cycles in Gy
+        (``tables/absorbed_dose_total.parquet``)."""
+        return self.read_table("absorbed_dose_total")
 
     def runs(self) -> pd.DataFrame:
         """One row per flow run (``tables/runs.parquet``)."""
@@ -412,8 +534,46 @@ class Cohort:
 
     # ------------------------------------------------------------------------------------------ pseudonyms
     def pseudonymise_patient_id(self, patient_id: str) -> str:
-        """The pseudonym of ``patient_id`` under this cohort's configured key (see :func:`pseudonym_key`)."""
-        return pseudonymise_patient_id(patient_id, pseudonym_key(self.path))
+        """The pseudonym of ``patient_id`` under this cohort's configured key (see :func:`pseudonym_key`).
+
+        Raises :class:`PseudonymKeyMismatch` if the store was written with another key (its pseudonyms would not
+        match).
+        """
+        return pseudonymise_patient_id(patient_id, self._checked_pseudonym_key(None, record=False))
+
+    def bind_pseudonym_key(self, key: bytes | str | None = None) -> bytes | str:
+        """The pseudonym key to write this cohort with: ``key``, else the configured one (:func:`pseudonym_key`),
+        checked against the store.
+
+        The first call records the key's fingerprint (:func:`key_fingerprint`, never the key) in the root attr
+        ``pseudonym_key_fingerprint``: root ``zarr.json`` rewritten atomically under the store's root lock
+        (``.locks/root.lock``). A later call with another key raises :class:`PseudonymKeyMismatch` (a ValueError)
+        saying how to configure the original key, and writes nothing; with no key configured it does not create the
+        cohort's own key file then either.
+        """
+        return self._checked_pseudonym_key(key, record=True)
+
+    def _checked_pseudonym_key(self, key: bytes | str | None, record: bool) -> bytes | str:
+        recorded = self.attrs.get(FINGERPRINT_ATTR)
+        if key is None:
+            if recorded is not None and not key_is_configured(self.path):
+                raise PseudonymKeyMismatch(key_mismatch_message(self.path))
+            found = pseudonym_key(self.path)
+        else:
+            found = key
+        fingerprint = key_fingerprint(found)
+        if recorded is None and record:
+            with exclusive_lock(self._lock_path("root")):
+                meta = _read_json(self.store_path / "zarr.json")
+                attributes = meta.setdefault("attributes", {})
+                recorded = attributes.get(FINGERPRINT_ATTR)  # another writer may have bound it meanwhile
+                if recorded is None:
+                    attributes[FINGERPRINT_ATTR] = recorded = fingerprint
+                    _write_json_atomic(self.store_path / "zarr.json", meta, self.store_path)
+                    _fsync_dir(self.store_path)
+        if recorded is not None and recorded != fingerprint:
+            raise PseudonymKeyMismatch(key_mismatch_message(self.path, key_given=key is not None))
+        return found
 
 
 # ------------------------------------------------------------------------------------------------- helpers
@@ -477,6 +637,11 @@ def _version_numbers(scan_dir: Path) -> list[int]:
         for p in scan_dir.iterdir()
         if len(p.name) == 5 and p.name[0] == "v" and p.name[1:].isdigit() and (p / "zarr.json").is_file()
     )
+
+
+def _timepoint_sort_key(label: str) -> tuple:
+    """Labels in number order (tp2 before tp10); other names after them, by name."""
+    return (0, timepoint_number(label), "") if TIMEPOINT_RE.fullmatch(label) else (1, 0, label)
 
 
 def _staging_owner(entry_name: str) -> tuple[str, ...] | None:
@@ -563,7 +728,7 @@ def _checked_variables(ds: xr.Dataset, where: str, require_ingest_arrays: bool) 
             if lo < 0 or hi > info.max:
                 problems.append(f"{name}: values {lo}..{hi} do not fit 0..{info.max} ({dtype})")
         if name == "labels":
-            problems += [f"labels: {p}" for p in label_names_problems(var.attrs.get("names"))]
+            problems += [f"labels: {p}" for p in label_attrs_problems(dict(var.attrs))]
             attrs["names"] = _jsonable({int(k): v for k, v in var.attrs.get("names", {}).items()}, where)
         variables[name] = xr.Variable(DIMS, data.astype(dtype, copy=False), _jsonable(attrs, f"{where} {name}"))
     if problems:

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import fcntl
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 
 def lock_file(store_path: Path, *owner: str) -> Path:
-    """The lock file of a scan (``"scan", patient, timepoint``) or a table (``"table", name``) of a store."""
+    """The lock file of a scan (``"scan", patient, timepoint``), a patient (``"patient", patient``) or a table
+    (``"table", name``) of a store."""
     return store_path / ".locks" / ".".join((*owner, "lock"))
 
 
@@ -28,6 +30,36 @@ def exclusive_lock(path: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # closing releases the lock
+
+
+_held = threading.local()
+
+
+@contextmanager
+def reentrant_lock(path: Path) -> Iterator[None]:
+    """:func:`exclusive_lock` that the thread holding it may take again (nested ``with`` blocks hold it once).
+
+    ``flock`` locks belong to an open file, so a second ``open`` + ``flock`` of the same file in the same process
+    would wait for itself; this lets a method that takes the lock be called by code that already holds it. Other
+    threads and processes wait as usual.
+    """
+    held = getattr(_held, "depth", None)
+    if held is None:
+        held = _held.depth = {}
+    key = os.path.abspath(path)
+    if key in held:
+        held[key] += 1
+        try:
+            yield
+        finally:
+            held[key] -= 1
+        return
+    with exclusive_lock(path):
+        held[key] = 1
+        try:
+            yield
+        finally:
+            del held[key]
 
 
 def lock_is_free(path: Path) -> bool:

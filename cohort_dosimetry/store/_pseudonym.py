@@ -1,4 +1,5 @@
-"""Keyed pseudonyms for patient identifiers (HMAC-SHA256) and where their key comes from."""
+"""Keyed pseudonyms for patient identifiers (HMAC-SHA256), where their key comes from, and the key's fingerprint
+that binds a store to the key it was written with."""
 from __future__ import annotations
 
 import hashlib
@@ -14,6 +15,13 @@ KEY_ENV = "COHORT_DOSIMETRY_PSEUDONYM_KEY"
 KEY_FILE_ENV = "COHORT_DOSIMETRY_PSEUDONYM_KEY_FILE"
 COHORT_KEY_PATH = Path(".secrets") / "pseudonym.key"
 _MIN_KEY_BYTES = 16
+#: Root attribute of the store holding :func:`key_fingerprint` of the key its pseudonyms were made with.
+FINGERPRINT_ATTR = "pseudonym_key_fingerprint"
+_FINGERPRINT_MESSAGE = b"cohort-dosimetry pseudonym key fingerprint"
+
+
+class PseudonymKeyMismatch(ValueError):
+    """The pseudonym key configured now is not the key the cohort's store was written with."""
 
 
 def pseudonymise_patient_id(patient_id: str, key: bytes | str) -> str:
@@ -75,3 +83,45 @@ def _checked(key: bytes, where: str) -> bytes:
     if len(key) < _MIN_KEY_BYTES:
         raise ValueError(f"pseudonym key from {where} is {len(key)} bytes, at least {_MIN_KEY_BYTES} are needed")
     return key
+
+
+def key_fingerprint(key: bytes | str) -> str:
+    """A fingerprint of a pseudonym key, safe to store beside its pseudonyms: the first 16 hex digits of
+    HMAC-SHA256(key, b"cohort-dosimetry pseudonym key fingerprint").
+
+    Equal keys give equal fingerprints; the key cannot be computed back from it (HMAC is a pseudorandom function:
+    Bellare, CRYPTO 2006), and it reveals no more than the pseudonyms stored under the key already do. 64 bits: two
+    different keys share a fingerprint with probability 2**-64.
+    """
+    key_bytes = key.encode() if isinstance(key, str) else bytes(key)
+    return hmac.new(key_bytes, _FINGERPRINT_MESSAGE, hashlib.sha256).hexdigest()[:16]
+
+
+def key_is_configured(cohort_dir: str | os.PathLike) -> bool:
+    """Whether :func:`pseudonym_key` finds a key without creating the cohort's own key file."""
+    configured = os.environ.get(KEY_ENV) or os.environ.get(KEY_FILE_ENV)
+    return bool(configured) or (Path(cohort_dir) / COHORT_KEY_PATH).exists()
+
+
+def key_mismatch_message(cohort_dir: str | os.PathLike, key_given: bool = False) -> str:
+    """What :class:`PseudonymKeyMismatch` says: which key differs, and how to write with the original one."""
+    cohort_dir = Path(cohort_dir)
+    own = cohort_dir / COHORT_KEY_PATH
+    fix = f"set {KEY_ENV} or {KEY_FILE_ENV} to the original key, or use a new cohort directory"
+    if key_given:
+        source = "the pseudonym key given"
+    elif os.environ.get(KEY_ENV):
+        source = f"the pseudonym key from {KEY_ENV}"
+    elif os.environ.get(KEY_FILE_ENV):
+        source = f"the pseudonym key from {KEY_FILE_ENV} ({os.environ[KEY_FILE_ENV]})"
+    elif own.exists():
+        source = f"the cohort's own pseudonym key ({own})"
+    else:
+        return (f"no pseudonym key is configured, but the cohort {cohort_dir} was written with one (its store "
+                f"records the key's fingerprint): {fix}")
+    if own.exists() and not key_given and not source.startswith("the cohort's own"):
+        fix = (f"set {KEY_ENV} or {KEY_FILE_ENV} to the original key (or unset both if that is the cohort's own "
+               f"key, {own}), or use a new cohort directory")
+    return (f"{source} differs from the key the cohort {cohort_dir} was written with (its store records the key's "
+            "fingerprint, never the key): pseudonyms made with it would not match the patients already stored; "
+            f"{fix}")

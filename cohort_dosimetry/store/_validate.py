@@ -9,9 +9,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ._cohort import DIMS, STORE_NAME, _staging_owner
+from ._cohort import DIMS, STORE_NAME, _staging_owner, _timepoint_sort_key
+from ._cycles import number_cycles
 from ._locking import lock_file, lock_is_free
-from ._schema import IDENTIFIER_RE, SCHEMA_VERSION, attr_problems, label_names_problems, store_schema
+from ._schema import IDENTIFIER_RE, SCHEMA_VERSION, TIMEPOINT_RE, attr_problems, label_attrs_problems, store_schema
 
 _VERSION_RE = re.compile(r"^v(\d{4})$")
 _ARROW_TYPES = {
@@ -27,8 +28,11 @@ def validate_cohort(path: str | os.PathLike) -> list[str]:
 
     Checks the root attrs; per scan version its attrs (required, types, version number), its arrays (known
     name, dims (z, y, x), dtype, units, chunking, one shape for all, the required ones present, each listed in
-    the provenance and each listed one present, the label table); staging leftovers of dead writers; and the
-    tables (readable Parquet, the schema's columns, Arrow types and units). An empty list means valid.
+    the provenance and each listed one present, the label table); per patient the scans' identity (timepoint labels
+    tp1, tp2, ...; every version of a label has one ``spect_series_key``, no two labels share one) and cycles (the
+    latest versions' ``cycle`` numbers their injections in time order, see ``_cycles``); staging leftovers of dead
+    writers; and the tables (readable Parquet, the schema's columns, Arrow types and units). An empty list means
+    valid.
     Does not modify anything (``open_cohort`` is what cleans dead writers' staging).
     """
     root = Path(path)
@@ -39,7 +43,8 @@ def validate_cohort(path: str | os.PathLike) -> list[str]:
     problems = _node_problems(meta, "group", STORE_NAME)
     for name, spec in store_schema()["root_attrs"].items():
         if name not in meta.get("attributes", {}):
-            problems.append(f"{STORE_NAME}: root attribute {name!r} is missing")
+            if spec.get("required", True):
+                problems.append(f"{STORE_NAME}: root attribute {name!r} is missing")
         else:
             problems += [f"{STORE_NAME}: {p}" for p in attr_problems(name, meta["attributes"][name], spec)]
     version = meta.get("attributes", {}).get("schema_version")
@@ -82,14 +87,59 @@ def _scans_problems(store: Path) -> list[str]:
                          "patients are directories named by a safe pseudonym", problems)
     for patient_dir, where, _ in patients:
         problems += _group_problems(patient_dir, where)
-        timepoints = _children(patient_dir, where, IDENTIFIER_RE, "timepoints are directories with safe names",
+        timepoints = _children(patient_dir, where, TIMEPOINT_RE, "timepoints are directories named tp1, tp2, ...",
                                problems)
+        versions_of = {}
         for tp_dir, tp_where, _ in timepoints:
             problems += _group_problems(tp_dir, tp_where)
+            versions_of[tp_dir.name] = []
             for vdir, vwhere, match in _children(tp_dir, tp_where, _VERSION_RE,
                                                  "scan versions are v0001, v0002, ...", problems):
                 writer_active = not lock_is_free(lock_file(store, "scan", patient_dir.name, tp_dir.name))
                 problems += _version_problems(vdir, vwhere, int(match.group(1)), writer_active)
+                versions_of[tp_dir.name].append((int(match.group(1)), (_json(vdir / "zarr.json") or {})
+                                                 .get("attributes", {})))
+        problems += _patient_problems(where, versions_of)
+    return problems
+
+
+def _patient_problems(where: str, versions_of: dict[str, list[tuple[int, dict]]]) -> list[str]:
+    """Identity and cycles of one patient's scans: {timepoint: [(version, attrs), ...]}."""
+    problems = []
+    latest = {}
+    for timepoint in sorted(versions_of, key=_timepoint_sort_key):
+        versions = sorted(versions_of[timepoint], key=lambda v: v[0])
+        if not versions:
+            continue
+        keys = {attrs.get("spect_series_key") for _, attrs in versions}
+        if len(keys) > 1:
+            listing = ", ".join(f"v{number:04d} {attrs.get('spect_series_key')!r}" for number, attrs in versions)
+            problems.append(f"{where}/{timepoint}: its versions are of different SPECT series ({listing}); "
+                            "every version of a label must be the same series")
+        latest[timepoint] = versions[-1][1]
+    holders = {}
+    for timepoint, attrs in latest.items():
+        key = attrs.get("spect_series_key")
+        if isinstance(key, str) and key:
+            holders.setdefault(key, []).append(timepoint)
+    for key, timepoints in holders.items():
+        if len(timepoints) > 1:
+            problems.append(f"{where}: timepoints {', '.join(timepoints)} hold the same SPECT series {key!r}; "
+                            "one series has one label")
+    dated = {}
+    for timepoint, attrs in latest.items():
+        try:
+            number_cycles([attrs["injection_datetime"]])
+        except (KeyError, TypeError, ValueError):
+            continue  # reported with the version's attrs
+        dated[timepoint] = attrs
+    expected = dict(zip(dated, number_cycles([attrs["injection_datetime"] for attrs in dated.values()])))
+    wrong = [f"{timepoint} has cycle {attrs.get('cycle')!r}, its injection {attrs['injection_datetime']} makes it "
+             f"cycle {expected[timepoint]}"
+             for timepoint, attrs in dated.items() if attrs.get("cycle") != expected[timepoint]]
+    if wrong:
+        problems.append(f"{where}: cycles do not number the injections in time order ({'; '.join(wrong)}); "
+                        "Cohort.renumber_cycles(patient) repairs them")
     return problems
 
 
@@ -156,7 +206,7 @@ def _version_problems(vdir: Path, where: str, number: int, writer_active: bool) 
         if len(shape) == 3 and chunks != (min(chunk_z, shape[0]), shape[1], shape[2]):
             problems.append(f"{awhere}: chunks {chunks}, the schema needs ({chunk_z} slices, full y, full x)")
         if adir.name == "labels":
-            problems += [f"{awhere}: {p}" for p in label_names_problems(aattrs.get("names"))]
+            problems += [f"{awhere}: {p}" for p in label_attrs_problems(aattrs)]
     for name in provenance:
         if name not in shapes:
             problems.append(f"{where}: provenance lists {name!r} but the array is missing")

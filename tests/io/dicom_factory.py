@@ -2,16 +2,21 @@
 
 A patient is a box phantom on a CT grid (z, y, x): ``body`` (0 HU), ``liver`` (60 HU) inside it and a small
 ``lesion_1`` inside the liver, contoured as axis-aligned rectangles whose edges run between voxel centres (so their
-rasterisation is exact). The SPECT (Bq/mL) is written as one NM multi-frame on its own, coarser grid covering the CT.
+rasterisation is exact). The SPECT (Bq/mL) is written as one NM multi-frame on its own, coarser grid covering the CT,
+or as single-frame PT slices in Bq/mL (as some workstations export SPECT), with switches for the radionuclide, the
+decay correction, signed values and Real World Value Mapping units.
 Every writer returns the truth it wrote so tests compare against it, and takes switches to break one thing at a time.
 """
 from __future__ import annotations
 
+import copy
 import datetime as dt
+from collections.abc import Sequence as SequenceOf
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
@@ -19,6 +24,10 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 CT_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 NM_STORAGE = "1.2.840.10008.5.1.4.1.1.20"
 RTSTRUCT_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
+PT_STORAGE = "1.2.840.10008.5.1.4.1.1.128"
+#: Radionuclide Code Sequence item of Lu-177: SNOMED CT 447553000 (DICOM PS3.16 CID 18)
+LU177_CODE = ("447553000", "SCT", "^177^Lutetium")
+LU177_HALF_LIFE_S = 574300.8  # 6.647 d (ICRP-107)
 INJECTION = dt.datetime(2024, 3, 4, 9, 30, 0)
 
 
@@ -94,15 +103,16 @@ def make_patient(seed: int, patient_id: str = "H10000001", name: str = "Fakename
 
 def write_ct(patient: Patient, folder: Path, study_uid: str, series_uid: str, frame_uid: str, when: dt.datetime,
              drop_slice: int | None = None, tilt_mm_per_slice: float = 0.0, spacing_jitter: dict | None = None,
-             orientation=(1.0, 0.0, 0.0, 0.0, 1.0, 0.0)) -> list[Dataset]:
-    """One file per slice, named so that file order is not slice order (InstanceNumber deliberately reversed)."""
+             orientation=(1.0, 0.0, 0.0, 0.0, 1.0, 0.0), n_slices: int | None = None) -> list[Dataset]:
+    """One file per slice, named so that file order is not slice order (InstanceNumber deliberately reversed).
+    ``n_slices`` writes only the first (most inferior) slices: a CT range shorter than the SPECT's."""
     folder.mkdir(parents=True, exist_ok=True)
     nz, ny, nx = patient.ct_shape
     dz, dy, dx = patient.ct_spacing
     written = []
     order = np.random.default_rng(nz).permutation(nz)
     for k in range(nz):
-        if k == drop_slice:
+        if k == drop_slice or (n_slices is not None and k >= n_slices):
             continue
         ds = _base(patient, "CT", CT_STORAGE, study_uid, series_uid, frame_uid, when, 2)
         ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
@@ -136,14 +146,30 @@ def nm_grid(patient: Patient, spacing=(4.8, 4.8, 4.8)):
 
 
 def write_nm(patient: Patient, path: Path, study_uid: str, frame_uid: str, hours: float, activity_bq_ml: np.ndarray,
-             origin_xyz, spacing, units: str = "BQML", image_type=("ORIGINAL", "PRIMARY", "RECON TOMO", "EMISSION"),
-             slope: float | None = None, rows_cols_frames_override: tuple | None = None,
-             radiopharmaceutical: bool = True) -> Dataset:
-    """One multi-frame NM (RECON TOMO) at ``hours`` after :data:`INJECTION`; values stored as uint16 x slope."""
-    when = INJECTION + dt.timedelta(hours=hours)
+             origin_xyz, spacing, units: str | None = "BQML",
+             image_type=("ORIGINAL", "PRIMARY", "RECON TOMO", "EMISSION"),
+             slope: float | SequenceOf | None = None, rows_cols_frames_override: tuple | None = None,
+             radiopharmaceutical: bool = True, injection: dt.datetime = INJECTION,
+             administered_bq: float = 7.4e9, nuclide_code: tuple[str, str, str] | None = LU177_CODE,
+             radiopharmaceutical_name: str | None = None, half_life_s: float | None = LU177_HALF_LIFE_S,
+             decay_correction: str | None = None, decay_factor: float | None = None,
+             decay_correction_datetime: dt.datetime | None = None, rotation: tuple[float, int] | None = None,
+             signed: bool = False, rwvm_units: str | None = None, rwvm_per_frame: bool = False) -> Dataset:
+    """One multi-frame NM (RECON TOMO) at ``hours`` after ``injection``; values stored as uint16 (``signed``: int16,
+    so negative values survive) x ``slope`` (default: the largest magnitude / 60000, or / 30000 when signed).
+
+    Radiopharmaceutical: ``nuclide_code`` (CodeValue, CodingSchemeDesignator, CodeMeaning) or None for no Radionuclide
+    Code Sequence, ``radiopharmaceutical_name`` (0018,0031) and ``half_life_s`` (None: not written). Decay:
+    ``decay_correction`` (NONE/START/ADMIN), ``decay_factor``, ``decay_correction_datetime`` as written; ``rotation``
+    (ms per view, views) is the Rotation Information Sequence. ``rwvm_units`` (e.g. "Bq/ml"): the slope goes into a Real
+    World Value Mapping in those UCUM units and RescaleSlope is 1; with ``rwvm_per_frame`` one mapping per frame in the
+    Per-frame Functional Groups, ``slope`` then one number per frame. ``units`` None: no Units (0054,1001).
+    """
+    when = injection + dt.timedelta(hours=hours)
     ds = _base(patient, "NM", NM_STORAGE, study_uid, generate_uid(), frame_uid, when, 1)
     ds.ImageType = list(image_type)
-    ds.Units = units
+    if units is not None:
+        ds.Units = units
     nz, ny, nx = activity_bq_ml.shape
     ds.NumberOfFrames = nz
     ds.FrameIncrementPointer = 0x00540080
@@ -160,27 +186,164 @@ def write_nm(patient: Patient, path: Path, study_uid: str, frame_uid: str, hours
     detector.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
     ds.DetectorInformationSequence = Sequence([detector])
     if radiopharmaceutical:
+        ds.RadiopharmaceuticalInformationSequence = Sequence([_radiopharmaceutical_item(
+            injection, administered_bq, nuclide_code, radiopharmaceutical_name, half_life_s)])
+    _decay_tags(ds, decay_correction, decay_factor, decay_correction_datetime)
+    if rotation is not None:
         item = Dataset()
-        item.RadiopharmaceuticalStartDateTime = INJECTION.strftime("%Y%m%d%H%M%S")
-        item.RadionuclideTotalDose = 7.4e9
-        item.RadionuclideHalfLife = 574300.8  # Lu-177, 6.647 d (ICRP-107)
-        code = Dataset()
-        code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = "C-145A8", "SRT", "^177^Lutetium"
-        item.RadionuclideCodeSequence = Sequence([code])
-        ds.RadiopharmaceuticalInformationSequence = Sequence([item])
+        item.ActualFrameDuration, item.NumberOfFramesInRotation = int(rotation[0]), int(rotation[1])
+        ds.RotationInformationSequence = Sequence([item])
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
     ds.BitsAllocated = ds.BitsStored = 16
     ds.HighBit = 15
-    ds.PixelRepresentation = 0
-    slope = slope if slope is not None else float(activity_bq_ml.max()) / 60000.0 or 1.0
-    ds.RescaleSlope = slope
+    ds.PixelRepresentation = 1 if signed else 0
+    top = float(np.abs(activity_bq_ml).max()) / (30000.0 if signed else 60000.0) or 1.0
+    slopes = np.broadcast_to(np.asarray(slope if slope is not None else top, dtype=np.float64), (nz,))
+    safe = np.where(np.isfinite(slopes), slopes, 1.0)[:, None, None]
+    stored = np.round(activity_bq_ml / safe).astype(np.int16 if signed else np.uint16)
+    if rwvm_units is None:
+        ds.RescaleSlope = slopes[0]
+    else:
+        ds.RescaleSlope = 1
+        mappings = [_rwvm_item(rwvm_units, s, stored) for s in slopes]
+        if rwvm_per_frame:
+            frames = []
+            for mapping in mappings:
+                frame = Dataset()
+                frame.RealWorldValueMappingSequence = Sequence([mapping])
+                frames.append(frame)
+            ds.PerFrameFunctionalGroupsSequence = Sequence(frames)
+        else:
+            ds.RealWorldValueMappingSequence = Sequence([mappings[0]])
     ds.RescaleIntercept = 0
-    stored = np.round(activity_bq_ml / (slope if np.isfinite(slope) else 1.0)).astype(np.uint16)
     ds.PixelData = stored.tobytes()
     path.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(path, enforce_file_format=True)
     return ds
+
+
+def write_pt_slices(patient: Patient, folder: Path, study_uid: str, frame_uid: str, hours: float,
+                    activity_bq_ml: np.ndarray, origin_xyz, spacing, slopes: SequenceOf[float] | None = None,
+                    injection: dt.datetime = INJECTION, administered_bq: float = 7.4e9,
+                    nuclide_code: tuple[str, str, str] | None = LU177_CODE, radiopharmaceutical_name: str | None = None,
+                    half_life_s: float | None = LU177_HALF_LIFE_S, units: str = "BQML",
+                    decay_correction: str | None = "START", decay_factor: float | None = None,
+                    decay_correction_datetime: dt.datetime | None = None,
+                    frame_duration_ms: float | None = None) -> list[Path]:
+    """The SPECT as single-frame PT images in Bq/mL, as some workstations export it (PT Image Storage): one file per
+    slice, ImagePositionPatient at the top level, int16 x a slope per slice (default the slice's largest magnitude /
+    30000), Decay Correction (Type 1 in PT) and optional ActualFrameDuration; file order shuffled."""
+    folder.mkdir(parents=True, exist_ok=True)
+    when = injection + dt.timedelta(hours=hours)
+    series_uid = generate_uid()
+    nz, ny, nx = activity_bq_ml.shape
+    paths = []
+    order = np.random.default_rng(nz + 1).permutation(nz)
+    for k in range(nz):
+        ds = _base(patient, "PT", PT_STORAGE, study_uid, series_uid, frame_uid, when, 4)
+        ds.ImageType = ["ORIGINAL", "PRIMARY"]
+        ds.SeriesType = ["STATIC", "IMAGE"]
+        ds.Units = units
+        ds.CorrectedImage = ["DECY", "ATTN", "SCAT"] if decay_correction not in (None, "NONE") else ["ATTN", "SCAT"]
+        ds.InstanceNumber = k + 1
+        ds.ImagePositionPatient = [origin_xyz[0], origin_xyz[1], origin_xyz[2] + k * spacing[0]]
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        ds.PixelSpacing = [spacing[1], spacing[2]]
+        ds.SliceThickness = spacing[0]
+        ds.Rows, ds.Columns = ny, nx
+        ds.RadiopharmaceuticalInformationSequence = Sequence([_radiopharmaceutical_item(
+            injection, administered_bq, nuclide_code, radiopharmaceutical_name, half_life_s)])
+        _decay_tags(ds, decay_correction, decay_factor, decay_correction_datetime)
+        if frame_duration_ms is not None:
+            ds.ActualFrameDuration = int(frame_duration_ms)
+        ds.SamplesPerPixel = 1
+        ds.PhotometricInterpretation = "MONOCHROME2"
+        ds.BitsAllocated = ds.BitsStored = 16
+        ds.HighBit = 15
+        ds.PixelRepresentation = 1
+        slope = slopes[k] if slopes is not None else (float(np.abs(activity_bq_ml[k]).max()) / 30000.0 or 1.0)
+        ds.RescaleSlope = slope
+        ds.RescaleIntercept = 0
+        ds.PixelData = np.round(activity_bq_ml[k] / slope).astype(np.int16).tobytes()
+        paths.append(folder / f"pt{order[k]:03d}.dcm")
+        ds.save_as(paths[-1], enforce_file_format=True)
+    return paths
+
+
+def nm_to_pt_slices(nm_path: Path, folder: Path, nuclide_code: tuple[str, str, str] | None = None,
+                    half_life_s: float | None = None) -> list[Path]:
+    """Rewrite a multi-frame NM written by :func:`write_nm` as single-frame PT slices (same patient, study, frame of
+    reference, stored values and slope; Units BQML, Decay Correction START), optionally naming another nuclide, and
+    delete the NM file."""
+    nm = pydicom.dcmread(nm_path)
+    frames = nm.pixel_array
+    x0, y0, z0 = (float(v) for v in nm.DetectorInformationSequence[0].ImagePositionPatient)
+    dz = float(nm.SpacingBetweenSlices)
+    series_uid = generate_uid()
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for k in range(frames.shape[0]):
+        ds = copy.deepcopy(nm)
+        for keyword in ("NumberOfFrames", "FrameIncrementPointer", "SliceVector", "NumberOfSlices",
+                        "DetectorInformationSequence", "ImageType"):
+            delattr(ds, keyword)
+        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = PT_STORAGE
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        ds.Modality, ds.SeriesInstanceUID, ds.Units, ds.DecayCorrection = "PT", series_uid, "BQML", "START"
+        ds.ImageType = ["ORIGINAL", "PRIMARY"]
+        ds.ImagePositionPatient = [x0, y0, z0 + k * dz]
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        item = ds.RadiopharmaceuticalInformationSequence[0]
+        if nuclide_code is not None:
+            item.RadionuclideCodeSequence[0].CodeValue, item.RadionuclideCodeSequence[0].CodingSchemeDesignator, \
+                item.RadionuclideCodeSequence[0].CodeMeaning = nuclide_code
+        if half_life_s is not None:
+            item.RadionuclideHalfLife = half_life_s
+        ds.PixelData = frames[k].tobytes()
+        paths.append(folder / f"pt{k:03d}.dcm")
+        ds.save_as(paths[-1], enforce_file_format=True)
+    nm_path.unlink()
+    return paths
+
+
+def _radiopharmaceutical_item(injection: dt.datetime, administered_bq: float, nuclide_code, name, half_life_s
+                              ) -> Dataset:
+    item = Dataset()
+    item.RadiopharmaceuticalStartDateTime = injection.strftime("%Y%m%d%H%M%S")
+    item.RadionuclideTotalDose = administered_bq
+    if half_life_s is not None:
+        item.RadionuclideHalfLife = half_life_s
+    if name is not None:
+        item.Radiopharmaceutical = name
+    if nuclide_code is not None:
+        code = Dataset()
+        code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = nuclide_code
+        item.RadionuclideCodeSequence = Sequence([code])
+    return item
+
+
+def _decay_tags(ds: Dataset, correction: str | None, factor: float | None, reference: dt.datetime | None) -> None:
+    if correction is not None:
+        ds.DecayCorrection = correction
+    if factor is not None:
+        ds.DecayFactor = factor
+    if reference is not None:
+        ds.DecayCorrectionDateTime = reference.strftime("%Y%m%d%H%M%S")
+
+
+def _rwvm_item(units: str, slope: float, stored: np.ndarray) -> Dataset:
+    """A Real World Value Mapping item (DICOM PS3.3 C.7.6.16.2.11) in UCUM ``units``: value = stored x slope."""
+    unit = Dataset()
+    unit.CodeValue, unit.CodingSchemeDesignator, unit.CodeMeaning = units, "UCUM", units
+    item = Dataset()
+    item.LUTExplanation, item.LUTLabel = "activity concentration", "BQML"
+    item.MeasurementUnitsCodeSequence = Sequence([unit])
+    item.RealWorldValueFirstValueMapped = int(stored.min())
+    item.RealWorldValueLastValueMapped = int(stored.max())
+    item.RealWorldValueIntercept = 0.0
+    item.RealWorldValueSlope = float(slope)
+    return item
 
 
 def write_rtstruct(patient: Patient, path: Path, study_uid: str, ct_series_uid: str, frame_uid: str,
@@ -249,17 +412,19 @@ def activity_on_nm_grid(patient: Patient, shape, origin_xyz, spacing, hours: flo
     return (activity * rng.uniform(0.9, 1.1, shape)).astype(np.float32)
 
 
-def write_patient(root: Path, seed: int, hours=(24.0,), **patient_kwargs) -> Patient:
-    """A complete patient: per time point its own study with CT, NM and RTSTRUCT (one frame of reference)."""
+def write_patient(root: Path, seed: int, hours=(24.0,), injection: dt.datetime = INJECTION,
+                  **patient_kwargs) -> Patient:
+    """A complete patient: per time point its own study with CT, NM and RTSTRUCT (one frame of reference), the
+    scans ``hours`` after ``injection`` (one therapy cycle; write another cycle into another ``root``)."""
     patient = make_patient(seed, **patient_kwargs)
     for t, h in enumerate(hours):
-        when = INJECTION + dt.timedelta(hours=h)
+        when = injection + dt.timedelta(hours=h)
         study, frame, ct_series = generate_uid(), generate_uid(), generate_uid()
         folder = root / f"{patient.patient_id}_{t}"
         write_ct(patient, folder / "ct", study, ct_series, frame, when)
         shape, origin, spacing = nm_grid(patient)
         activity = activity_on_nm_grid(patient, shape, origin, spacing, h, seed * 10 + t)
-        write_nm(patient, folder / "nm" / "spect", study, frame, h, activity, origin, spacing)
+        write_nm(patient, folder / "nm" / "spect", study, frame, h, activity, origin, spacing, injection=injection)
         write_rtstruct(patient, folder / "rs.dcm", study, ct_series, frame, when)
         voxel_ml = float(np.prod(spacing)) / 1000.0
         slope = float(activity.max()) / 60000.0

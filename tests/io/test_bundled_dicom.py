@@ -118,8 +118,9 @@ def test_rtstruct_files_are_rasterised_or_rejected_clearly(path):
     result = _read_or_reject(read_rtstruct, path, grid, path.name)
     if isinstance(result, IngestError):
         return
-    names = {str(r.ROIName) for r in ds.StructureSetROISequence}
-    assert set(result.names.values()) <= names
+    names = {str(r.ROIName).strip() for r in ds.StructureSetROISequence}
+    # every VOI is a ROI of the file: under its own name or, renamed to the vocabulary, recorded in source_names
+    assert {result.source_names.get(voi, voi) for voi in result.vois if voi not in result.derived} <= names
     assert result.names, "the contours cover the reference grid, so some ROI must have voxels"
     assert set(np.unique(result.labels.array)) == {0, *result.names}
 

@@ -28,7 +28,13 @@ def test_spect_pairs_with_the_ct_of_its_frame_of_reference(tmp_path):
     ct_a = _scan_parts(tmp_path, patient, study, frame_a, hours=24.0)
     ct_b = _scan_parts(tmp_path, patient, study, frame_b, hours=25.0)
     discovery = discover_studies(tmp_path)
-    assert [s.timepoint for s in discovery.scans] == ["tp1", "tp2"]
+    # in acquisition order; discovery names no time points (ingest labels them by SPECT series)
+    assert [s.spect.acquired for s in discovery.scans] == [factory.INJECTION + dt.timedelta(hours=h) for h in (24, 25)]
+    assert not hasattr(discovery.scans[0], "timepoint")
+    # the injection of each SPECT, from its Radiopharmaceutical Information Sequence
+    assert {(s.spect.injection_datetime, s.spect.administered_activity_bq) for s in discovery.scans} == {
+        (factory.INJECTION, 7.4e9)}
+    assert {s.ct.injection_datetime for s in discovery.scans} == {None}
     assert [s.ct.series_uid for s in discovery.scans] == [ct_a, ct_b]
     assert {s.ct_pairing for s in discovery.scans} == {"same frame of reference"}
     assert [s.contours.referenced_series for s in discovery.scans] == [{ct_a}, {ct_b}]

@@ -53,23 +53,27 @@ def test_geometry_and_total_activity_match_the_truth(tmp_path, grid):
         spacing = np.asarray(attrs["spacing_mm"])
         total_bq = float(scan["activity"].sum()) * np.prod(spacing) / 1000.0
         assert total_bq == pytest.approx(by_hours[hours], rel=0.01)
-        names = scan["labels"].attrs["names"]
-        assert names == {1: "body", 4: "liver", 101: "lesion_1"}
+        # The factory's liver box holds the lesion: the lesion's voxels are a region of liver and lesion_1
+        # (storage_schema/README.md, "Labels"), and liver_healthy is the liver without it.
+        labels_attrs = scan["labels"].attrs
+        assert labels_attrs["names"] == {1: "body", 4: "liver", 10000: "liver+lesion_1"}
+        assert labels_attrs["vois"] == {"body": [1], "liver": [4, 10000], "lesion_1": [10000], "liver_healthy": [4]}
+        truth = {"body": [1], "liver": [4, 101], "lesion_1": [101], "liver_healthy": [4]}  # patient.labels values
         if grid == "ct":
             assert attrs["spacing_mm"] == pytest.approx(patient.ct_spacing)
             assert attrs["origin_mm"] == pytest.approx(patient.ct_origin_xyz[::-1])
             np.testing.assert_array_equal(scan["ct_hu"].values, patient.ct_hu)
-            np.testing.assert_array_equal(scan["labels"].values, patient.labels)
+            np.testing.assert_array_equal(scan["labels"].values, np.where(patient.labels == 101, 10000, patient.labels))
         else:
             assert attrs["spacing_mm"] == pytest.approx(COMPACT_SPACING_MM)
             extent = np.asarray(scan["ct_hu"].shape) * spacing
             ct_extent = np.asarray(patient.ct_shape) * np.asarray(patient.ct_spacing)
             assert np.all(extent >= ct_extent) and np.all(extent - ct_extent < spacing)
             # every VOI keeps about its volume (the lesion is 8 CT voxels = 0.288 mL, the liver 480 = 17.3 mL)
-            for value in names:
-                truth_ml = np.count_nonzero(patient.labels == value) * np.prod(patient.ct_spacing) / 1000
-                ml = np.count_nonzero(scan["labels"].values == value) * np.prod(spacing) / 1000
-                assert ml == pytest.approx(truth_ml, rel=0.5 if value == 101 else 0.2)
+            for voi, values in labels_attrs["vois"].items():
+                truth_ml = np.count_nonzero(np.isin(patient.labels, truth[voi])) * np.prod(patient.ct_spacing) / 1000
+                ml = np.count_nonzero(np.isin(scan["labels"].values, values)) * np.prod(spacing) / 1000
+                assert ml == pytest.approx(truth_ml, rel=0.5 if voi == "lesion_1" else 0.2)
         density = scan["density"].values
         assert density[scan["labels"].values == 4].mean() == pytest.approx(0.00069 * 60 + 1.03107, abs=0.02)
 
@@ -100,6 +104,23 @@ def _truncate_one_ct_file(info):
     victim.write_bytes(victim.read_bytes()[:-300])
 
 
+def _conflicting_ct_copy(info):
+    """A second file of one CT slice (same SOP Instance UID) in another folder, one pixel different: both decode."""
+    original = sorted((info["folder"] / "ct").iterdir())[4]
+    ds = pydicom.dcmread(original)
+    pixels = ds.pixel_array.copy()
+    pixels[3, 3] += 7
+    ds.PixelData = pixels.tobytes()
+    (info["folder"] / "ct_resent").mkdir()
+    ds.save_as(info["folder"] / "ct_resent" / original.name)
+
+
+def _spect_as_ga68_pet(info):
+    """The SPECT rewritten as single-frame PT slices of a Ga-68 PET (SNOMED CT 35337001, half-life 67.71 min)."""
+    factory.nm_to_pt_slices(info["folder"] / "nm.dcm", info["folder"] / "pet", ("35337001", "SCT", "^68^Gallium"),
+                            67.71 * 60)
+
+
 def _second_patient_in_series(info):
     victim = sorted((info["folder"] / "ct").iterdir())[2]
     ds = pydicom.dcmread(victim)
@@ -122,6 +143,15 @@ BAD_CASES = {
     "implausible-size": (dict(nm=dict(rows_cols_frames_override=(8192, 8192, 4096))), None,
                          "implausible image size", "NM series"),
     "two-patients-in-series": ({}, _second_patient_in_series, "different patients", "CT series"),
+    "conflicting-copies": ({}, _conflicting_ct_copy, "hold the same SOP Instance UID with different content",
+                           "CT series"),
+    # the CT covers only the lower half of the body: about a quarter of the SPECT's activity lies beyond it
+    "ct-short-of-spect": (dict(ct=dict(n_slices=7)), None, "does not cover the SPECT", "NM series"),
+    "foreign-nuclide": (dict(nm=dict(nuclide_code=("72454006", "SCT", "^99m^Technetium"), half_life_s=6.0067 * 3600)),
+                        None, "the radionuclide is Tc-99m", "NM series"),
+    "contradicting-nuclide-sources": (dict(nm=dict(half_life_s=6.0 * 3600)), None,
+                                      "the radionuclide sources disagree", "NM series"),
+    "pet-nuclide-in-pt": ({}, _spect_as_ga68_pet, "the radionuclide is Ga-68", "PT series"),
 }
 
 
@@ -132,7 +162,7 @@ def test_bad_inputs_are_reported_and_the_good_scans_land(tmp_path):
     bad_ids = {}
     for number, (case, (kwargs, edit, _, _)) in enumerate(BAD_CASES.items()):
         patient = factory.make_patient(seed=number, patient_id=f"H3{number:07d}", name=f"Badcase^Number{number}",
-                                       birth_date=f"1950{number + 1:02d}15")
+                                       birth_date=f"1950{number % 12 + 1:02d}15")
         info = _write_scan(root / "bad", patient, **kwargs)
         if edit:
             edit(info)
@@ -154,6 +184,32 @@ def test_bad_inputs_are_reported_and_the_good_scans_land(tmp_path):
     stored = cohort.ingest_report()
     assert len(stored) == len(report)
     assert validate_cohort(tmp_path / "cohort") == []
+
+
+def test_a_ct_a_little_short_of_the_spect_lands_with_a_warning(tmp_path):
+    from cohort_dosimetry.io._ingest import OUTSIDE_ACTIVITY_REFUSAL_FRACTION, OUTSIDE_ACTIVITY_WARNING_FRACTION
+
+    # the CT lacks the last 3 of its 14 slices, the top one of the body among them
+    patient = factory.make_patient(seed=3)
+    info = _write_scan(tmp_path / "dicom", patient, ct=dict(n_slices=11))
+    report = ingest(tmp_path / "dicom", tmp_path / "cohort")
+    # truth from the files: activity in the NM voxels whose centres lie beyond the CT slab actually written
+    nm = pydicom.dcmread(info["folder"] / "nm.dcm")
+    activity = nm.pixel_array.astype(np.float64) * float(nm.RescaleSlope)
+    first_z = float(nm.DetectorInformationSequence[0].ImagePositionPatient[2])
+    z = first_z + float(nm.SpacingBetweenSlices) * np.arange(int(nm.NumberOfFrames))
+    dz, z0 = patient.ct_spacing[0], patient.ct_origin_xyz[2]
+    beyond = (z < z0 - dz / 2) | (z >= z0 + (11 - 0.5) * dz)
+    expected = activity[beyond].sum() / activity.sum()
+    assert OUTSIDE_ACTIVITY_WARNING_FRACTION < expected < OUTSIDE_ACTIVITY_REFUSAL_FRACTION  # the case is what it says
+    rows = report[report["message"].str.contains("outside the CT's extent", regex=False)]
+    assert list(rows["severity"]) == ["warning"] and list(rows["status"]) == ["written"]
+    percent = float(rows["message"].iloc[0].split(" % ")[0])
+    assert percent == pytest.approx(100 * expected, abs=0.1)
+    cohort = open_cohort(tmp_path / "cohort")
+    attrs = cohort.scan_attrs(_pseudonym(patient.patient_id), "tp1")
+    voxel_ml = float(nm.SpacingBetweenSlices) * float(nm.PixelSpacing[0]) * float(nm.PixelSpacing[1]) / 1000.0
+    assert attrs["activity_outside_grid_bq"] == pytest.approx(activity[beyond].sum() * voxel_ml, rel=1e-3)
 
 
 def test_external_rtdose_is_recorded_as_given(tmp_path):

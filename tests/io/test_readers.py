@@ -158,7 +158,7 @@ def test_bad_nm_is_rejected_with_a_clear_message(tmp_path, patient, kwargs, mess
     assert info.value.subject == "SPECT tp1"
 
 
-def test_rtstruct_rasterises_exactly_and_maps_names_case_insensitively(tmp_path, patient):
+def test_rtstruct_rasterises_exactly_and_maps_clinical_names(tmp_path, patient):
     study, series, frame = _uids()
     factory.write_ct(patient, tmp_path / "ct", study, series, frame, factory.INJECTION)
     ct = read_ct_series(_ct_files(tmp_path / "ct"))
@@ -166,7 +166,16 @@ def test_rtstruct_rasterises_exactly_and_maps_names_case_insensitively(tmp_path,
     patient.labels[0, 0:2, 0:2] = 7  # a structure outside the vocabulary
     factory.write_rtstruct(patient, tmp_path / "rs.dcm", study, series, frame, factory.INJECTION, names)
     label_map = read_rtstruct(tmp_path / "rs.dcm", ct.grid)
-    assert label_map.names == {1: "body", 4: "liver", 101: "lesion_1", 1000: "tumour bed"}
-    expected = np.where(patient.labels == 7, 1000, patient.labels)
-    np.testing.assert_array_equal(label_map.labels.array, expected)
-    assert any("'tumour bed' is not in the vocabulary" in note for note in label_map.notes)
+    # Each ROI is the box around its label's voxels: BODY's box holds the liver, the liver's box the lesion.
+    expected = {"external": np.isin(patient.labels, (1, 4, 101)), "liver": np.isin(patient.labels, (4, 101)),
+                "lesion_1": patient.labels == 101, "tumour bed": patient.labels == 7,
+                "liver_healthy": patient.labels == 4}
+    assert list(label_map.vois) == ["external", "liver", "lesion_1", "tumour bed", "liver_healthy"]
+    for name, mask in expected.items():
+        np.testing.assert_array_equal(np.isin(label_map.labels.array, label_map.vois[name]), mask, err_msg=name)
+    assert label_map.source_names == {"external": "BODY", "liver": "Liver", "lesion_1": "Lesion_1"}
+    assert label_map.derived == {"liver_healthy": "liver minus lesion_1"}
+    mapping = [note for note in label_map.notes if "ROI names mapped" in note]
+    assert len(mapping) == 1
+    assert "'BODY' -> external" in mapping[0] and "'Lesion_1' -> lesion_1" in mapping[0]
+    assert "kept as written with VOI class other: 'tumour bed'" in mapping[0]

@@ -113,6 +113,41 @@ def test_a_lesion_smaller_than_a_dose_voxel_keeps_one_voxel():
     assert np.all(np.abs(centre - lesion_centre) <= np.asarray(target.spacing_mm) / 2 + 1e-6)
 
 
+def _unsampled_voxel(target: Grid, start: tuple[int, int, int]) -> tuple[int, ...]:
+    """The first CT voxel from ``start`` on (flat order) that nearest-neighbour sampling onto ``target`` skips."""
+    shape = CT_GRID.shape
+    index_image = sitk.GetImageFromArray(np.arange(int(np.prod(shape)), dtype=np.int32).reshape(shape))
+    index_image.CopyInformation(Volume(np.zeros(shape, np.int16), CT_GRID, "1").to_sitk())
+    sampled = set(sitk.GetArrayFromImage(sitk.Resample(
+        index_image, target.reference_image(), sitk.Transform(), sitk.sitkNearestNeighbor, -1, sitk.sitkInt32)).ravel())
+    first = np.ravel_multi_index(start, shape)
+    return tuple(int(i) for i in np.unravel_index(next(i for i in range(first, int(np.prod(shape)))
+                                                       if i not in sampled), shape))
+
+
+def test_overlapping_vois_keep_their_overlaps_and_a_tiny_lesion_joins_them():
+    """A map of regions (External around the liver, a one-voxel lesion in the liver but drawn outside External)."""
+    target = dose_grid(CT_GRID, "compact")
+    labels = np.zeros(CT_GRID.shape, dtype=np.int16)
+    labels[1:-1, 4:-4, 4:-4] = 1000  # external only
+    labels[2:-2, 10:-10, 10:-10] = 10000  # external and liver
+    lesion = _unsampled_voxel(target, (12, 48, 48))
+    labels[lesion] = 10001  # liver and lesion_1 (the lesion's contour reaches outside the outline: not External's)
+    names = {1000: "external", 10000: "external+liver", 10001: "liver+lesion_1"}
+    vois = {"external": (1000, 10000), "liver": (10000, 10001), "lesion_1": (10001,)}
+    out = resample_to_grid(Volume(labels, CT_GRID, "1", {"names": names, "vois": vois}), target, "labels")
+    plain = resample_to_grid(Volume(np.isin(labels, (10000, 10001)).astype(np.int16), CT_GRID, "1"), target,
+                             "labels")  # the liver alone, as a plain map
+    assert out.attrs["labels_kept_by_guard"] == ["lesion_1"]
+    # the rescued dose voxel lay in external and liver: it keeps both and joins lesion_1 in a new region
+    new = int(out.array[tuple(np.argwhere(np.isin(out.array, out.attrs["vois"]["lesion_1"]))[0])])
+    assert new == 10002 and out.attrs["names"][new] == "external+liver+lesion_1"
+    assert out.attrs["vois"] == {"external": (1000, 10000, 10002), "liver": (10000, 10002), "lesion_1": (10002,)}
+    assert np.count_nonzero(out.array == new) == 1
+    np.testing.assert_array_equal(np.isin(out.array, out.attrs["vois"]["liver"]), plain.array == 1)
+    assert 10001 not in out.attrs["names"]  # the source's liver+lesion_1 voxel has no dose voxel of its own
+
+
 def test_compact_dose_grid_covers_the_ct_extent_centred():
     grid = dose_grid(CT_GRID, "compact")
     assert grid.spacing_mm == COMPACT_SPACING_MM
@@ -144,3 +179,67 @@ def test_grid_geometry_matches_the_dicom_formula_for_an_oblique_orientation():
         steps = np.array([k, j, i]) * np.asarray(grid.spacing_mm)
         zyx = np.asarray(grid.origin_mm) + steps @ np.asarray(grid.direction)
         np.testing.assert_allclose(zyx, expected[::-1], atol=1e-9)
+
+
+# (z, y, x) direction rows of CT grids as scanners store them: feet first supine (slices run to the feet, each row to
+# the patient's right), head first prone (rows to the right, columns to anterior) and a sagittal stack (slices run to
+# the left, columns to the feet, rows to posterior)
+STORED_DIRECTIONS = {
+    "FFS": ((-1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, -1.0)),
+    "HFP": ((1.0, 0.0, 0.0), (0.0, -1.0, 0.0), (0.0, 0.0, -1.0)),
+    "sagittal": ((0.0, 0.0, 1.0), (-1.0, 0.0, 0.0), (0.0, 1.0, 0.0)),
+}
+
+
+def _centres(grid: Grid) -> np.ndarray:
+    """Every voxel centre (z, y, x) mm of ``grid`` in array order, by the Grid convention."""
+    index = np.argwhere(np.ones(grid.shape, dtype=bool)) * np.asarray(grid.spacing_mm)
+    return np.asarray(grid.origin_mm) + index @ np.asarray(grid.direction)
+
+
+@pytest.mark.parametrize("stored", sorted(STORED_DIRECTIONS))
+def test_an_axis_aligned_ct_gets_the_standard_axial_grid_with_its_own_voxels(rng, stored):
+    ct_grid = Grid((5, 6, 7), (2.0, 3.0, 4.0), (10.0, -20.0, 30.0), STORED_DIRECTIONS[stored])
+    grid = dose_grid(ct_grid, "ct")
+    assert grid.direction == ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))
+    # the same voxel centres, in another order
+    ct_centres, centres = _centres(ct_grid), _centres(grid)
+    np.testing.assert_allclose(np.unique(centres.round(6), axis=0), np.unique(ct_centres.round(6), axis=0))
+    # ... ascending along +z, +y, +x
+    assert np.all(np.diff(centres.reshape(*grid.shape, 3)[:, 0, 0, 0]) > 0)
+    assert np.all(np.diff(centres.reshape(*grid.shape, 3)[0, :, 0, 1]) > 0)
+    assert np.all(np.diff(centres.reshape(*grid.shape, 3)[0, 0, :, 2]) > 0)
+    # every quantity moves onto it exactly: the value at each physical point is unchanged
+    values = rng.uniform(-1000.0, 1000.0, ct_grid.shape).astype(np.float32)
+    by_point = dict(zip(map(tuple, ct_centres.round(6)), values.ravel()))
+    for quantity, units in (("ct_hu", "HU"), ("activity", "Bq/mL"), ("labels", "1")):
+        array = np.abs(values) if quantity == "activity" else values
+        if quantity == "labels":
+            array = np.rint(array / 100).astype(np.int16)
+        out = resample_to_grid(Volume(array, ct_grid, units), grid, quantity)
+        expected = [by_point[p] for p in map(tuple, centres.round(6))]
+        if quantity == "activity":
+            expected = np.abs(expected)
+            assert out.attrs["activity_conservation_factor"] == 1.0
+            assert out.attrs["activity_outside_grid_bq"] == 0.0
+        if quantity == "labels":
+            expected = np.rint(np.asarray(expected) / 100).astype(np.int16)
+        np.testing.assert_array_equal(out.array.ravel(), expected, err_msg=quantity)
+    # the compact grid: standard orientation too, centred on the same CT extent
+    compact = dose_grid(ct_grid, "compact")
+    assert compact.direction == grid.direction
+    np.testing.assert_allclose(_centres(compact).mean(axis=0), ct_centres.mean(axis=0), atol=1e-9)
+    extent = np.asarray(compact.shape) * np.asarray(compact.spacing_mm)
+    assert np.all(extent >= np.asarray(grid.shape) * np.asarray(grid.spacing_mm) - 1e-9)
+
+
+def test_an_oblique_ct_keeps_its_orientation():
+    angle = np.radians(12.0)
+    tilted = ((1.0, 0.0, 0.0), (0.0, np.cos(angle), np.sin(angle)), (0.0, -np.sin(angle), np.cos(angle)))
+    ct_grid = Grid((5, 6, 7), (2.0, 3.0, 4.0), (10.0, -20.0, 30.0), tilted)
+    assert dose_grid(ct_grid, "ct") == ct_grid
+    assert dose_grid(ct_grid, "compact").direction == tilted
+    # rounding noise in the direction cosines is no tilt
+    noisy = tuple(tuple(v + 3e-7 for v in row) for row in STORED_DIRECTIONS["FFS"])
+    assert dose_grid(Grid((5, 6, 7), (2.0, 3.0, 4.0), (10.0, -20.0, 30.0), noisy), "ct").direction == (
+        (1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))

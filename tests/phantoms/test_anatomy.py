@@ -38,9 +38,12 @@ def test_vocabulary_classes_and_labels_round_trip():
     labels = [label_of(n) for n in VOI_NAMES]
     assert len(set(labels)) == len(labels) and 0 not in labels
     assert label_of("lesion_3") == LESION_LABEL_OFFSET + 3
-    for bad in ("kidney", "lesion_0", "Liver", "vertebra_L1"):
-        with pytest.raises(ValueError, match=bad):
-            voi_type(bad)
+    for other in ("kidney", "lesion_0", "Liver", "vertebra_L6", "Bowel_Bag"):
+        assert voi_type(other) == "other"  # outside the vocabulary (exactly as written): a VOI of class other
+    assert (voi_type("external"), voi_type("vertebra_L1"), voi_type("liver_healthy")) == ("body", "vertebra", "liver")
+    for unlabelled in ("kidney", "lesion_0", "Liver", "vertebra_L1", "external"):  # no fixed label of a phantom
+        with pytest.raises(ValueError, match=unlabelled):
+            label_of(unlabelled)
 
 
 def test_grids_and_bad_grid_name():

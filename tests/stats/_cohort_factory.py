@@ -3,8 +3,12 @@
 Every voxel of VOI v carries ``texture(voxel) * AMPLITUDE[v] * (exp(-ln2 t / washout) - exp(-ln2 t / uptake))``
 as its MC dose-rate (Gy/s), so the VOI's mean MC dose-rate curve is exactly bi-exponential and its absorbed dose is
 ``mean(texture) * AMPLITUDE * (washout - uptake) / ln 2 * 3600`` Gy. CNN = MC with 5 % voxel noise; DVK = 0.9 MC.
+Patients named in ``second_cycle`` get a second therapy cycle 8 weeks later with the same kinetics and protocol
+(labels continue: a 4-scan patient's second cycle is tp5..tp8), so each cycle's absorbed dose is the same.
 """
 from __future__ import annotations
+
+from datetime import datetime, timedelta
 
 import numpy as np
 import xarray as xr
@@ -22,6 +26,8 @@ KINETICS = {"body": (2e-7, 30.0, 0.5), "liver": (1e-6, 60.0, 1.0), "kidney_left"
 PROTOCOL_H = (4.0, 24.0, 96.0, 168.0)
 #: patient: hours of its scans (4, 3 and 1 time points).
 PATIENTS = {"PA": PROTOCOL_H, "PB": PROTOCOL_H[:3], "PC": (96.0,)}
+#: Injections of the first and second therapy cycle (Lu-177 DOTATATE cycles are 8 weeks apart).
+INJECTIONS = (datetime(2026, 3, 2, 6, 0), datetime(2026, 3, 2, 6, 0) + timedelta(weeks=8))
 
 
 def tac(voi: str, hours):
@@ -47,7 +53,7 @@ def patient_anatomy(seed: int) -> tuple[np.ndarray, np.ndarray]:
     return labels, texture
 
 
-def make_cohort(path, seed: int = 0):
+def make_cohort(path, seed: int = 0, second_cycle=()):
     """Write the cohort at ``path``; returns (cohort, {patient: (labels, texture)})."""
     cohort = open_cohort(path, create=True)
     anatomy = {}
@@ -55,8 +61,10 @@ def make_cohort(path, seed: int = 0):
         labels, texture = patient_anatomy(seed + k)
         anatomy[patient] = (labels, texture)
         rng = np.random.default_rng(seed + 100 + k)
-        for i, hour in enumerate(hours):
+        scans = [(1, hour) for hour in hours] + [(2, hour) for hour in hours if patient in second_cycle]
+        for i, (cycle, hour) in enumerate(scans):
             timepoint = f"tp{i + 1}"
+            injection = INJECTIONS[cycle - 1]
             scan = xr.Dataset({
                 "ct_hu": (DIMS, np.zeros(SHAPE, np.float32), {"units": "HU"}),
                 "density": (DIMS, np.ones(SHAPE, np.float32), {"units": "g/cm3"}),
@@ -67,9 +75,10 @@ def make_cohort(path, seed: int = 0):
                 "source_hash": f"sha256:{patient}{timepoint}", "source_file_hashes": [f"sha256:{patient}{timepoint}"],
                 "spacing_mm": SPACING_MM, "origin_mm": (0.0, 0.0, 0.0),
                 "direction": (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0), "hours_post_injection": hour,
-                "acquisition_datetime": "2026-03-02T10:00:00", "injection_datetime": "2026-03-02T06:00:00",
+                "acquisition_datetime": (injection + timedelta(hours=hour)).isoformat(),
+                "injection_datetime": injection.isoformat(),
                 "administered_activity_bq": 7.4e9, "nuclide": "Lu177", "frame_of_reference_uid": "2.25.1",
-                "synthetic": True,
+                "spect_series_key": f"H{patient}{timepoint}", "cycle": cycle, "synthetic": True,
             }
             cohort.write_scan(patient, timepoint, scan, attrs)
             mc = np.zeros(SHAPE)

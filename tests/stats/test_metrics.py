@@ -237,3 +237,44 @@ def test_joint_histogram_counts_every_masked_pair(rng):
     np.add.at(expected, (i, j), 1)
     np.testing.assert_array_equal(counts, expected)
     np.testing.assert_allclose(edges_a, np.linspace(0, 1, 5))
+
+
+def test_overlapping_vois_are_each_measured_over_all_their_voxels(rng):
+    """Three seeded random VOIs that overlap anywhere, stored as regions (one value per combination of VOIs)."""
+    from cohort_dosimetry.stats import VoiIndex
+
+    shape = (10, 14, 12)
+    masks = {"external": rng.random(shape) < 0.8, "liver": rng.random(shape) < 0.3, "lesion_1": rng.random(shape) < 0.1}
+    bits = sum((mask.astype(np.int16) << k) for k, mask in enumerate(masks.values()))  # 0..7, 0 = no VOI
+    regions = [v for v in range(1, 8) if (bits == v).any()]
+    vois = {name: [v for v in regions if v >> k & 1] for k, name in enumerate(masks)}
+    vois["liver_healthy"] = [v for v in vois["liver"] if not v >> 2 & 1]  # liver minus the lesion: a derived VOI
+    masks["liver_healthy"] = masks["liver"] & ~masks["lesion_1"]
+    names = {str(v): f"region {v}" for v in regions}  # zarr attributes give string keys
+    dose_rate = rng.gamma(2.0, 1e-6, size=shape).astype(np.float32)
+    index = VoiIndex(bits, names, vois)
+    assert index.names == list(vois) and index.labels is None
+    table = voi_metrics(dose_rate, None, {}, SPACING, index=index).set_index("voi")
+    voxel_ml = np.prod(SPACING) / 1000
+    for name, mask in masks.items():
+        values = dose_rate[mask].astype(np.float64)
+        row = table.loc[name]
+        assert row["volume_ml"] == pytest.approx(values.size * voxel_ml)
+        assert row["mean"] == pytest.approx(values.mean(), rel=1e-12)
+        assert row["median"] == np.median(values)
+        assert row["max"] == values.max()
+        for x in DR_PERCENTS:
+            assert row[f"dr{x}"] == drx_by_definition(values, x)
+        np.testing.assert_array_equal(index.mask([name]), mask)
+    np.testing.assert_array_equal(index.mask(["liver", "lesion_1"]), masks["liver"] | masks["lesion_1"])
+    estimate = dose_rate * rng.uniform(0.8, 1.2, shape).astype(np.float32)
+    agreement = voi_concordance(estimate, dose_rate, None, {}, index=index).set_index("voi")
+    for name, mask in masks.items():
+        assert agreement.loc[name, "n_voxels"] == mask.sum()
+        assert agreement.loc[name, "pearson_r2"] == pytest.approx(pearson_r2(estimate[mask], dose_rate[mask]))
+    curves = drvh(dose_rate, None, {}, np.array([0.0, 2e-6, 4e-6]), index=index)
+    for name, mask in masks.items():
+        expected = [(dose_rate[mask] >= level).mean() for level in (0.0, 2e-6, 4e-6)]
+        np.testing.assert_allclose(curves.sel(voi=name).values, expected)
+    with pytest.raises(ValueError, match=r"regions \[1\] belong to no VOI"):
+        VoiIndex(bits, names, {name: [v for v in values if v != 1] for name, values in vois.items()})

@@ -66,6 +66,27 @@ def test_report_states_the_chosen_model_and_why_and_provenance(report):
     assert re.search(r"<td>numpy</td>\s*<td>" + re.escape(np.__version__) + "</td>", text)
 
 
+def test_report_shows_absorbed_doses_per_cycle_and_over_the_cycles(tmp_path):
+    cohort, _ = make_cohort(tmp_path / "cohort", second_cycle=("PA",))
+    compute_cohort_tables(cohort, progress=False)
+    text = write_report(cohort).read_text(encoding="utf-8")
+    assert "3 patients, 4 therapy cycles, 12 scans" in text
+    per_cycle = text[text.index("<h2>Absorbed dose per therapy cycle"):text.index("<h2>Absorbed dose over all")]
+    totals = text[text.index("<h2>Absorbed dose over all therapy cycles"):text.index("<h2>Time-activity")]
+    chosen = cohort.absorbed_dose().query("selected").set_index(["patient", "cycle", "voi", "method"])
+    for cycle in (1, 2):
+        dose = chosen.loc[("PA", cycle, "lesion_1", "mc"), "absorbed_dose_gy"]
+        assert re.search(rf"<td>PA</td>\s*<td>{cycle}</td>\s*<td>lesion_1</td>\s*<td>mc</td>\s*<td>bi_exp</td>"
+                         rf"\s*<td>{round(dose, 3)}</td>", per_cycle)
+    total = cohort.absorbed_dose_total().set_index(["patient", "voi", "method"]).loc[("PA", "lesion_1", "mc")]
+    assert re.search(rf"<td>PA</td>\s*<td>lesion_1</td>\s*<td>mc</td>\s*<td>1,2</td>\s*"
+                     rf"<td>{round(total['absorbed_dose_gy'], 3)}</td>", totals)
+    assert "total absorbed dose (Gy)" in totals
+    # one time-activity figure per patient and cycle (4), one DRVH per patient (3), the joint histogram
+    assert text.count('src="data:image/png;base64,') == 1 + 4 + 3
+    assert 'alt="time-activity curves patient PA cycle 2"' in text
+
+
 def test_report_gives_the_cnn_weights_held_out_evaluation_from_their_model_card(report):
     from cohort_dosimetry.model import SHIPPED_CARD, ModelCard
 

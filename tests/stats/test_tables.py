@@ -97,3 +97,32 @@ def test_scans_without_dose_rates_are_skipped_with_a_warning(tmp_path):
     with pytest.warns(RuntimeWarning, match="without any dose-rate map skipped: PD/tp1"):
         tables = compute_cohort_tables(cohort, progress=False)
     assert "PD" not in set(tables["voi_stats"].patient)
+
+
+def test_each_cycle_is_integrated_on_its_own_and_the_total_sums_them(tmp_path):
+    cohort, anatomy = make_cohort(tmp_path / "cohort", second_cycle=("PA", "PC"))
+    tables = compute_cohort_tables(cohort, progress=False)
+    voi_stats = tables["voi_stats"]
+    cycle_of = {("PA", f"tp{i}"): 1 if i <= 4 else 2 for i in range(1, 9)} | {("PC", "tp1"): 1, ("PC", "tp2"): 2}
+    for (patient, timepoint), group in voi_stats[voi_stats.patient != "PB"].groupby(["patient", "timepoint"]):
+        assert set(group["cycle"]) == {cycle_of[(patient, timepoint)]}
+        assert set(group["nuclide"]) == {"Lu177"}
+    chosen = tables["absorbed_dose"].query("selected").set_index(["patient", "cycle", "voi", "method"])
+    totals = tables["absorbed_dose_total"].set_index(["patient", "voi", "method"])
+    labels, texture = anatomy["PA"]
+    for label, voi in NAMES.items():
+        exact = exact_absorbed_dose_gy(voi, texture[labels == label].mean())
+        for cycle in (1, 2):  # the same kinetics in both cycles, each hour counted from its own injection
+            row = chosen.loc[("PA", cycle, voi, "mc")]
+            assert row["n_timepoints"] == 4 and row["absorbed_dose_gy"] == pytest.approx(exact, rel=1e-4)
+        total = totals.loc[("PA", voi, "mc")]
+        assert total["absorbed_dose_gy"] == pytest.approx(2 * exact, rel=1e-4)
+        assert total["cycles"] == "1,2" and total["n_cycles"] == 2
+    hanscheid = chosen.loc[("PC", 1, "liver", "mc"), "absorbed_dose_gy"]
+    assert chosen.loc[("PC", 2, "liver", "mc"), "model"] == "hanscheid"
+    assert totals.loc[("PC", "liver", "mc"), "absorbed_dose_gy"] == pytest.approx(
+        hanscheid + chosen.loc[("PC", 2, "liver", "mc"), "absorbed_dose_gy"], rel=1e-12)
+    assert np.isnan(totals.loc[("PC", "liver", "mc"), "uncertainty_gy"])  # Hanscheid's has no statistical model
+    assert totals.loc[("PB", "liver", "mc"), "cycles"] == "1"
+    assert cohort.table_units("absorbed_dose_total")["absorbed_dose_gy"] == "Gy"
+    assert len(cohort.absorbed_dose_total()) == len(totals)

@@ -6,7 +6,13 @@ import pandas as pd
 import pytest
 from scipy.integrate import quad
 
-from cohort_dosimetry.stats import absorbed_dose, fit_time_activity, hanscheid_absorbed_dose_gy
+from cohort_dosimetry.stats import (
+    NOT_INTEGRATED,
+    absorbed_dose,
+    absorbed_dose_total,
+    fit_time_activity,
+    hanscheid_absorbed_dose_gy,
+)
 from cohort_dosimetry.stats._time_integration import physical_decay_per_h
 
 LN2 = np.log(2.0)
@@ -183,3 +189,65 @@ def test_virtual_patients_kidneys_and_large_lesions_within_5_percent(seed):
         for j in checked:
             fit = fit_time_activity(PROTOCOL_H, curves[:, j])
             assert fit.absorbed_dose_gy == pytest.approx(exact[j], rel=0.05), (index.names[j], fwhm_mm, fit.reason)
+
+
+def _curve_rows(patient, cycle, hours, rates, nuclide="Lu177", voi="kidney_left", first_label=1):
+    return [{"patient": patient, "timepoint": f"tp{first_label + k}", "cycle": cycle, "voi": voi, "method": "mc",
+             "hours_post_injection": hour, "mean": rate, "nuclide": nuclide}
+            for k, (hour, rate) in enumerate(zip(hours, rates))]
+
+
+def test_each_cycle_is_its_own_curve_and_the_total_is_their_sum():
+    hours = PROTOCOL_H
+    first, second = bi_exp(hours, 1e-6, 50.0, 2.0), bi_exp(hours, 0.8e-6, 60.0, 2.0)
+    rows = _curve_rows("P1", 1, hours, first) + _curve_rows("P1", 2, hours, second, first_label=5)
+    table = absorbed_dose(pd.DataFrame(rows))  # the same hours in both cycles: one curve each, not one with repeats
+    chosen = table[table.selected].set_index("cycle")
+    assert list(chosen.index) == [1, 2] and (chosen["n_timepoints"] == 4).all()
+    exact = {1: exact_dose_gy(lambda t: bi_exp(t, 1e-6, 50.0, 2.0)),
+             2: exact_dose_gy(lambda t: bi_exp(t, 0.8e-6, 60.0, 2.0))}
+    for cycle in (1, 2):
+        assert chosen.loc[cycle, "absorbed_dose_gy"] == pytest.approx(exact[cycle], rel=1e-4)
+    total = absorbed_dose_total(table).set_index(["patient", "voi", "method"]).loc[("P1", "kidney_left", "mc")]
+    assert total["absorbed_dose_gy"] == pytest.approx(exact[1] + exact[2], rel=1e-4)
+    assert total["uncertainty_gy"] == pytest.approx(np.hypot(*chosen["uncertainty_gy"]), rel=1e-12, nan_ok=True)
+    assert total["n_cycles"] == 2 and total["cycles"] == "1,2" and total["reason"] == ""
+
+
+def test_a_curve_that_cannot_be_integrated_gets_a_row_naming_its_scans_and_the_others_go_on():
+    good = bi_exp(PROTOCOL_H, 1e-6, 50.0, 2.0)
+    rows = (_curve_rows("P1", 1, [24.0, 96.0, 96.0], [2e-6, 1e-6, 1.1e-6])  # two reconstructions at 96 h
+            + _curve_rows("P1", 2, PROTOCOL_H, good, first_label=4)
+            + _curve_rows("P2", 1, PROTOCOL_H[:2], good[:2], nuclide="Lu177")
+            + _curve_rows("P2", 1, PROTOCOL_H[2:], good[2:], nuclide="Tc99m", first_label=3)
+            + _curve_rows("P3", 1, PROTOCOL_H, good, nuclide="Y90"))
+    table = absorbed_dose(pd.DataFrame(rows))
+    chosen = table[table.selected].set_index(["patient", "cycle"])
+    assert table.groupby(["patient", "cycle", "voi", "method"]).selected.sum().eq(1).all()
+    doubled = chosen.loc[("P1", 1)]
+    assert doubled["model"] == NOT_INTEGRATED and np.isnan(doubled["absorbed_dose_gy"])
+    assert doubled["n_timepoints"] == 3
+    assert "distinct" in doubled["reason"] and "P1/tp2 (96 h), P1/tp3 (96 h)" in doubled["reason"]
+    mixed = chosen.loc[("P2", 1)]
+    assert mixed["model"] == NOT_INTEGRATED and "different nuclides ['Lu177', 'Tc99m']" in mixed["reason"]
+    # the other curves go on, each with its own nuclide's physical decay
+    assert chosen.loc[("P1", 2), "absorbed_dose_gy"] == pytest.approx(
+        exact_dose_gy(lambda t: bi_exp(t, 1e-6, 50.0, 2.0)), rel=1e-4)
+    y90 = fit_time_activity(PROTOCOL_H, good, "Y90")
+    assert chosen.loc[("P3", 1), "absorbed_dose_gy"] == pytest.approx(y90.absorbed_dose_gy, rel=1e-12)
+    assert physical_decay_per_h("Y90") != pytest.approx(physical_decay_per_h("Lu177"), rel=0.1)
+    totals = absorbed_dose_total(table).set_index("patient")
+    assert np.isnan(totals.loc["P1", "absorbed_dose_gy"]) and totals.loc["P1", "cycles"] == "1,2"
+    assert totals.loc["P1", "reason"].startswith("cycle 1: not integrated")
+    assert totals.loc["P3", "absorbed_dose_gy"] == pytest.approx(y90.absorbed_dose_gy, rel=1e-12)
+
+
+def test_a_total_is_nan_when_a_cycle_has_no_curve_of_the_voi():
+    good = bi_exp(PROTOCOL_H, 1e-6, 50.0, 2.0)
+    rows = (_curve_rows("P1", 1, PROTOCOL_H, good) + _curve_rows("P1", 1, PROTOCOL_H, good, voi="liver")
+            + _curve_rows("P1", 2, PROTOCOL_H, good, voi="liver", first_label=5))
+    totals = absorbed_dose_total(absorbed_dose(pd.DataFrame(rows))).set_index("voi")
+    assert np.isnan(totals.loc["kidney_left", "absorbed_dose_gy"])
+    assert totals.loc["kidney_left", "reason"] == "cycle 2: no mc curve of kidney_left"
+    assert totals.loc["liver", "absorbed_dose_gy"] == pytest.approx(2 * exact_dose_gy(
+        lambda t: bi_exp(t, 1e-6, 50.0, 2.0)), rel=1e-4)

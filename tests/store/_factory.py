@@ -9,8 +9,12 @@ SHAPE = (20, 6, 5)  # 20 slices: two z-chunks of the store (16 + 4)
 LABEL_NAMES = {1: "liver", 2: "kidney_left", 3: "lesion_1"}
 
 
-def make_scan(seed: int, shape: tuple[int, int, int] = SHAPE) -> tuple[xr.Dataset, dict]:
-    """A (dataset, attrs) pair as ingest would hand it to ``Cohort.write_scan``; values drawn from ``seed``."""
+def make_scan(seed: int, shape: tuple[int, int, int] = SHAPE, spect_series_key: str | None = None
+              ) -> tuple[xr.Dataset, dict]:
+    """A (dataset, attrs) pair as ingest would hand it to ``Cohort.write_scan``; values drawn from ``seed``.
+
+    ``spect_series_key``: the scan's SPECT series; default one of its own per seed (pass the key of a stored scan to
+    make a new version of it)."""
     rng = np.random.default_rng(seed)
     ds = xr.Dataset(
         {
@@ -32,6 +36,8 @@ def make_scan(seed: int, shape: tuple[int, int, int] = SHAPE) -> tuple[xr.Datase
         "administered_activity_bq": 7.4e9,
         "nuclide": "Lu177",
         "frame_of_reference_uid": "2.25.1234567890",
+        "spect_series_key": spect_series_key or f"Hseries{seed:018d}",
+        "cycle": 1,
     }
     return ds, attrs
 

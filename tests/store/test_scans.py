@@ -103,7 +103,7 @@ def test_same_source_hash_is_a_no_op(cohort):
 
 def test_changed_source_hash_makes_a_new_version_and_keeps_the_old(cohort):
     ds1, attrs1 = make_scan(seed=5)
-    ds2, attrs2 = make_scan(seed=6)
+    ds2, attrs2 = make_scan(seed=6, spect_series_key=attrs1["spect_series_key"])  # the same series, new files
     assert attrs1["source_hash"] != attrs2["source_hash"]
     cohort.write_scan("P1", "tp1", ds1, attrs1)
     cohort.write_arrays("P1", "tp1", make_dose_rate(seed=7), {"method": "dvk"})
@@ -181,7 +181,7 @@ def test_arrays_computed_from_an_old_version_land_in_that_version(cohort):
     ds1, attrs1 = make_scan(seed=15)
     cohort.write_scan("P1", "tp1", ds1, attrs1)
     computed_from = cohort.scan("P1", "tp1").attrs["version"]
-    ds2, attrs2 = make_scan(seed=16)
+    ds2, attrs2 = make_scan(seed=16, spect_series_key=attrs1["spect_series_key"])
     cohort.write_scan("P1", "tp1", ds2, attrs2)  # a re-ingest publishes v2 while the dose map is computed
     cohort.write_arrays("P1", "tp1", make_dose_rate(seed=17), {"method": "dvk"}, version=computed_from)
     assert cohort.has_arrays("P1", "tp1", ["activity"]) and not cohort.has_arrays("P1", "tp1", ["dose_rate_dvk"])
@@ -218,7 +218,7 @@ def test_open_cohort_refuses_a_directory_that_is_not_a_cohort(tmp_path):
         open_cohort(tmp_path / "dicom")
     cohort = open_cohort(tmp_path / "new", create=True)
     assert cohort.tables_dir.is_dir() and cohort.reports_dir.is_dir()
-    assert cohort.attrs["schema_version"] == 1
+    assert cohort.attrs["schema_version"] == 2
     assert {"cohort_dosimetry", "zarr", "xarray"} <= set(cohort.attrs["software_versions"])
     assert open_cohort(tmp_path / "new", create=True).attrs["created"] == cohort.attrs["created"]
 
@@ -232,6 +232,6 @@ def test_missing_scans_and_foreign_schema_versions_are_named(cohort):
     with pytest.raises(KeyError, match=r"scan P1/tp1 has no version 2 \(versions: \[1\]\)"):
         cohort.scan("P1", "tp1", version=2)
     root = cohort.store_path / "zarr.json"
-    root.write_text(root.read_text().replace('"schema_version": 1', '"schema_version": 2'))
-    with pytest.raises(ValueError, match="has schema_version 2; this software reads version 1"):
+    root.write_text(root.read_text().replace('"schema_version": 2', '"schema_version": 3'))
+    with pytest.raises(ValueError, match="has schema_version 3; this software reads version 2"):
         open_cohort(cohort.path)

@@ -13,6 +13,7 @@ def _absorbed_dose_rows(rng: np.random.Generator, n: int) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "patient": [f"P{i:012x}" for i in range(n)],
+            "cycle": rng.integers(1, 4, n),
             "voi": rng.choice(["liver", "kidney_left", "lesion_1"], n),
             "method": rng.choice(["dvk", "cnn", "mc"], n),
             "model": "biexponential",
@@ -40,7 +41,8 @@ def _run_row(run_id: str, n_done: int) -> pd.DataFrame:
     )
 
 
-@pytest.mark.parametrize("name", ["voi_stats", "concordance", "absorbed_dose", "runs", "ingest_report"])
+@pytest.mark.parametrize("name", ["voi_stats", "concordance", "absorbed_dose", "absorbed_dose_total", "runs",
+                                  "ingest_report"])
 def test_tables_not_yet_written_are_empty_with_the_schema_columns(cohort, name):
     df = getattr(cohort, name)()
     assert list(df.columns) == list(store_schema()["tables"][name]["columns"])
@@ -61,7 +63,7 @@ def test_table_round_trip_keeps_values_and_records_units(cohort, rng):
     assert fields["note"][b"units"] == b"1"
     assert fields["patient"] is None or b"units" not in fields["patient"]
     assert cohort.table_units("absorbed_dose") == {
-        "absorbed_dose_gy": "Gy", "uncertainty_gy": "Gy", "n_timepoints": "1", "note": "1",
+        "cycle": "1", "absorbed_dose_gy": "Gy", "uncertainty_gy": "Gy", "n_timepoints": "1", "note": "1",
     }
     assert validate_cohort(cohort.path) == []
 

@@ -123,6 +123,48 @@ def test_validator_reports_each_kind_of_problem(valid_cohort, kind):
     assert any(expected in p for p in problems), problems
 
 
+def _set_attr(root: Path, scan: str, name: str, value) -> None:
+    _edit_json(root / "store.zarr/scans/P1" / scan / "zarr.json", lambda m: m["attributes"].update({name: value}))
+
+
+IDENTITY_CORRUPTIONS = {
+    "series key missing": (
+        lambda r: _edit_json(r / SCAN / "zarr.json", lambda m: m["attributes"].pop("spect_series_key")),
+        "v0001: required attribute 'spect_series_key' is missing"),
+    "two labels of one series": (
+        lambda r: _set_attr(r, "tp2/v0001", "spect_series_key", "Hseries000000000000000001"),
+        "P1: timepoints tp1, tp2 hold the same SPECT series 'Hseries000000000000000001'"),
+    "versions of different series": (
+        lambda r: _set_attr(r, "tp1/v0001", "spect_series_key", "Hseries-other"),
+        "P1/tp1: its versions are of different SPECT series (v0001 'Hseries-other', "
+        "v0002 'Hseries000000000000000001')"),
+    "cycle out of order": (
+        lambda r: _set_attr(r, "tp2/v0001", "cycle", 2),
+        "tp2 has cycle 2, its injection 2026-03-02T06:00:00 makes it cycle 1"),
+    "second injection in the same cycle": (
+        lambda r: _set_attr(r, "tp2/v0001", "injection_datetime", "2026-04-27T06:00:00"),
+        "tp2 has cycle 1, its injection 2026-04-27T06:00:00 makes it cycle 2"),
+    "cycle not a positive integer": (
+        lambda r: _set_attr(r, "tp2/v0001", "cycle", 0), "attribute 'cycle' = 0 must be positive"),
+    "label not tp<n>": (
+        lambda r: shutil.copytree(r / SCAN.parent, r / SCAN.parent.parent / "tp01"),
+        "scans/P1/tp01: unexpected entry (timepoints are directories named tp1, tp2, ...)"),
+}
+
+
+@pytest.mark.parametrize("kind", list(IDENTITY_CORRUPTIONS))
+def test_validator_checks_scan_identity_and_cycles(valid_cohort, kind):
+    ds, attrs = make_scan(seed=3, spect_series_key="Hseries000000000000000001")
+    valid_cohort.write_scan("P1", "tp1", ds, attrs)  # v0002 of the same series
+    ds, attrs = make_scan(seed=4)
+    valid_cohort.write_scan("P1", "tp2", ds, attrs)
+    assert validate_cohort(valid_cohort.path) == []
+    corrupt, expected = IDENTITY_CORRUPTIONS[kind]
+    corrupt(valid_cohort.path)
+    problems = validate_cohort(valid_cohort.path)
+    assert any(expected in p for p in problems), problems
+
+
 def test_validator_on_a_directory_that_is_not_a_cohort(tmp_path):
     assert validate_cohort(tmp_path) == [f"{tmp_path}: not a cohort directory (store.zarr/zarr.json is missing or unreadable)"]
 
@@ -141,7 +183,7 @@ def test_schema_folder_holds_the_packaged_schema_and_documents_all_of_it():
     from cohort_dosimetry.store import store_schema
 
     repo = Path(__file__).resolve().parents[2]
-    assert json.loads((repo / "storage_schema" / "schema_v1.json").read_text()) == store_schema()
+    assert json.loads((repo / "storage_schema" / "schema_v2.json").read_text()) == store_schema()
     doc = (repo / "storage_schema" / "README.md").read_text()
     schema = store_schema()
     names = [*schema["arrays"], *schema["scan_attrs"], *schema["tables"]]
