@@ -50,7 +50,8 @@ class LabelMap:
     """VOIs on a grid.
 
     ``labels``: int16 Volume (z, y, x), 0 = no VOI, else a region value; ``names`` {region value: region name};
-    ``notes``: what the reader had to tell (renamed ROIs, empty or skipped contours), for the ingest report;
+    ``notes``: problems the reader had to tell (empty or skipped contours), for the ingest report (warnings);
+    ``naming``: how ROI names were read (renamed, kept as written, derived VOIs), for the report (information);
     ``vois`` {VOI name: region values} (derived VOIs included; empty = one VOI per name of ``names``);
     ``source_names`` {VOI name: ROI name as written} where they differ; ``derived`` {VOI name: how};
     ``kept_by_guard``: VOIs that kept a voxel on a coarser grid only by the resampling guard.
@@ -63,6 +64,7 @@ class LabelMap:
     source_names: dict[str, str] = field(default_factory=dict)
     derived: dict[str, str] = field(default_factory=dict)
     kept_by_guard: tuple[str, ...] = ()
+    naming: str = ""
 
     def __post_init__(self):
         if not self.vois:
@@ -196,11 +198,10 @@ def _regions(masks: list[tuple[str, str, np.ndarray]], grid: Grid, notes: list[s
                    for i, (name, _, _) in enumerate(vois)}
     derived, how = derive_vois(voi_regions)
     naming += [f"{name} derived as {description}" for name, description in how.items()]
-    if naming:
-        notes.append(f"{source}: {'; '.join(naming)}")
     source_names = {name: roi for name, roi, _ in vois if roi != name}
     return LabelMap(Volume(lookup[combo], grid, "1"), dict(sorted(names.items())), notes,
-                    {**voi_regions, **derived}, source_names, how)
+                    {**voi_regions, **derived}, source_names, how,
+                    naming=f"{source}: {'; '.join(naming)}" if naming else "")
 
 
 @reader_of_input

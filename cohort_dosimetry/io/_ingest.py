@@ -18,7 +18,7 @@ import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import numpy as np
@@ -69,7 +69,8 @@ class _Job:
 class _Built:
     dataset: xr.Dataset
     attrs: dict
-    notes: list[str]
+    notes: list[str]  # warnings for the report
+    info: list[str] = field(default_factory=list)  # what the report says at information level (ROI naming)
 
 
 def ingest(
@@ -196,6 +197,8 @@ def _ingest(dicom_dir, cohort_dir, grid, key, workers, counts_calibration, progr
                 add("info", sources.spect.label, sources.patient_id, timepoint, status,
                     f"paired with {sources.ct.label} by {sources.ct_pairing}; contours from {sources.contours.label}; "
                     f"therapy cycle {attrs['cycle']}")
+                for note in outcome.info:
+                    add("info", sources.spect.label, sources.patient_id, timepoint, status, note)
                 for note in outcome.notes:
                     add("warning", sources.spect.label, sources.patient_id, timepoint, status, note)
         bar.update()
@@ -328,7 +331,7 @@ def _build_scan(job: _Job) -> _Built:
         }
         notes.append(f"{sources.external_dose.label}: external dose found ({dose.dose.units}, {dose.dose_type}, "
                      f"{dose.summation_type}); recorded in attrs, the store has no array for it yet")
-    return _Built(dataset, attrs, notes)
+    return _Built(dataset, attrs, notes, [label_map.naming] if label_map.naming else [])
 
 
 def _degrees_off_axes(direction) -> float:
