@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -80,7 +81,7 @@ def test_geometry_and_total_activity_match_the_truth(tmp_path, grid):
 
 # ----------------------------------------------------------------------------------------------- bad input
 def _write_scan(root: Path, patient: factory.Patient, hours: float = 24.0, ct: dict | None = None,
-                nm: dict | None = None, with_ct: bool = True) -> dict:
+                nm: dict | None = None, with_ct: bool = True, nm_activity=None) -> dict:
     when = factory.INJECTION + dt.timedelta(hours=hours)
     study, frame, ct_series = generate_uid(), generate_uid(), generate_uid()
     folder = root / patient.patient_id
@@ -89,6 +90,7 @@ def _write_scan(root: Path, patient: factory.Patient, hours: float = 24.0, ct: d
         factory.write_rtstruct(patient, folder / "rs.dcm", study, ct_series, frame, when)
     shape, origin, spacing = factory.nm_grid(patient)
     activity = factory.activity_on_nm_grid(patient, shape, origin, spacing, hours, seed=1)
+    activity = nm_activity(activity) if nm_activity else activity
     factory.write_nm(patient, folder / "nm.dcm", study, frame, hours, activity, origin, spacing, **(nm or {}))
     return dict(folder=folder, study=study, frame=frame, ct_series=ct_series)
 
@@ -153,6 +155,66 @@ BAD_CASES = {
                                       "the radionuclide sources disagree", "NM series"),
     "pet-nuclide-in-pt": ({}, _spect_as_ga68_pet, "the radionuclide is Ga-68", "PT series"),
 }
+
+
+def _exact_copy_of_a_ct_slice(info):
+    original = sorted((info["folder"] / "ct").iterdir())[4]
+    (info["folder"] / "resent").mkdir()
+    shutil.copy(original, info["folder"] / "resent" / "copy_of_slice.dcm")
+
+
+def _broken_copy_of_the_spect(info):
+    data = (info["folder"] / "nm.dcm").read_bytes()
+    (info["folder"] / "resent").mkdir()
+    (info["folder"] / "resent" / "nm_copy.dcm").write_bytes(data[: len(data) - len(data) // 4])
+
+
+def _clinical_roi_name(info):
+    ds = pydicom.dcmread(info["folder"] / "rs.dcm")
+    for roi in ds.StructureSetROISequence:
+        if roi.ROIName == "liver":
+            roi.ROIName = "Leber"
+    ds.save_as(info["folder"] / "rs.dcm")
+
+
+_LU177_DECAY_24H = 2.0 ** (24.0 / (6.647 * 24.0))  # ICRP-107 half-life 6.647 d
+
+#: Inputs that are taken, changed or noted, never refused: case -> (_write_scan kwargs, edit of the written files,
+#: severity and words of the report row, what its source names).
+REPORTED_CASES = {
+    "exact-duplicate-file": ({}, _exact_copy_of_a_ct_slice, "info", "exact copy of", "copy_of_slice.dcm"),
+    "broken-copy-beside-the-good-file": ({}, _broken_copy_of_the_spect, "warning", "broken copy of", "nm_copy.dcm"),
+    "negative-voxels": (dict(nm=dict(signed=True), nm_activity=lambda a: a - 0.02 * a.max()), None, "warning",
+                        "were negative", "NM series"),
+    "decay-corrected-to-administration": (dict(nm=dict(decay_correction="ADMIN", decay_factor=_LU177_DECAY_24H)),
+                                          None, "warning", "decay correction undone", "NM series"),
+    "no-nuclide-information": (dict(nm=dict(nuclide_code=None, half_life_s=None)), None, "warning",
+                               "ingested as Lu-177", "NM series"),
+    "roi-name-outside-the-vocabulary": ({}, _clinical_roi_name, "info", "kept as written with VOI class other: 'Leber'",
+                                        "NM series"),
+}
+
+
+def test_inputs_taken_with_a_report_row_land_once_and_say_what_was_done(tmp_path):
+    root = tmp_path / "dicom"
+    ids = {}
+    for number, (case, (kwargs, edit, _, _, _)) in enumerate(REPORTED_CASES.items()):
+        patient = factory.make_patient(seed=40 + number, patient_id=f"H4{number:07d}", name=f"Taken^Case{number}",
+                                       birth_date=f"1960{number % 12 + 1:02d}11")
+        info = _write_scan(root, patient, **kwargs)
+        if edit:
+            edit(info)
+        ids[case] = patient.patient_id
+    report = ingest(root, tmp_path / "cohort")
+    cohort = open_cohort(tmp_path / "cohort")
+    assert sorted(p for p, _ in cohort.scans()) == sorted(_pseudonym(i) for i in ids.values())
+    assert not (report["severity"] == "error").any(), report[report["severity"] == "error"].to_dict("records")
+    for case, (_, _, severity, words, subject) in REPORTED_CASES.items():
+        rows = report[(report["patient"] == _pseudonym(ids[case])) & report["message"].str.contains(words, regex=False)]
+        assert len(rows) == 1, (case, report[report["patient"] == _pseudonym(ids[case])]["message"].tolist())
+        assert rows["severity"].iloc[0] == severity, case
+        assert subject in rows["source"].iloc[0], (case, rows["source"].iloc[0])
+    assert validate_cohort(tmp_path / "cohort") == []
 
 
 def test_bad_inputs_are_reported_and_the_good_scans_land(tmp_path):
