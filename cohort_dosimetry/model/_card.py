@@ -37,7 +37,7 @@ class ModelCard:
     training: dict  # optimiser, epochs, loss, seed, crops; and whether this is a reduced run
     validation_metrics: dict
     # Measured after the weights were fixed, on virtual patients never used in training (empty when not measured):
-    # per SPECT model the goal checks of issue 5 and the bias of VOI mean dose-rates (model._evaluation.mean_bias);
+    # per SPECT model the accuracy-goal checks and the bias of VOI mean dose-rates (model._evaluation.mean_bias);
     # shown in the report's Methods wherever CNN dose-rates of these weights are reported.
     held_out_evaluation: dict = dataclasses.field(default_factory=dict)
     nuclide: str = "Lu177"

@@ -13,7 +13,7 @@ import xarray as xr
 from cohort_dosimetry.model._dataset import REPORTED_CLASSES, DataSpec, PatientScan, patient_dir
 
 _DR = (10, 30, 70, 90)
-#: Acceptance goals of the CNN on held-out patients (issue 5): its mean dose-rate error at least 40 % below DVK's for
+#: Accuracy goals of the CNN on held-out patients: its mean dose-rate error at least 40 % below DVK's for
 #: these VOI classes, and its NRMSE below DVK's in every reported class.
 GOAL_MEAN_ERROR_REDUCTION = 0.40
 GOAL_MEAN_ERROR_CLASSES = ("kidney", "lesion")
