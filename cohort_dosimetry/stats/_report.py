@@ -407,8 +407,8 @@ def _cnn_evaluation_html(weights_sha256: set[str]) -> list[str]:
                                                                                       *c["interval_95"]),
                             "goal met": "yes" if c["met"] else "no"}
                            for model, m in models.items() for c in m["goal_checks"]])
-    parts += ["<p>Goal checks (the accuracy goal of the weights: mean-error reduction against DVK at least 0.40 for kidneys and lesions; "
-              "NRMSE CNN &minus; DVK below 0 in every class):</p>", _table_html(checks)]
+    parts += ["<p>Goal checks (the accuracy goal of the weights: mean-error reduction against DVK at least 0.40 for "
+              "kidneys and lesions; NRMSE CNN &minus; DVK below 0 in every class):</p>", _table_html(checks)]
     return parts
 
 
