@@ -10,20 +10,15 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 # Monte Carlo tests 7x slower (195 s against 26 s measured).
 export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: demo test test-slow bench venv clean
+.PHONY: demo test test-slow bench gpu-check venv clean
 
 venv: $(STAMP)
 
-# torch==2.13.0 first: it installs the CPU build from local disk; an open range would pull a multi-GB CUDA build.
-$(STAMP): pyproject.toml
+# deploy/install.sh is the one install recipe, shared with deploy/Dockerfile: torch==2.13.0 first (the CPU build from
+# local disk; an open range would pull a multi-GB CUDA build), then the project, then the `dataclasses` backport out.
+$(STAMP): pyproject.toml deploy/install.sh
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[dev]'
-	# rt-utils (a PyTomography dependency) pulls in the Python 3.6 backport `dataclasses`, whose dataclasses.py in
-	# site-packages shadows the standard library wherever site-packages comes first on sys.path -- as it does in
-	# Prefect's local API server (uvicorn --app-dir site-packages), which then fails to start. Python 3.11 has it.
-	$(PY) -m pip uninstall --quiet --yes dataclasses
+	sh deploy/install.sh $(PY) -e '.[dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -37,6 +32,12 @@ test-slow: $(STAMP)
 
 bench: $(STAMP)
 	for b in bench/*.py; do $(PY) $$b || exit 1; done
+
+# On a GPU machine: the CUDA tests and the 42-scan cohort on its GPUs, one Dask worker per GPU; timings and peak GPU
+# memory printed and written to bench/results/gpu_check.json (about 5 minutes on one H100). Without CUDA it says so
+# and exits 0.
+gpu-check: $(STAMP)
+	$(PY) bench/gpu_check.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

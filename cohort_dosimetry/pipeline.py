@@ -5,13 +5,16 @@ orchestrator (the Prefect flows in ``flows/``, a notebook, a shell loop) can run
 Dask worker on another machine -- and pass only ids and paths between them, never arrays.
 
 Every step is idempotent: it looks in the store first and skips work that is complete, so a rerun after a crash
-computes only what is missing.
+computes only what is missing. For dose-rate maps "complete" means made with the run's settings: each map records its
+settings key in its provenance (:func:`map_settings`), and a map made with other settings is computed again.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
+import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -24,7 +27,8 @@ METHODS = ("dvk", "cnn", "mc")
 
 @dataclass(frozen=True)
 class StepResult:
-    """What one step did for one scan: ``status`` is "done", "skipped" (already complete) or "failed"."""
+    """What one step did for one scan: ``status`` is "done", "skipped" (already complete) or "failed";
+    ``device``: where a dose step computed ("cpu", "cuda:0"; "" for other steps and for maps not computed)."""
 
     step: str
     patient: str
@@ -32,6 +36,10 @@ class StepResult:
     status: str
     seconds: float
     message: str = ""
+    device: str = ""
+    #: dose steps: the stored map this step computed or reused: {"settings_sha256", "written_utc", "device" (that
+    #: computed it), "waited_s" (for another run computing it)}; empty for other steps and failures
+    map_record: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -68,11 +76,170 @@ def ingest_cohort(dicom_dir: str | Path, cohort_dir: str | Path, grid: str = "co
     ]
 
 
+def plan_cohort_ingest(dicom_dir: str | Path, cohort_dir: str | Path, grid: str = "compact",
+                       roi_names: dict[str, str] | None = None):
+    """Discovery and labels of an ingest in steps (``cohort_dosimetry.io.plan_ingest``): the plan whose scans
+    :func:`ingest_planned_scan` builds and writes one by one, anywhere; :func:`finish_cohort_ingest` ends it."""
+    from cohort_dosimetry.io import plan_ingest
+
+    return plan_ingest(dicom_dir, cohort_dir, grid=_parse_grid(grid), roi_names=roi_names)
+
+
+def ingest_planned_scan(cohort_dir: str | Path, scan, lock_timeout_s: float | None = None) -> dict:
+    """Build and write one planned scan (``cohort_dosimetry.io.ingest_scan``); store locks are waited for at most
+    ``lock_timeout_s`` seconds (None: the configured wait). Returns {"rows": its report rows, "seconds": wall time}."""
+    from cohort_dosimetry.io import ingest_scan
+    from cohort_dosimetry.store import lock_timeout
+
+    t0 = time.perf_counter()
+    with lock_timeout(lock_timeout_s):
+        rows = ingest_scan(cohort_dir, scan)
+    return {"rows": rows, "seconds": time.perf_counter() - t0}
+
+
+def failed_planned_scan(scan, message: str) -> dict:
+    """The outcome of a planned scan whose :func:`ingest_planned_scan` did not return (its process died, it timed
+    out), as :func:`ingest_planned_scan` gives it: one "rejected" report row naming the SPECT series."""
+    return {"rows": [scan.failed(message)], "seconds": 0.0}
+
+
+def finish_cohort_ingest(cohort_dir: str | Path, plan, outcomes: list[dict]) -> list[dict]:
+    """End an ingest in steps: cycle notes and the report table (``cohort_dosimetry.io.finish_ingest``) from the
+    plan's rows and the scans' ``outcomes`` (of :func:`ingest_planned_scan` or :func:`failed_planned_scan`).
+    Returns one StepResult per scan or rejected file/series, as :func:`ingest_cohort` does."""
+    from cohort_dosimetry.io import finish_ingest
+
+    finish_ingest(cohort_dir, [*plan.rows, *(row for outcome in outcomes for row in outcome["rows"])])
+    results = [_ingest_step(row, 0.0) for row in plan.rows if _is_outcome_row(row)]
+    for outcome in outcomes:
+        row = next((r for r in outcome["rows"] if _is_outcome_row(r)), None)
+        if row is not None:
+            results.append(_ingest_step(row, outcome["seconds"]))
+    return results
+
+
+def _is_outcome_row(row: dict) -> bool:
+    """A report row that says what became of a scan, file or series (not a warning or a note about it)."""
+    return row["status"] in _INGEST_STATUS and row["severity"] != "warning"
+
+
+def _ingest_step(row: dict, seconds: float) -> dict:
+    return StepResult("ingest", row["patient"], row["timepoint"], _INGEST_STATUS[row["status"]], seconds,
+                      "" if row["status"] != "rejected" else f"{row['source']}: {row['message']}").as_dict()
+
+
 def dose_arrays(method: str) -> tuple[str, ...]:
     """Names of the store arrays a dose method produces."""
     if method not in METHODS:
         raise ValueError(f"unknown dose method {method!r}; expected one of {METHODS}")
     return ("dose_rate_mc", "dose_rate_mc_uncertainty") if method == "mc" else (f"dose_rate_{method}",)
+
+
+#: The nuclide the dose-rate methods compute for (``dose.dose_rates``: its kernels, spectra and CNN are Lu-177's).
+DOSE_NUCLIDE = "Lu177"
+
+
+def map_settings(
+    method: str,
+    spacing_mm,
+    *,
+    mc_decays: int = 5_000_000,
+    seed: int = 0,
+    weights: str | Path | None = None,
+    prior_dvk: dict | None = None,
+) -> dict:
+    """The settings key of one dose-rate map: everything that decides its values, as plain JSON types.
+
+    A stored map whose provenance ``settings`` equal this key is current and is reused; any difference makes a run
+    compute it again (:func:`map_stale_reason`). The key holds ``method`` and ``grid_spacing_mm`` ((z, y, x) mm),
+    and per method:
+
+    * "dvk": ``nuclide`` and ``kernel_sha256``, the sha256 of the kernel it is convolved with (float32 bytes of
+      ``physics.voxel_kernel(nuclide, spacing, default_kernel_shape(spacing), "total")``);
+    * "cnn": ``weights_sha256`` and ``normalisation`` of the model card ``weights`` (None: the shipped one), and
+      ``prior_dvk``, the DVK map it takes as its prior: ``{"settings_sha256", "written_utc"}`` of the stored DVK
+      map, ``written_utc`` None when the DVK map was computed for it in memory (required for "cnn");
+    * "mc": ``engine`` and ``engine_version`` (``physics.ENGINE_VERSION``), ``nuclide``, ``n_decays`` and ``seed``.
+
+    Recorded beside the key but not in it: software version, device and wall time. A release or a device that
+    changes no setting gives the same map up to float round-off; a change of the numbers comes with a new engine
+    version, kernel or weights, which are in the key.
+    """
+    key = {"method": method, "grid_spacing_mm": [float(s) for s in spacing_mm]}
+    if method == "dvk":
+        key.update(nuclide=DOSE_NUCLIDE, kernel_sha256=_kernel_sha256(tuple(key["grid_spacing_mm"]), DOSE_NUCLIDE))
+    elif method == "cnn":
+        if not isinstance(prior_dvk, dict) or set(prior_dvk) != {"settings_sha256", "written_utc"}:
+            raise ValueError("the cnn map's settings need prior_dvk = {settings_sha256, written_utc} of its DVK map, "
+                             f"got {prior_dvk!r}")
+        card = json.loads(json.dumps(_card_key(str(weights) if weights is not None else None)))  # a fresh copy
+        key.update(**card, prior_dvk=dict(prior_dvk))
+    elif method == "mc":
+        from cohort_dosimetry.physics import ENGINE_VERSION
+
+        key.update(engine="cohort_dosimetry.physics.dose_rate_mc", engine_version=str(ENGINE_VERSION),
+                   nuclide=DOSE_NUCLIDE, n_decays=int(mc_decays), seed=int(seed))
+    else:
+        raise ValueError(f"unknown dose method {method!r}; expected one of {METHODS}")
+    return key
+
+
+def settings_sha256(settings: dict) -> str:
+    """sha256 of a settings key (:func:`map_settings`) as canonical JSON (sorted keys, no spaces)."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def map_stale_reason(record: dict | None, settings: dict) -> str:
+    """Why a stored map must be computed for ``settings`` (:func:`map_settings`): "" when its provenance
+    ``record`` (None: no map stored) holds exactly these settings, else the reason in words."""
+    if record is None:
+        return "no map stored"
+    stored = record.get("settings")
+    if not isinstance(stored, dict):
+        return "the stored map records no settings"
+    if stored == settings:
+        return ""
+    changes = []
+    for key in sorted(set(stored) | set(settings)):
+        old, new = stored.get(key), settings.get(key)
+        if old == new:
+            continue
+        if key == "prior_dvk" and isinstance(old, dict) and isinstance(new, dict) \
+                and old.get("settings_sha256") == new.get("settings_sha256"):
+            changes.append("its DVK prior is another DVK map (the DVK map was computed again)")
+        elif key == "prior_dvk":
+            changes.append("its DVK prior has other settings")
+        else:
+            changes.append(f"{key} {_brief(old)} -> {_brief(new)}")
+    return "settings changed: " + "; ".join(changes)
+
+
+def _brief(value) -> str:
+    """A setting's value in a reason: hashes cut to 12 hex digits."""
+    if isinstance(value, str) and len(value) > 16:
+        return value[:12] + "..."
+    return json.dumps(value, sort_keys=True)
+
+
+@functools.lru_cache(maxsize=16)
+def _kernel_sha256(spacing_mm: tuple[float, float, float], nuclide: str) -> str:
+    """sha256 of the float32 bytes of the DVK kernel ``dose_rate_dvk`` convolves a grid of ``spacing_mm`` with."""
+    from cohort_dosimetry.physics import default_kernel_shape, voxel_kernel
+
+    kernel = voxel_kernel(nuclide, spacing_mm, default_kernel_shape(spacing_mm), kind="total")
+    return hashlib.sha256(kernel.astype("float32", copy=False).tobytes()).hexdigest()
+
+
+@functools.lru_cache(maxsize=8)
+def _card_key(weights: str | None) -> dict:
+    """The part of a model card that decides the CNN's output: weights sha256 and normalisation."""
+    from cohort_dosimetry.model import SHIPPED_CARD, ModelCard
+
+    card = ModelCard.from_json(Path(weights) if weights is not None else SHIPPED_CARD)
+    return {"weights_sha256": card.weights_sha256,
+            "normalisation": {"spect_scale": float(card.spect_scale), "dose_rate_scale": float(card.dose_rate_scale),
+                              "density_threshold_g_cm3": float(card.density_threshold_g_cm3),
+                              "pack_depth": int(card.pack_depth)}}
 
 
 def compute_scan_dose(
@@ -83,38 +250,125 @@ def compute_scan_dose(
     device: str | None = None,
     mc_decays: int = 5_000_000,
     seed: int = 0,
+    weights: str | Path | None = None,
+    wait_timeout_s: float | None = None,
 ) -> list[dict]:
-    """Compute the dose-rate maps of one scan that the store does not hold yet, in the order of :data:`METHODS`.
+    """Bring the dose-rate maps of one scan (its latest version) up to date for these settings, in the order of
+    :data:`METHODS`.
 
-    The scan is read once; the CNN takes the DVK map (stored earlier or computed just before) as its prior. Each
-    map is stored as soon as it is computed, so a crash loses at most the method in progress.
-    Returns one StepResult (as a dict) per method: "done" or "skipped".
+    A map is reused when the scan's provenance records the settings key this run asks for (:func:`map_settings`:
+    method, grid, kernel, weights, engine version, MC decays and seed, and for the CNN the DVK map it took as its
+    prior); otherwise it is computed and stored, and a map it replaces is kept as superseded
+    (``Cohort.write_arrays``). Computing takes the scan's compute lock of that method (``Cohort.compute_lock``;
+    waits at most ``wait_timeout_s`` s for another run computing the same map, None: as long as that run computes)
+    and checks the provenance again once it holds it, so two runs never compute one map: the second reuses the
+    first's. ``weights``: model card of the CNN (None: the shipped one).
+
+    Returns one StepResult (as a dict) per method: "done" (computed; ``message`` says why) or "skipped" (reused;
+    ``message`` says when another run computed it meanwhile), with ``map_record`` naming the stored map.
     """
-    from cohort_dosimetry.dose import dose_rates
-    from cohort_dosimetry.physics import resolve_device
     from cohort_dosimetry.store import open_cohort
 
-    cohort = open_cohort(cohort_dir)
-    ordered = [m for m in METHODS if m in methods]
-    todo = [m for m in ordered if not cohort.has_arrays(patient, timepoint, dose_arrays(m))]
-    results = {m: StepResult(f"dose_{m}", patient, timepoint, "skipped", 0.0) for m in ordered if m not in todo}
-    if todo:
-        dev = resolve_device(device)
-        lazy = cohort.scan(patient, timepoint)
-        version = lazy.attrs["version"]
-        scan = lazy[[v for v in ("activity", "density", "dose_rate_dvk") if v in lazy]].load()
-        for method in todo:
-            t0 = time.perf_counter()
-            maps = dose_rates(scan, methods=(method,), device=dev, mc_decays=mc_decays, seed=seed)
-            seconds = time.perf_counter() - t0
-            provenance = {"method": method, "software_version": __version__, "device": str(dev),
-                          "wall_time_s": round(seconds, 3)}
-            cohort.write_arrays(patient, timepoint, maps[list(dose_arrays(method))], provenance=provenance,
-                                version=version)
-            if method == "dvk":
-                scan["dose_rate_dvk"] = maps["dose_rate_dvk"]
-            results[method] = StepResult(f"dose_{method}", patient, timepoint, "done", seconds)
-    return [results[m].as_dict() for m in ordered]
+    maps = _ScanMaps(open_cohort(cohort_dir), patient, timepoint, device, mc_decays, seed, weights, wait_timeout_s)
+    return [maps.bring_up_to_date(m).as_dict() for m in METHODS if m in methods]
+
+
+class _ScanMaps:
+    """The dose-rate maps of one scan version for one set of run settings: which are current, and computing those
+    that are not. Reads the scan's inputs once, and only when something is computed."""
+
+    def __init__(self, cohort, patient, timepoint, device, mc_decays, seed, weights, wait_timeout_s):
+        self.cohort, self.patient, self.timepoint = cohort, patient, timepoint
+        attrs = cohort.scan_attrs(patient, timepoint)
+        self.version, self.spacing = attrs["version"], attrs["spacing_mm"]
+        self.device, self.mc_decays, self.seed, self.weights = device, mc_decays, seed, weights
+        self.wait_timeout_s = wait_timeout_s
+        self._inputs = None  # activity and density, loaded on first use
+        self._dvk = None  # (written_utc, array) of the DVK map this step stored
+
+    def records(self, method: str) -> list[dict | None]:
+        """The provenance records of the method's arrays in the scan version now (None where absent)."""
+        provenance = self.cohort.scan_attrs(self.patient, self.timepoint, self.version).get("provenance", {})
+        return [provenance.get(name) for name in dose_arrays(method)]
+
+    def settings(self, method: str) -> dict:
+        prior = self.prior_dvk() if method == "cnn" else None
+        return map_settings(method, self.spacing, mc_decays=self.mc_decays, seed=self.seed, weights=self.weights,
+                            prior_dvk=prior)
+
+    def stale_reason(self, method: str, settings: dict) -> str:
+        return next((r for r in (map_stale_reason(rec, settings) for rec in self.records(method)) if r), "")
+
+    def prior_dvk(self) -> dict:
+        """The DVK map the CNN takes as its prior: the stored one when it is current, else one computed in memory."""
+        dvk = map_settings("dvk", self.spacing)
+        (record,) = self.records("dvk")
+        stored = record is not None and not map_stale_reason(record, dvk)
+        return {"settings_sha256": settings_sha256(dvk), "written_utc": record["written_utc"] if stored else None}
+
+    def bring_up_to_date(self, method: str) -> StepResult:
+        settings = self.settings(method)
+        if not self.stale_reason(method, settings):
+            return self._reused(method, 0.0, "")
+        t_wait = time.perf_counter()
+        with self.cohort.compute_lock(self.patient, self.timepoint, method, timeout_s=self.wait_timeout_s):
+            waited = time.perf_counter() - t_wait
+            for _ in range(5):  # again only when the CNN's prior is replaced while it is being read
+                settings = self.settings(method)
+                reason = self.stale_reason(method, settings)
+                if not reason:
+                    return self._reused(method, waited, "computed by a concurrent run while this run waited")
+                scan = self._inputs_for(method, settings)
+                if scan is not None:
+                    break
+            else:
+                raise RuntimeError(f"scan {self.patient}/{self.timepoint}: its DVK map was replaced 5 times while "
+                                   "the CNN read it as its prior")
+            return self._compute(method, scan, settings, reason, waited)
+
+    def _inputs_for(self, method: str, settings: dict):
+        """The Dataset ``dose_rates`` computes the method from; None if the CNN's stored prior changed meanwhile."""
+        if self._inputs is None:
+            lazy = self.cohort.scan(self.patient, self.timepoint, self.version)
+            self._inputs = lazy[["activity", "density"]].load()
+        written = settings["prior_dvk"]["written_utc"] if method == "cnn" else None
+        if written is None:  # DVK, MC, or a CNN whose DVK prior is computed in memory by dose_rates
+            return self._inputs
+        if self._dvk is not None and self._dvk[0] == written:
+            prior = self._dvk[1]
+        else:
+            prior = self.cohort.scan(self.patient, self.timepoint, self.version)["dose_rate_dvk"].values
+            if (self.records("dvk")[0] or {}).get("written_utc") != written:
+                return None
+        return self._inputs.assign(dose_rate_dvk=(("z", "y", "x"), prior))
+
+    def _compute(self, method: str, scan, settings: dict, reason: str, waited: float) -> StepResult:
+        from cohort_dosimetry.dose import dose_rates
+        from cohort_dosimetry.physics import resolve_device
+
+        dev = resolve_device(self.device)
+        t0 = time.perf_counter()
+        maps = dose_rates(scan, methods=(method,), device=dev, mc_decays=self.mc_decays, seed=self.seed,
+                          weights=self.weights)
+        seconds = time.perf_counter() - t0
+        digest = settings_sha256(settings)
+        provenance = {"method": method, "settings": settings, "settings_sha256": digest,
+                      "software_version": __version__, "device": str(dev), "wall_time_s": round(seconds, 3),
+                      "reason": reason}
+        record = self.cohort.write_arrays(self.patient, self.timepoint, maps[list(dose_arrays(method))],
+                                          provenance=provenance, version=self.version)
+        if method == "dvk":
+            self._dvk = (record["written_utc"], maps["dose_rate_dvk"].values)
+        stored = {"settings_sha256": digest, "written_utc": record["written_utc"], "device": str(dev),
+                  "waited_s": round(waited, 3)}
+        return StepResult(f"dose_{method}", self.patient, self.timepoint, "done", seconds, reason, device=str(dev),
+                          map_record=stored)
+
+    def _reused(self, method: str, waited: float, message: str) -> StepResult:
+        record = self.records(method)[0]
+        stored = {"settings_sha256": record.get("settings_sha256", ""), "written_utc": record["written_utc"],
+                  "device": record.get("device", ""), "waited_s": round(waited, 3)}
+        return StepResult(f"dose_{method}", self.patient, self.timepoint, "skipped", 0.0, message, map_record=stored)
 
 
 def scan_statistics(cohort_dir: str | Path, patient: str, timepoint: str) -> dict[str, pd.DataFrame]:
@@ -174,15 +428,11 @@ def weights_sha256() -> str:
 
 def kernel_sha256(cohort_dir: str | Path, nuclide: str = "Lu177") -> str:
     """sha256 of the DVK kernel(s) the cohort's scans are convolved with (one per distinct dose-grid spacing)."""
-    from cohort_dosimetry.physics import default_kernel_shape, voxel_kernel
     from cohort_dosimetry.store import open_cohort
 
     cohort = open_cohort(cohort_dir)
     spacings = sorted({tuple(cohort.scan_attrs(p, t)["spacing_mm"]) for p, t in cohort.scans()})
-    return ",".join(
-        hashlib.sha256(voxel_kernel(nuclide, s, default_kernel_shape(s), kind="total").tobytes()).hexdigest()
-        for s in spacings
-    )
+    return ",".join(_kernel_sha256(tuple(float(v) for v in s), nuclide) for s in spacings)
 
 
 def scan_outcomes(results: list[dict]) -> dict[str, int]:
@@ -207,7 +457,9 @@ def record_run(
     weights_sha256: str = "",
     kernel_sha256: str = "",
 ) -> pd.DataFrame:
-    """Append one row to ``tables/runs.parquet``: what this run did, with which software, weights and kernels."""
+    """Append one row to ``tables/runs.parquet``: what this run did, with which software, weights and kernels, and
+    (``dose_devices``) the device each dose-rate map it computed was computed on; ``n_maps_computed`` and
+    ``n_maps_reused`` count its maps, and ``tables/run_maps.parquet`` gets one row per map (:func:`run_map_rows`)."""
     from cohort_dosimetry.store import open_cohort
 
     counts = scan_outcomes(results)
@@ -224,7 +476,38 @@ def record_run(
         "wall_time_s": float(wall_time_s),
         "methods": ",".join(methods),
         "failures": "; ".join(f"{r['step']} {r['patient']}/{r['timepoint']}: {r['message']}" for r in failed),
+        # where each dose-rate map of this run was computed: "dose_mc P1/tp2: cuda:0; ..."
+        "dose_devices": "; ".join(f"{r['step']} {r['patient']}/{r['timepoint']}: {r['device']}" for r in results
+                                  if r.get("device")),
     }
+    maps = run_map_rows(run_id, results)  # one run_maps row per dose-rate map; their counts in this row
+    for status in ("computed", "reused"):
+        row[f"n_maps_{status}"] = int((maps["status"] == status).sum()) if len(maps) else 0
     df = pd.DataFrame([row])
-    open_cohort(cohort_dir).append_table("runs", df)
+    cohort = open_cohort(cohort_dir)
+    cohort.append_table("runs", df)
+    if len(maps):
+        cohort.append_table("run_maps", maps)
     return df
+
+
+#: Step status of a dose step -> what became of its map in ``run_maps``.
+_MAP_STATUS = {"done": "computed", "skipped": "reused", "failed": "failed"}
+
+
+def run_map_rows(run_id: str, results: list[dict]) -> pd.DataFrame:
+    """The ``run_maps`` rows of a run: one per dose step (``dose_<method>``) in ``results``, saying whether its
+    map was computed, reused or failed, why, and which stored map it is (settings sha256, written_utc, device)."""
+    rows = []
+    for r in results:
+        if not r["step"].startswith("dose_"):
+            continue
+        stored = r.get("map_record") or {}
+        rows.append({
+            "run_id": run_id, "patient": r["patient"], "timepoint": r["timepoint"], "method": r["step"][5:],
+            "status": _MAP_STATUS[r["status"]], "reason": r["message"],
+            "settings_sha256": stored.get("settings_sha256", ""), "map_written_utc": stored.get("written_utc", ""),
+            "device": stored.get("device", ""), "compute_s": float(r["seconds"]) if r["status"] == "done" else 0.0,
+            "waited_s": float(stored.get("waited_s", 0.0)),
+        })
+    return pd.DataFrame(rows)

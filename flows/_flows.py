@@ -2,10 +2,13 @@
 
 ``cohort_flow`` = ``ingest_flow`` -> ``dose_flow`` -> ``aggregate_flow`` -> run record. Each runs its tasks on Dask
 (``address`` of an existing cluster, or the embedded default of ``_runtime``). A failed scan is recorded and the
-others go on; a rerun computes only what the store does not hold yet.
-"""
-from __future__ import annotations
+others go on; a rerun computes only the maps the store does not hold for these settings.
 
+No ``from __future__ import annotations`` here: the flows' parameter annotations must be objects, not strings. A
+served deployment (``Flow.serve``) runs its flow in a subprocess from a by-value cloudpickle of the function, whose
+globals hold only the names its body uses; Prefect validates the run's parameters against the annotations resolved
+in those globals, so a string annotation such as ``"Sequence[str]"`` fails every run before it starts.
+"""
 import contextlib
 import time
 from collections.abc import Sequence
@@ -15,41 +18,142 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 from prefect_dask import DaskTaskRunner
 
-from cohort_dosimetry.pipeline import METHODS, StepResult, scan_outcomes
-from flows._runtime import cluster_has_gpus, dask_scheduler
+from cohort_dosimetry.pipeline import METHODS, StepResult, failed_planned_scan, scan_outcomes
+from cohort_dosimetry.store import lock_timeout
+from flows._runtime import cluster_has_gpus, dask_scheduler, parameter_from_environment
 from flows._tasks import (
     cohort_tables_task,
     dose_task,
-    ingest_task,
+    finish_ingest_task,
+    ingest_scan_task,
+    plan_ingest_task,
     record_run_task,
     report_task,
     scan_stats_task,
 )
 
-#: Methods whose work belongs on a GPU when the cluster has one.
-GPU_METHODS = frozenset({"cnn", "mc"})
+#: Methods whose work belongs on a GPU when the cluster has one: all of them (DVK and the CNN run on torch, MC too).
+GPU_METHODS = frozenset(METHODS)
+#: Seconds GPU-tagged dose tasks wait while the cluster has no worker with a GPU resource, before they fail.
+DEFAULT_GPU_WAIT_TIMEOUT_S = 600.0
+
+
+def _failure_message(exc: BaseException) -> str:
+    """Why a task did not return, for the run record (the scan is named by the StepResult that carries it)."""
+    from distributed import KilledWorker
+
+    if isinstance(exc, KilledWorker):
+        return (f"every Dask worker that ran the task died while running it (out of memory, or killed): "
+                f"KilledWorker: {exc}")
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _watch(entries: list[tuple[object, bool]], task_timeout_s: float | None = None,
+           gpu_wait_timeout_s: float | None = None) -> dict[int, str]:
+    """Wait until every task future of ``entries`` ((future, asks for a GPU), ...) has finished, giving up on those
+    that cannot or should not finish; returns {id(future): why} for those, each cancelled.
+
+    * ``task_timeout_s``: a task seen computing on a worker for longer (checked every second) is cancelled and its
+      worker restarted by its nanny, which stops the computation (a thread cannot be stopped otherwise; Prefect's
+      own task timeout, an exception sent into the thread, can be swallowed on its way, e.g. by a garbage-collector
+      callback of the Dask worker).
+    * ``gpu_wait_timeout_s``: when the cluster has had no worker with a ``GPU`` resource for that long, the
+      GPU-tagged tasks still waiting are cancelled (Dask would keep them waiting for one forever). A GPU worker back
+      within the wait (a nanny restarting one that died) resets the clock.
+    """
+    from concurrent.futures import CancelledError
+
+    from distributed import wait
+
+    from flows._runtime import executing_keys, gpu_worker_addresses
+
+    watch_gpu = gpu_wait_timeout_s is not None and any(gpu for _, gpu in entries)
+    if not entries or (task_timeout_s is None and not watch_gpu):
+        return {}
+    client = entries[0][0].wrapped_future.client
+    given_up: dict[int, str] = {}
+    started: dict[str, float] = {}  # key -> when it was first seen computing
+    without_gpu_since = None
+    while True:
+        waiting = [(f, gpu) for f, gpu in entries if id(f) not in given_up and not f.wrapped_future.done()]
+        if not waiting:
+            return given_up
+        now = time.monotonic()
+        if watch_gpu and any(gpu for _, gpu in waiting):
+            if gpu_worker_addresses(client.scheduler_info(n_workers=-1)["workers"]):
+                without_gpu_since = None
+            else:
+                without_gpu_since = without_gpu_since or now
+                if now - without_gpu_since >= gpu_wait_timeout_s:
+                    stranded = [f for f, gpu in waiting if gpu]
+                    client.cancel([f.wrapped_future for f in stranded])
+                    given_up.update({id(f): (
+                        f"no Dask worker with a GPU resource was left for {gpu_wait_timeout_s:g} s (the GPU wait "
+                        "timeout, --gpu-wait-timeout): the task waited for one and was cancelled") for f in stranded})
+        if task_timeout_s is not None:
+            by_key = {str(f.wrapped_future.key): f for f, _ in waiting if id(f) not in given_up}
+            busy = [w for w, keys in client.processing().items() if by_key.keys() & {str(k) for k in keys}]
+            computing = client.run(executing_keys, workers=busy, on_error="return") if busy else {}
+            for worker, keys in computing.items():
+                for key in keys if isinstance(keys, list) else []:
+                    if key not in by_key or now - started.setdefault(key, now) < task_timeout_s:
+                        continue
+                    client.cancel([by_key[key].wrapped_future])
+                    restarted = client.restart_workers([worker], timeout=120, raise_for_error=False).get(worker)
+                    given_up[id(by_key[key])] = (
+                        f"ran longer than the task timeout of {task_timeout_s:g} s (--task-timeout) on {worker}: "
+                        "cancelled, " + ("its worker restarted" if restarted == "OK" else
+                                         f"its worker could not be restarted ({restarted}) and computes on"))
+        still = [f.wrapped_future for f, _ in waiting if id(f) not in given_up]
+        try:  # the next check after a second, or as soon as one of them finishes
+            with client.as_current():
+                wait(still, timeout=1.0, return_when="FIRST_COMPLETED")
+        except (TimeoutError, CancelledError):  # cancelled elsewhere: its own result says so
+            pass
+
+
+def _settled(future) -> tuple[object, str | None]:
+    """Wait for a task future: (its result, None), or (None, why it failed). Reads the Dask future and the final
+    state it carries, so a task whose worker died before it reported to the API is a failure too, not an error."""
+    future.wait()
+    try:
+        return future.result(), None
+    except Exception as exc:  # the task's own error, a dead worker, a timeout: recorded against the scan
+        return None, _failure_message(exc)
 
 
 def _outcomes(future, steps: list[str], patient: str, timepoint: str) -> list[dict]:
     """The StepResults of a finished task future (a list, or one dict); a failure fails each of its ``steps``."""
-    future.wait()
-    if future.state.is_completed():
-        result = future.result()
+    result, message = _settled(future)
+    if message is None:
         return result if isinstance(result, list) else [result]
-    try:
-        future.result()
-        message = f"task ended in state {future.state.name}"
-    except Exception as exc:  # the task's own error, recorded against the scan
-        message = f"{type(exc).__name__}: {exc}"
     return [StepResult(step, patient, timepoint, "failed", 0.0, message).as_dict() for step in steps]
 
 
 @flow(name="ingest", log_prints=True)
 def ingest_flow(dicom_dir: str, cohort_dir: str, grid: str = "compact",
-                roi_names: dict[str, str] | None = None) -> list[dict]:
+                roi_names: dict[str, str] | None = None, lock_timeout_s: float | None = None,
+                task_timeout_s: float | None = None) -> list[dict]:
     """Ingest a DICOM folder into the cohort store (idempotent: unchanged files are a no-op). ``roi_names``: the
-    user's {ROI name as written: vocabulary name}, extending the built-in clinical synonyms."""
-    return ingest_task(dicom_dir, cohort_dir, grid, roi_names)
+    user's {ROI name as written: vocabulary name}, extending the built-in clinical synonyms.
+
+    Discovery, pseudonyms and labels once, here (the plan: the pseudonym key is the one of the process that runs
+    the flow), then one task per scan, so that a scan whose build kills its worker (out of memory) or times out
+    (``task_timeout_s``) fails alone and the run record names it; then cycle notes and the ingest report.
+    ``lock_timeout_s``: the longest wait for a store lock (None: the configured wait, see
+    ``cohort_dosimetry.store.lock_timeout``).
+    """
+    with lock_timeout(lock_timeout_s):
+        plan = plan_ingest_task(dicom_dir, cohort_dir, grid, roi_names)
+    submitted = [(ingest_scan_task.submit(cohort_dir, scan, lock_timeout_s=lock_timeout_s), scan)
+                 for scan in plan.scans]
+    given_up = _watch([(future, False) for future, _ in submitted], task_timeout_s=task_timeout_s)
+    outcomes = []
+    for future, scan in submitted:
+        result, message = (None, given_up[id(future)]) if id(future) in given_up else _settled(future)
+        outcomes.append(result if message is None else failed_planned_scan(scan, f"ingest did not finish: {message}"))
+    with lock_timeout(lock_timeout_s):
+        return finish_ingest_task(cohort_dir, plan, outcomes)
 
 
 @flow(name="dose", log_prints=True)
@@ -60,11 +164,18 @@ def dose_flow(
     mc_decays: int = 5_000_000,
     seed: int = 0,
     use_gpu_resources: bool = False,
+    gpu_wait_timeout_s: float = DEFAULT_GPU_WAIT_TIMEOUT_S,
+    task_timeout_s: float | None = None,
+    lock_timeout_s: float | None = None,
 ) -> list[dict]:
     """Per scan: DVK, then CNN (on the DVK map of the same scan), and MC where asked.
 
     ``mc_scans``: "all", or "first" for the earliest scan of each patient's therapy cycle only (to bound MC cost on
-    a CPU).
+    a CPU). ``use_gpu_resources``: every dose task asks for a worker's ``GPU`` resource (the cluster has such
+    workers); each worker computes on its own CUDA device if it has one, else on its CPU. When the cluster has had
+    no GPU worker for ``gpu_wait_timeout_s`` seconds (they died or left), the dose tasks still waiting for one fail,
+    naming their scans. ``task_timeout_s``: the longest a dose task may run (None: no limit); ``lock_timeout_s``:
+    the longest wait for a store lock (None: the configured wait).
     """
     from cohort_dosimetry.store import open_cohort
 
@@ -80,7 +191,7 @@ def dose_flow(
     first_scans = {(patient, timepoint) for (patient, _), timepoint in first_tp.items()}
     # One task per scan for DVK -> CNN (the CNN's prior is the DVK map) and one for MC, which needs neither.
     # No task waits on another inside Dask, so every worker runs one task at a time.
-    pending = []
+    pending, on_gpu = [], []
     for patient, timepoint in scans:
         kernel_methods = tuple(m for m in ("dvk", "cnn") if m in methods)
         run_mc = "mc" in methods and (mc_scans == "all" or (patient, timepoint) in first_scans)
@@ -88,11 +199,26 @@ def dose_flow(
             if not group:
                 continue
             # dask.annotate returns a one-shot context manager: a fresh one for every submission
-            on_gpu = use_gpu_resources and GPU_METHODS & set(group)
-            with dask.annotate(resources={"GPU": 1}) if on_gpu else contextlib.nullcontext():
-                fut = dose_task.submit(cohort_dir, patient, timepoint, group, mc_decays, seed)
+            gpu = bool(use_gpu_resources and GPU_METHODS & set(group))
+            with dask.annotate(resources={"GPU": 1}) if gpu else contextlib.nullcontext():
+                fut = dose_task.submit(cohort_dir, patient, timepoint, group, mc_decays, seed,
+                                       lock_timeout_s=lock_timeout_s)
             pending.append((fut, [f"dose_{m}" for m in group], patient, timepoint))
-    return [r for p in pending for r in _outcomes(*p)]
+            on_gpu.append(gpu)
+    given_up = _watch([(p[0], gpu) for p, gpu in zip(pending, on_gpu)], task_timeout_s=task_timeout_s,
+                      gpu_wait_timeout_s=gpu_wait_timeout_s)
+    stranded = sorted({f"{p}/{t}" for fut, _, p, t in pending if "GPU wait" in given_up.get(id(fut), "")})
+    if stranded:
+        get_run_logger().error("no Dask worker with a GPU resource for %g s (the GPU wait timeout): the dose tasks "
+                               "of %d scan(s) that waited for one fail: %s", gpu_wait_timeout_s, len(stranded),
+                               ", ".join(stranded))
+    results = []
+    for fut, steps, patient, timepoint in pending:
+        if id(fut) in given_up:
+            results += [StepResult(s, patient, timepoint, "failed", 0.0, given_up[id(fut)]).as_dict() for s in steps]
+        else:
+            results += _outcomes(fut, steps, patient, timepoint)
+    return results
 
 
 @flow(name="aggregate", log_prints=True)
@@ -104,21 +230,24 @@ def aggregate_flow(cohort_dir: str, notes: Sequence[str] = ()) -> dict:
     futures = [(scan_stats_task.submit(cohort_dir, p, t), p, t) for p, t in scans]
     per_scan, failures = [], []
     for fut, p, t in futures:
-        fut.wait()
-        if fut.state.is_completed():
-            per_scan.append(fut.result())
+        result, message = _settled(fut)
+        if message is None:
+            per_scan.append(result)
         else:  # statistics are recomputed every run, so only their failures belong in the run record
-            failures += _outcomes(fut, ["stats"], p, t)
-    summary = cohort_tables_task(cohort_dir, per_scan)
-    summary["report"] = report_task(cohort_dir, list(notes))
+            failures.append(StepResult("stats", p, t, "failed", 0.0, message).as_dict())
+    if per_scan:
+        summary = cohort_tables_task(cohort_dir, per_scan)
+        summary["report"] = report_task(cohort_dir, list(notes))
+    else:  # no scan has a dose-rate map (each one's failure is in ``failures``): no tables or report; a run record
+        summary = {"report": ""}
     summary["results"] = failures
     return summary
 
 
 @flow(name="cohort", log_prints=True)
 def cohort_flow(
-    dicom_dir: str,
-    cohort_dir: str,
+    dicom_dir: str | None = None,
+    cohort_dir: str | None = None,
     methods: Sequence[str] = ("dvk", "cnn", "mc"),
     address: str | None = None,
     grid: str = "compact",
@@ -126,13 +255,26 @@ def cohort_flow(
     mc_decays: int = 5_000_000,
     seed: int = 0,
     roi_names: dict[str, str] | None = None,
+    gpu_wait_timeout_s: float = DEFAULT_GPU_WAIT_TIMEOUT_S,
+    task_timeout_s: float | None = None,
+    lock_timeout_s: float | None = None,
 ) -> dict:
     """The whole overnight job: ingest, dose-rate maps, statistics, report, run record.
 
     ``address``: a Dask scheduler (``tcp://host:8786``); None starts the embedded default for the length of the run.
     ``roi_names``: the user's {ROI name as written: vocabulary name} for ingest
     (``cohort_dosimetry.vocabulary.read_roi_names``).
+    Timeouts, in seconds, each failing what waited and naming its scan in the run record: ``gpu_wait_timeout_s``,
+    how long dose tasks wait while the cluster has no GPU worker (it had one at the start); ``task_timeout_s``, the
+    longest an ingest or dose task may run (None: no limit); ``lock_timeout_s``, the longest wait for a store lock
+    (None: ``$COHORT_DOSIMETRY_LOCK_TIMEOUT_S`` or the store's default).
+    ``dicom_dir``, ``cohort_dir`` and ``address`` left unset (None) are read when the run starts from the environment
+    of the process that runs it (``COHORT_DICOM_DIR``, ``COHORT_DIR``, ``DASK_SCHEDULER_ADDRESS``; for a deployment,
+    the Prefect worker's), so that a deployment names no path or host (deploy/prefect.yaml).
     """
+    dicom_dir = parameter_from_environment("dicom_dir", dicom_dir)
+    cohort_dir = parameter_from_environment("cohort_dir", cohort_dir)
+    address = parameter_from_environment("address", address)
     logger = get_run_logger()
     t0 = time.perf_counter()
     methods = tuple(methods)
@@ -146,19 +288,23 @@ def cohort_flow(
         logger.info("tasks run on Dask at %s (GPU workers: %s)", addr, gpus)
         stage_wall_s = {}
         t = time.perf_counter()
-        results = list(ingest_flow.with_options(task_runner=runner)(dicom_dir, cohort_dir, grid, roi_names))
+        results = list(ingest_flow.with_options(task_runner=runner)(
+            dicom_dir, cohort_dir, grid, roi_names, lock_timeout_s=lock_timeout_s, task_timeout_s=task_timeout_s))
         stage_wall_s["ingest"] = time.perf_counter() - t
         t = time.perf_counter()
         results += dose_flow.with_options(task_runner=runner)(
-            cohort_dir, methods, mc_scans=mc_scans, mc_decays=mc_decays, seed=seed, use_gpu_resources=gpus)
+            cohort_dir, methods, mc_scans=mc_scans, mc_decays=mc_decays, seed=seed, use_gpu_resources=gpus,
+            gpu_wait_timeout_s=gpu_wait_timeout_s, task_timeout_s=task_timeout_s, lock_timeout_s=lock_timeout_s)
         stage_wall_s["dose"] = time.perf_counter() - t
         t = time.perf_counter()
-        summary = aggregate_flow.with_options(task_runner=runner)(cohort_dir, notes)
+        with lock_timeout(lock_timeout_s):
+            summary = aggregate_flow.with_options(task_runner=runner)(cohort_dir, notes)
         stage_wall_s["stats+report"] = time.perf_counter() - t
     results += summary.pop("results")
     wall = time.perf_counter() - t0
     run_id = str(flow_run.get_id() or "local")
-    record_run_task(cohort_dir, run_id, results, wall, methods)
+    with lock_timeout(lock_timeout_s):
+        record_run_task(cohort_dir, run_id, results, wall, methods)
     failed = [r for r in results if r["status"] == "failed"]
     for r in failed:
         logger.warning("FAILED %s %s/%s: %s", r["step"], r["patient"], r["timepoint"], r["message"])

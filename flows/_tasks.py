@@ -5,23 +5,39 @@ Tasks take and return ids, paths and small summaries; they never pass volumes. R
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import dask
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from cohort_dosimetry import pipeline
+from cohort_dosimetry.store import lock_timeout
 
 _DATA_ERRORS = (ValueError, KeyError, TypeError, FileNotFoundError)
 
 
 def _transient(task, task_run, state) -> bool:
-    """Retry unless the failure is a data error: rerunning the same bad input gives the same error."""
+    """Retry unless the failure is a data error (rerunning the same bad input gives the same error) or a timeout (the
+    task or a store lock already waited as long as it was allowed to)."""
     try:
         state.result()
-    except _DATA_ERRORS:
+    except (*_DATA_ERRORS, TimeoutError):
         return False
     except Exception:
         return True
     return False
+
+
+@contextmanager
+def _self_contained(lock_timeout_s: float | None = None) -> Iterator[None]:
+    """Around a task's library call: store locks wait at most ``lock_timeout_s`` (None: the configured wait), and
+    the task's own lazy array reads (xarray on Zarr) run in its thread with dask's synchronous scheduler. Inside a
+    Dask worker, dask would otherwise send each chunk read to the cluster as a task of its own: a GPU task's reads
+    would run on workers without a GPU, and the task would hold its worker's only thread while they queue."""
+    with dask.config.set(scheduler="synchronous"), lock_timeout(lock_timeout_s):
+        yield
 
 
 _step = dict(retries=2, retry_delay_seconds=2, retry_condition_fn=_transient, cache_policy=NO_CACHE,
@@ -33,15 +49,33 @@ def ingest_task(dicom_dir: str, cohort_dir: str, grid: str, roi_names: dict[str,
     return pipeline.ingest_cohort(dicom_dir, cohort_dir, grid=grid, roi_names=roi_names)
 
 
+@task(name="plan-ingest", **_step)
+def plan_ingest_task(dicom_dir: str, cohort_dir: str, grid: str, roi_names: dict[str, str] | None = None):
+    return pipeline.plan_cohort_ingest(dicom_dir, cohort_dir, grid=grid, roi_names=roi_names)
+
+
+@task(name="ingest-scan", task_run_name="ingest {scan.subject}", **_step)
+def ingest_scan_task(cohort_dir: str, scan, lock_timeout_s: float | None = None) -> dict:
+    with _self_contained():
+        return pipeline.ingest_planned_scan(cohort_dir, scan, lock_timeout_s=lock_timeout_s)
+
+
+@task(name="finish-ingest", **_step)
+def finish_ingest_task(cohort_dir: str, plan, outcomes: list[dict]) -> list[dict]:
+    return pipeline.finish_cohort_ingest(cohort_dir, plan, outcomes)
+
+
 @task(name="dose-rate", task_run_name="{methods} {patient}/{timepoint}", **_step)
 def dose_task(cohort_dir: str, patient: str, timepoint: str, methods: tuple[str, ...], mc_decays: int,
-              seed: int) -> list[dict]:
-    return pipeline.compute_scan_dose(cohort_dir, patient, timepoint, methods, mc_decays=mc_decays, seed=seed)
+              seed: int, lock_timeout_s: float | None = None) -> list[dict]:
+    with _self_contained(lock_timeout_s):
+        return pipeline.compute_scan_dose(cohort_dir, patient, timepoint, methods, mc_decays=mc_decays, seed=seed)
 
 
 @task(name="scan-statistics", task_run_name="stats {patient}/{timepoint}", **_step)
 def scan_stats_task(cohort_dir: str, patient: str, timepoint: str) -> dict:
-    return pipeline.scan_statistics(cohort_dir, patient, timepoint)
+    with _self_contained():
+        return pipeline.scan_statistics(cohort_dir, patient, timepoint)
 
 
 @task(name="cohort-tables", **_step)

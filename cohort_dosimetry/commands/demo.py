@@ -23,6 +23,7 @@ def run(args: argparse.Namespace) -> int:
     from cohort_dosimetry.commands.run import print_summary
     from cohort_dosimetry.phantoms import export_cohort
     from flows import cohort_flow
+    from flows._runtime import exit_on_termination_signals, prefect_api
 
     out = Path(args.out).resolve()
     dicom_dir, cohort_dir = out / "dicom", out / "cohort"
@@ -38,8 +39,10 @@ def run(args: argparse.Namespace) -> int:
                       progress=True)
         (dicom_dir / ".complete").write_text("export finished\n")
     synth_s = time.perf_counter() - t0
-    summary = cohort_flow(str(dicom_dir), str(cohort_dir), methods=("dvk", "cnn", "mc"), address=args.address,
-                          grid="compact", mc_scans="first", mc_decays=args.mc_decays, seed=args.seed)
+    # SIGTERM/SIGHUP/Ctrl-C unwind the run: the embedded Dask cluster and the temporary Prefect server stop with it
+    with exit_on_termination_signals(), prefect_api():
+        summary = cohort_flow(str(dicom_dir), str(cohort_dir), methods=("dvk", "cnn", "mc"), address=args.address,
+                              grid="compact", mc_scans="first", mc_decays=args.mc_decays, seed=args.seed)
     summary["cohort_dir"] = str(cohort_dir)
     print_summary(summary)
     print("\ntime split (wall seconds): synth {:.0f}, ".format(synth_s)

@@ -1,7 +1,8 @@
 """Run the whole cohort flow (ingest, dose-rate maps, statistics, report) on a DICOM folder.
 
 Tasks run on the embedded default (a Dask LocalCluster sized to this machine and Prefect's local mode) unless
---address names an existing Dask scheduler. A rerun computes only what the store does not hold yet.
+--address names an existing Dask scheduler. A rerun computes only the maps the store does not hold for these
+settings (weights, kernel, MC decays and seed, grid).
 """
 from __future__ import annotations
 
@@ -15,7 +16,12 @@ def add_flow_arguments(parser: argparse.ArgumentParser) -> None:
     """Options shared by `run`, `serve` and `demo`."""
     parser.add_argument("--methods", default="dvk,cnn,mc",
                         help=f"comma-separated dose methods among {','.join(METHODS)} (default: all)")
-    parser.add_argument("--address", default=None, help="Dask scheduler, e.g. tcp://host:8786 (default: embedded)")
+    parser.add_argument("--address", default=None,
+                        help="Dask scheduler, e.g. tls://host:8786 (default: $DASK_SCHEDULER_ADDRESS, else embedded)")
+    parser.add_argument("--tls-dir", action=_UseTlsDir, default=None, metavar="DIR",
+                        help="for a tls:// --address: folder with the CA and client certificate (ca.pem, client.pem, "
+                             "client.key; deploy/make-certs.sh makes them). Dask's DASK_DISTRIBUTED__COMM__TLS__* "
+                             "variables work as well")
     parser.add_argument("--grid", default="compact", help="dose grid: compact, ct, or Z,Y,X spacing in mm")
     parser.add_argument("--mc-scans", choices=("all", "first"), default="all",
                         help="run Monte Carlo on all scans or on the earliest scan of each patient's therapy cycle")
@@ -23,6 +29,42 @@ def add_flow_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--roi-names", type=roi_names_file, default=None, metavar="FILE.toml",
                         help="ROI-name mapping file extending the built-in clinical synonyms (see README)")
+    timeouts = parser.add_argument_group("timeouts (seconds; what times out fails, named in the run record)")
+    timeouts.add_argument("--connect-timeout", type=_seconds, default=10.0, metavar="S",
+                          help="how long to try to reach the --address scheduler before giving up (default: 10)")
+    timeouts.add_argument("--gpu-wait-timeout", type=_seconds, default=600.0, metavar="S",
+                          help="how long dose tasks wait for a GPU worker once the cluster has none left (it had "
+                               "GPU workers at the start; default: 600)")
+    timeouts.add_argument("--task-timeout", type=_seconds, default=None, metavar="S",
+                          help="the longest an ingest or dose-rate task may run (default: no limit)")
+    timeouts.add_argument("--lock-timeout", type=_seconds, default=None, metavar="S",
+                          help="the longest wait for a store lock held by another writer (default: "
+                               "$COHORT_DOSIMETRY_LOCK_TIMEOUT_S, else 600)")
+
+
+def _seconds(text: str) -> float:
+    """A timeout option: positive seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"a timeout must be positive seconds, got {text!r}")
+    return value
+
+
+class _UseTlsDir(argparse.Action):
+    """``--tls-dir``: applied as soon as it is parsed (Dask's TLS settings, exported to the environment), so that
+    every command taking the flow options connects with it, and the flow runs that ``serve`` starts inherit it."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from flows._runtime import use_tls_dir
+
+        try:
+            use_tls_dir(values)
+        except FileNotFoundError as err:
+            parser.error(f"{option_string}: {err}")
+        setattr(namespace, self.dest, values)
 
 
 def roi_names_file(path: str) -> dict[str, str]:
@@ -40,7 +82,8 @@ def flow_parameters(args: argparse.Namespace) -> dict:
         dicom_dir=str(args.dicom_dir), cohort_dir=str(args.cohort_dir),
         methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
         address=args.address, grid=args.grid, mc_scans=args.mc_scans, mc_decays=args.mc_decays, seed=args.seed,
-        roi_names=args.roi_names,
+        roi_names=args.roi_names, gpu_wait_timeout_s=args.gpu_wait_timeout, task_timeout_s=args.task_timeout,
+        lock_timeout_s=args.lock_timeout,
     )
 
 
@@ -65,12 +108,27 @@ def print_summary(summary: dict) -> None:
         print(f"note: {note}")
     print(f"\nscans: {summary['n_done']} computed, {summary['n_skipped']} already complete, {summary['n_failed']} failed"
           f" in {summary['wall_time_s']:.0f} s (run {summary['run_id']})")
-    print(f"report: {summary['report']}")
+    print(f"report: {summary['report'] or 'none written: no scan has a dose-rate map'}")
 
 
 def run(args: argparse.Namespace) -> int:
     from cohort_dosimetry.store import PseudonymKeyMismatch, open_cohort
 
+    if args.address:  # a tls:// scheduler without a client certificate, or the reverse: refused before the flow starts
+        from flows._runtime import check_scheduler_security
+
+        try:
+            check_scheduler_security(args.address)
+        except ValueError as exc:
+            print(f"cohort-dosimetry run: nothing done: {exc}", file=sys.stderr)
+            return 2
+        from flows._runtime import SchedulerUnreachable, cluster_workers
+
+        try:  # an address nobody answers at fails here, after --connect-timeout, before any Prefect server starts
+            cluster_workers(args.address, args.connect_timeout)
+        except SchedulerUnreachable as exc:
+            print(f"cohort-dosimetry run: nothing done: {exc}", file=sys.stderr)
+            return 2
     try:  # a cohort written with another pseudonym key is refused before the flow starts
         open_cohort(args.cohort_dir).bind_pseudonym_key()
     except FileNotFoundError:
@@ -79,9 +137,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"cohort-dosimetry run: nothing done: {exc}", file=sys.stderr)
         return 2
     from flows import cohort_flow
+    from flows._runtime import exit_on_termination_signals, prefect_api
 
     params = flow_parameters(args)
-    summary = cohort_flow(**params)
+    # SIGTERM/SIGHUP/Ctrl-C unwind the run: the embedded Dask cluster and the temporary Prefect server stop with it
+    try:
+        with exit_on_termination_signals(), prefect_api():
+            summary = cohort_flow(**params)
+    except KeyboardInterrupt:
+        print("cohort-dosimetry run: interrupted; the processes it started are stopped", file=sys.stderr)
+        return 130
     summary["cohort_dir"] = params["cohort_dir"]
     print_summary(summary)
     return 1 if summary["n_failed"] else 0

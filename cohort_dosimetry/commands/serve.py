@@ -22,6 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from prefect.schedules import Cron
     from prefect.settings import PREFECT_API_URL
+    from prefect.types.entrypoint import EntrypointType
 
     from flows import cohort_flow
 
@@ -33,5 +34,8 @@ def run(args: argparse.Namespace) -> int:
         schedule=Cron(args.cron, timezone=args.timezone),
         parameters=flow_parameters(args),
         tags=["cohort-dosimetry"],
+        # the entrypoint is the installed module (flows._flows.cohort_flow), not a file path relative to the
+        # directory this command happens to run in
+        entrypoint_type=EntrypointType.MODULE_PATH,
     )
     return 0

@@ -4,6 +4,10 @@ and ingest whole cohorts into the store.
 Public API::
 
     ingest(dicom_dir, cohort_dir, grid="ct", key=None, workers=1, counts_calibration=None) -> report DataFrame
+    plan_ingest(dicom_dir, cohort_dir, grid="ct", ...) -> IngestPlan   ingest in steps, e.g. one task per scan:
+    ingest_scan(cohort_dir, planned_scan) -> [report row]              discovery and labels once (the plan), then
+    finish_ingest(cohort_dir, rows) -> report DataFrame                each scan built and written anywhere, then
+                                                                       cycle notes and the report table
     discover_studies(dicom_dir) -> Discovery            headers only: scans (SPECT + CT + contours), problems
     read_ct_series(paths) -> Volume                     HU, (z, y, x)
     read_nm(paths, counts_calibration=None, nuclide=None) -> SpectImage   NM or PT slices: Bq/mL at the acquisition
@@ -23,7 +27,7 @@ from cohort_dosimetry.io._contours import LabelMap, read_rtstruct, read_seg
 from cohort_dosimetry.io._ct import read_ct_series
 from cohort_dosimetry.io._discovery import Discovery, ScanSources, Series, discover_studies
 from cohort_dosimetry.io._errors import IngestError, Problem
-from cohort_dosimetry.io._ingest import ingest
+from cohort_dosimetry.io._ingest import IngestPlan, PlannedScan, finish_ingest, ingest, ingest_scan, plan_ingest
 from cohort_dosimetry.io._nm import CountsCalibration, SpectImage, read_nm
 from cohort_dosimetry.io._resample import COMPACT_SPACING_MM, dose_grid, resample_to_grid
 from cohort_dosimetry.io._rtdose import ExternalDose, read_rtdose
@@ -36,7 +40,9 @@ __all__ = [
     "ExternalDose",
     "Grid",
     "IngestError",
+    "IngestPlan",
     "LabelMap",
+    "PlannedScan",
     "Problem",
     "ScanSources",
     "Series",
@@ -44,7 +50,10 @@ __all__ = [
     "Volume",
     "discover_studies",
     "dose_grid",
+    "finish_ingest",
     "ingest",
+    "ingest_scan",
+    "plan_ingest",
     "read_ct_series",
     "read_nm",
     "read_rtdose",

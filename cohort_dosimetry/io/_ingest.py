@@ -34,7 +34,8 @@ from cohort_dosimetry.io._nm import CountsCalibration, read_nm
 from cohort_dosimetry.io._resample import dose_grid, resample_to_grid
 from cohort_dosimetry.io._rtdose import read_rtdose
 from cohort_dosimetry.physics import hu_to_density
-from cohort_dosimetry.store import open_cohort, pseudonymise_patient_id
+from cohort_dosimetry.store import LockTimeout, open_cohort, pseudonymise_patient_id
+from cohort_dosimetry.store._schema import timepoint_number
 
 log = logging.getLogger("cohort_dosimetry.io")
 
@@ -116,6 +117,119 @@ def ingest(
 
 def _ingest(dicom_dir, cohort_dir, grid, key, workers, counts_calibration, progress, nuclide, roi_names
             ) -> pd.DataFrame:
+    # A new series gets the patient's next free label when it is written (planned labels off), so that of one
+    # delivery's series, written here in acquisition order, a rejected one leaves no gap.
+    plan = _plan(dicom_dir, cohort_dir, grid, key, counts_calibration, nuclide, roi_names, plan_labels=False)
+    cohort = open_cohort(cohort_dir)
+    rows = list(plan.rows)
+    bar = tqdm(total=len(plan.scans), desc="ingest", unit="scan", disable=not progress)
+    for scan, outcome in zip(plan.scans, _run(plan.scans, workers)):
+        rows += _publish(cohort, scan, outcome)
+        bar.update()
+    bar.close()
+    return _finish(cohort, rows)
+
+
+#: Columns of an ingest report row (``tables/ingest_report.parquet`` adds ``run_utc``).
+REPORT_COLUMNS = ("source", "patient", "timepoint", "status", "message", "severity")
+
+
+@dataclass(frozen=True)
+class PlannedScan:
+    """One scan that ingest will build and publish, as planned from the DICOM headers (picklable: a Dask task or
+    another process can take it). It holds what building and writing the scan need and no pseudonym key: the
+    patient's pseudonym and the keyed hashes are computed at planning.
+
+    ``subject``: the SPECT series as the report names it (redacted); ``timepoint``: the label the series holds in
+    the store ("" for a new series); ``planned_timepoint``: the label planned for a new series ("" when it takes the
+    next free label at writing).
+    """
+
+    job: _Job
+    source_hash: str
+    patient: str
+    subject: str
+    series_key: str
+    frame_of_reference_key: str
+    timepoint: str
+    planned_timepoint: str = ""
+    #: identifying strings found in the headers, for redacting the messages of this scan's report rows
+    redact: frozenset[str] = field(default=frozenset(), repr=False)
+
+    def row(self, severity: str, source: str, timepoint: str, status: str, message: str) -> dict:
+        """A report row about this scan (source and message redacted), also logged."""
+        redact = _Redactor(self.redact)
+        return _logged_row(redact(source), self.patient, timepoint, status, redact(message), severity)
+
+    def failed(self, message: str) -> dict:
+        """The report row of this scan when building or writing it failed outside ingest's own checks (its process
+        died, a task timed out): status "rejected", naming the SPECT series (and its label, if it holds one)."""
+        return self.row("error", self.subject, self.timepoint, "rejected", message)
+
+
+@dataclass(frozen=True)
+class IngestPlan:
+    """What :func:`plan_ingest` found: ``scans`` to build and publish (one :func:`ingest_scan` each, in any order and
+    any process), and ``rows``: the report rows decided from the headers alone (files and series not used, scans
+    refused before reading, scans whose files are unchanged)."""
+
+    cohort_dir: str
+    scans: tuple[PlannedScan, ...]
+    rows: tuple[dict, ...]
+
+
+def plan_ingest(
+    dicom_dir: str | os.PathLike,
+    cohort_dir: str | os.PathLike,
+    grid: str | Sequence[float] = "ct",
+    key: bytes | str | None = None,
+    counts_calibration: CountsCalibration | None = None,
+    nuclide: str | None = None,
+    roi_names: Mapping[str, str] | None = None,
+    plan_labels: bool = True,
+) -> IngestPlan:
+    """Discover the studies under ``dicom_dir`` (headers only) and plan their ingest into ``cohort_dir`` (created if
+    needed), for :func:`ingest_scan` to build and publish each scan wherever it runs and :func:`finish_ingest` to
+    write the report. :func:`ingest` is these three in one process.
+
+    Parameters as :func:`ingest`; ``plan_labels``: give each new SPECT series of a patient its label now, the
+    patient's next free labels in acquisition order, so that scans published in any order are labelled in time order
+    (a series whose ingest fails leaves its label unused). At writing, under the patient's lock, a series keeps the
+    label it holds, takes its planned label if no other series took it meanwhile, else the next free one. False: a
+    new series gets the next free label when it is written.
+    """
+    grid = grid if isinstance(grid, str) else tuple(float(s) for s in grid)
+    _check_grid_argument(grid)
+    with _pydicom_silenced():
+        return _plan(dicom_dir, cohort_dir, grid, key, counts_calibration, nuclide,
+                     tuple(sorted((roi_names or {}).items())), plan_labels)
+
+
+def ingest_scan(cohort_dir: str | os.PathLike, scan: PlannedScan) -> list[dict]:
+    """Build one planned scan (read, check, resample) in this process and publish it in the store; returns its report
+    rows (dicts of :data:`REPORT_COLUMNS`: status written / new_version / unchanged / rejected, and warnings).
+
+    Bad input is a "rejected" row, never an exception. A store lock that stays held longer than the lock timeout
+    (:func:`cohort_dosimetry.store.lock_timeout`) is a "rejected" row naming the scan and the lock.
+    """
+    return _publish(open_cohort(cohort_dir), scan, _build_or_error(scan.job))
+
+
+def finish_ingest(cohort_dir: str | os.PathLike, rows: Sequence[dict]) -> pd.DataFrame:
+    """After the scans of a plan are published: renumber the cycles of the patients that got scans (with warning
+    rows), and append the report (``rows``: the plan's rows, then the scans', failures included) to
+    ``tables/ingest_report.parquet``. Returns the report as :func:`ingest` does."""
+    return _finish(open_cohort(cohort_dir), list(rows))
+
+
+def _logged_row(source: str, patient: str, timepoint: str, status: str, message: str, severity: str) -> dict:
+    row = dict(source=source, patient=patient, timepoint=timepoint, status=status, message=message, severity=severity)
+    level = {"error": logging.ERROR, "warning": logging.WARNING}.get(severity, logging.INFO)
+    log.log(level, "%s %s %s: %s: %s", patient or "-", timepoint or "-", status, source, message)
+    return row
+
+
+def _plan(dicom_dir, cohort_dir, grid, key, counts_calibration, nuclide, roi_names, plan_labels) -> IngestPlan:
     try:  # a store written with another pseudonym key is refused first: before discovery, before any write
         key = open_cohort(cohort_dir).bind_pseudonym_key(key)
     except FileNotFoundError:
@@ -128,27 +242,23 @@ def _ingest(dicom_dir, cohort_dir, grid, key, workers, counts_calibration, progr
     rows: list[dict] = []
 
     def add(severity: str, source: str, patient_id: str, timepoint: str, status: str, message: str) -> None:
-        row = dict(
-            source=redact(source), patient=pseudonym(patient_id), timepoint=timepoint, status=status,
-            message=redact(message), severity=severity,
-        )
-        rows.append(row)
-        level = {"error": logging.ERROR, "warning": logging.WARNING}.get(severity, logging.INFO)
-        log.log(level, "%s %s %s: %s: %s", row["patient"] or "-", timepoint or "-", status, row["source"],
-                row["message"])
+        rows.append(_logged_row(redact(source), pseudonym(patient_id), timepoint, status, redact(message), severity))
 
     for problem in discovery.problems:
         status = "rejected" if problem.severity == "error" else "ignored"
         add(problem.severity, problem.subject, problem.patient_id, "", status, problem.problem)
 
     # A scan's identity is its SPECT series: a series already in the store keeps its label (the report names it
-    # from here on); a new one gets the patient's next free label when it is written, under the patient's lock.
-    jobs = []
+    # from here on); a new one gets a planned label or the patient's next free one when it is written, under the
+    # patient's lock. Discovery gives the scans per patient in acquisition order.
+    scans = []
+    next_free: dict[str, int] = {}
     for sources in discovery.scans:
         patient = pseudonym(sources.patient_id)
         subject = sources.spect.label
-        known = cohort.timepoint_of(patient, _keyed_hash(key, sources.spect.series_uid)) if patient else None
-        timepoint = known or ""
+        series_key = _keyed_hash(key, sources.spect.series_uid)
+        known = cohort.timepoint_of(patient, series_key) if patient else None
+        timepoint, planned = known or "", ""
         if sources.ct is None:
             why = ("no CT series of this patient shares its frame of reference or its study"
                    if sources.ct_pairing == "no CT" else sources.ct_pairing)
@@ -162,51 +272,76 @@ def _ingest(dicom_dir, cohort_dir, grid, key, workers, counts_calibration, progr
         if known and _stored_hash(cohort, patient, known) == source_hash:
             add("info", subject, sources.patient_id, known, "unchanged", "source files unchanged; not read")
             continue
-        jobs.append((_Job(sources, grid, counts_calibration, nuclide, roi_names), source_hash))
+        if not known and plan_labels and patient:
+            if patient not in next_free:
+                next_free[patient] = timepoint_number(cohort.next_timepoint(patient))
+            planned, next_free[patient] = f"tp{next_free[patient]}", next_free[patient] + 1
+        scans.append(PlannedScan(
+            _Job(sources, grid, counts_calibration, nuclide, roi_names), source_hash, patient, redact(subject),
+            series_key, _keyed_hash(key, sources.ct.frame_of_reference_uid), timepoint, planned,
+            discovery.identifying_strings,
+        ))
+    return IngestPlan(str(cohort_dir), tuple(scans), tuple(rows))
 
-    written: dict[str, dict[str, tuple[str, str]]] = {}  # patient id -> {timepoint: (SPECT label, status)}
-    bar = tqdm(total=len(jobs), desc="ingest", unit="scan", disable=not progress)
-    for (job, source_hash), outcome in zip(jobs, _run(jobs, workers)):
-        sources = job.sources
-        patient = pseudonym(sources.patient_id)
-        series_key = _keyed_hash(key, sources.spect.series_uid)
-        if isinstance(outcome, IngestError):
-            timepoint = cohort.timepoint_of(patient, series_key) if patient else None
-            add("error", outcome.subject, sources.patient_id, timepoint or "", "rejected", outcome.problem)
-        else:
-            attrs = {
-                **outcome.attrs,
-                "source_hash": source_hash,
-                "source_file_hashes": sources.source_file_hashes,
-                "frame_of_reference_uid": _keyed_hash(key, sources.ct.frame_of_reference_uid),
-                "spect_series_key": series_key,
-            }
-            timepoint = ""
-            try:
-                # Jobs come per patient in acquisition order, so new series of one delivery get theirs in that order.
-                with cohort.patient_lock(patient):
-                    timepoint = cohort.timepoint_of(patient, series_key) or cohort.next_timepoint(patient)
-                    attrs["cycle"] = cohort.cycle_for(patient, timepoint, attrs["injection_datetime"])
-                    status = cohort.write_scan(patient, timepoint, outcome.dataset, attrs)
-            except (ValueError, TypeError) as exc:
-                add("error", sources.spect.label, sources.patient_id, timepoint, "rejected",
-                    f"the store refused the scan: {exc}")
-            else:
-                if status != "unchanged":
-                    written.setdefault(sources.patient_id, {})[timepoint] = (sources.spect.label, status)
-                add("info", sources.spect.label, sources.patient_id, timepoint, status,
-                    f"paired with {sources.ct.label} by {sources.ct_pairing}; contours from {sources.contours.label}; "
-                    f"therapy cycle {attrs['cycle']}")
-                for note in outcome.info:
-                    add("info", sources.spect.label, sources.patient_id, timepoint, status, note)
-                for note in outcome.notes:
-                    add("warning", sources.spect.label, sources.patient_id, timepoint, status, note)
-        bar.update()
-    bar.close()
-    for patient_id, scans in written.items():
-        for source, timepoint, status, message in _cycle_notes(cohort, pseudonym(patient_id), scans):
-            add("warning", source, patient_id, timepoint, status, message)
-    report = pd.DataFrame(rows, columns=["source", "patient", "timepoint", "status", "message", "severity"])
+
+def _label_for(cohort, scan: PlannedScan) -> str:
+    """The label the scan's series is written under; call under the patient's lock."""
+    held = cohort.timepoint_of(scan.patient, scan.series_key)
+    if held:
+        return held
+    if scan.planned_timepoint and scan.planned_timepoint not in cohort.timepoints(scan.patient):
+        return scan.planned_timepoint
+    return cohort.next_timepoint(scan.patient)
+
+
+def _publish(cohort, scan: PlannedScan, outcome: _Built | IngestError) -> list[dict]:
+    """Write one built scan under its label (or report why not); returns its report rows."""
+    sources = scan.job.sources
+    if isinstance(outcome, IngestError):
+        timepoint = cohort.timepoint_of(scan.patient, scan.series_key) if scan.patient else None
+        return [scan.row("error", outcome.subject, timepoint or "", "rejected", outcome.problem)]
+    attrs = {
+        **outcome.attrs,
+        "source_hash": scan.source_hash,
+        "source_file_hashes": sources.source_file_hashes,
+        "frame_of_reference_uid": scan.frame_of_reference_key,
+        "spect_series_key": scan.series_key,
+    }
+    timepoint = ""
+    try:
+        with cohort.patient_lock(scan.patient):
+            timepoint = _label_for(cohort, scan)
+            attrs["cycle"] = cohort.cycle_for(scan.patient, timepoint, attrs["injection_datetime"])
+            status = cohort.write_scan(scan.patient, timepoint, outcome.dataset, attrs)
+    except LockTimeout as exc:
+        return [scan.row("error", sources.spect.label, scan.timepoint, "rejected",
+                         f"ingest of this scan waited too long to write it: {exc}")]
+    except (ValueError, TypeError) as exc:
+        return [scan.row("error", sources.spect.label, timepoint, "rejected", f"the store refused the scan: {exc}")]
+    rows = [scan.row("info", sources.spect.label, timepoint, status,
+                     f"paired with {sources.ct.label} by {sources.ct_pairing}; contours from {sources.contours.label}; "
+                     f"therapy cycle {attrs['cycle']}")]
+    rows += [scan.row("info", sources.spect.label, timepoint, status, note) for note in outcome.info]
+    rows += [scan.row("warning", sources.spect.label, timepoint, status, note) for note in outcome.notes]
+    return rows
+
+
+def _finish(cohort, rows: list[dict]) -> pd.DataFrame:
+    """Cycle notes of the patients that got scans, then the report, appended to its table."""
+    written: dict[str, dict[str, tuple[str, str]]] = {}  # pseudonym -> {timepoint: (SPECT label, status)}
+    for row in rows:
+        if row["severity"] == "info" and row["status"] in ("written", "new_version") and row["timepoint"]:
+            written.setdefault(row["patient"], {}).setdefault(row["timepoint"], (row["source"], row["status"]))
+    for patient, scans in written.items():
+        notes, renumbered = _cycle_notes(cohort, patient, scans)
+        for row in rows:  # the scan rows of this ingest say the cycle each scan has now
+            if row["patient"] == patient and row["timepoint"] in renumbered and row["severity"] == "info":
+                old, new = renumbered[row["timepoint"]]
+                if row["message"].endswith(f"; therapy cycle {old}"):
+                    row["message"] = row["message"][: -len(str(old))] + str(new)
+        for severity, source, timepoint, status, message in notes:
+            rows.append(_logged_row(source, patient, timepoint, status, message, severity))
+    report = pd.DataFrame(rows, columns=list(REPORT_COLUMNS))
     report["run_utc"] = datetime.now(timezone.utc).isoformat()
     if len(report):
         cohort.append_table(REPORT_TABLE, report)
@@ -221,15 +356,15 @@ def _check_grid_argument(grid) -> None:
         raise ValueError(f"a dose grid spacing needs three positive numbers (z, y, x) in mm, got {grid!r}")
 
 
-def _run(jobs, workers: int):
-    """Outcomes (_Built or IngestError) of the jobs, in order; scans are built in ``workers`` processes."""
-    if workers <= 1 or len(jobs) <= 1:
-        for job, _ in jobs:
-            yield _build_or_error(job)
+def _run(scans: Sequence[PlannedScan], workers: int):
+    """Outcomes (_Built or IngestError) of the planned scans, in order; scans are built in ``workers`` processes."""
+    if workers <= 1 or len(scans) <= 1:
+        for scan in scans:
+            yield _build_or_error(scan.job)
         return
     # spawn, not fork: the caller may be a multi-threaded flow runner, and a forked child can inherit held locks
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        yield from pool.map(_build_or_error, [job for job, _ in jobs])
+        yield from pool.map(_build_or_error, [scan.job for scan in scans])
 
 
 def _build_or_error(job: _Job) -> _Built | IngestError:
@@ -367,16 +502,23 @@ def _source_hash(sources: ScanSources, grid, counts_calibration, nuclide, roi_na
     return digest.hexdigest()
 
 
-def _cycle_notes(cohort, patient: str, written: dict[str, tuple[str, str]]) -> list[tuple[str, str, str, str]]:
+def _cycle_notes(cohort, patient: str, written: dict[str, tuple[str, str]]
+                 ) -> tuple[list[tuple[str, str, str, str, str]], dict[str, tuple[int, int]]]:
     """After writing the scans ``written`` ({timepoint: (SPECT series label, write status)}) of one patient: renumber
     the patient's cycles if an earlier injection arrived after later ones (status ``cycle_renumbered``), and name the
-    scans of a cycle whose headers give different injections. Returns warning rows (source, timepoint, status,
-    message)."""
-    notes = []
+    scans of a cycle whose headers give different injections. Returns the rows (severity, source, timepoint, status,
+    message) and {timepoint: (old, new)} of the scans of ``written`` renumbered: written in parallel, before a scan
+    of an earlier injection of the same ingest (an information, not a warning: nothing earlier had arrived late)."""
+    notes, renumbered = [], {}
     with cohort.patient_lock(patient):
         for timepoint, (old, new) in cohort.renumber_cycles(patient).items():
-            source = written[timepoint][0] if timepoint in written else f"scan {patient}/{timepoint}"
-            notes.append((source, timepoint, "cycle_renumbered",
+            if timepoint in written:
+                renumbered[timepoint] = (old, new)
+                notes.append(("info", written[timepoint][0], timepoint, "cycle_renumbered",
+                              f"therapy cycle {old} -> {new}: written before a scan of an earlier injection of this "
+                              "ingest (its scans are written in parallel)"))
+                continue
+            notes.append(("warning", f"scan {patient}/{timepoint}", timepoint, "cycle_renumbered",
                           f"therapy cycle renumbered from {old} to {new}: an earlier injection arrived with this "
                           "ingest (cycles number the patient's injections in time order)"))
         scans = {t: cohort.scan_attrs(patient, t) for t in cohort.timepoints(patient)}
@@ -390,10 +532,10 @@ def _cycle_notes(cohort, patient: str, written: dict[str, tuple[str, str]]) -> l
             continue
         listing = "; ".join(f"{t}: injected {scans[t]['injection_datetime']}, "
                             f"{scans[t]['administered_activity_bq'] / 1e9:.4g} GBq" for t in timepoints)
-        notes.append((written[new[0]][0], new[0], written[new[0]][1],
+        notes.append(("warning", written[new[0]][0], new[0], written[new[0]][1],
                       f"the scans of therapy cycle {cycle} name different injections ({listing}); they are taken as "
                       "one cycle (less than 2 days apart) and each scan's hours post injection count from its own"))
-    return notes
+    return notes, renumbered
 
 
 def _stored_hash(cohort, patient: str, timepoint: str) -> str | None:

@@ -15,9 +15,12 @@ Public API::
     cohort.scan_versions(patient, timepoint) -> [1, 2, ...]
     cohort.has_arrays(patient, timepoint, names) -> bool
     cohort.write_scan(patient, timepoint, ds, attrs) -> "written" | "new_version" | "unchanged"
-    cohort.write_arrays(patient, timepoint, ds, provenance, version=None)
+    cohort.write_arrays(patient, timepoint, ds, provenance, version=None) -> record   a replaced map is superseded
+    cohort.superseded_maps(patient, timepoint) -> [{"slot", "superseded_utc", "provenance"}, ...]
+    cohort.superseded_dataset(patient, timepoint, slot) -> xr.Dataset   a superseded map, lazy
+    cohort.compute_lock(patient, timepoint, method, timeout_s=None)   held while one run computes that map
     cohort.write_table / append_table / read_table / table_units, voi_stats(), concordance(), absorbed_dose(),
-    absorbed_dose_total(), runs(), ingest_report(); cohort.tables_dir, cohort.reports_dir
+    absorbed_dose_total(), runs(), run_maps(), ingest_report(); cohort.tables_dir, cohort.reports_dir
     cohort.pseudonymise_patient_id(patient_id)               with the cohort's configured key
     cohort.bind_pseudonym_key(key=None) -> key               records the key's fingerprint / refuses another key
 
@@ -26,22 +29,30 @@ Public API::
     key_fingerprint(key) -> str; PseudonymKeyMismatch (ValueError): the key is not the one the store was written with
     store_schema() -> dict                                   the parsed schema_v2.json
     number_cycles(injection_datetimes) -> [1, 1, 2, ...]     therapy cycles of injections (2 days apart or more)
+    lock_timeout(seconds)                                    context manager: how long writers here wait for a lock
+    LockTimeout (TimeoutError): a lock stayed held longer; .owner ("scan P1/tp2", ...), .path, .waited_s
+    MapLockTimeout (LockTimeout): another run computed a map for longer than compute_lock's timeout_s
 
 The layout and every decision behind it are documented in ``storage_schema/README.md``.
 """
-from ._cohort import Cohort, open_cohort, software_versions
+from ._cohort import Cohort, MapLockTimeout, open_cohort, software_versions
 from ._cycles import CYCLE_SEPARATION, number_cycles
+from ._locking import LOCK_TIMEOUT_ENV, LockTimeout, lock_timeout
 from ._pseudonym import PseudonymKeyMismatch, key_fingerprint, pseudonym_key, pseudonymise_patient_id
 from ._schema import SCHEMA_VERSION, check_identifier, store_schema
 from ._validate import validate_cohort
 
 __all__ = [
     "CYCLE_SEPARATION",
+    "LOCK_TIMEOUT_ENV",
     "SCHEMA_VERSION",
     "Cohort",
+    "LockTimeout",
+    "MapLockTimeout",
     "PseudonymKeyMismatch",
     "check_identifier",
     "key_fingerprint",
+    "lock_timeout",
     "number_cycles",
     "open_cohort",
     "pseudonym_key",

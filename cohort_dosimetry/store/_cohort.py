@@ -6,8 +6,10 @@ Layout (``storage_schema/README.md`` explains every decision)::
       store.zarr/                                  zarr v3 root group; attrs schema_version, created, software_versions
         scans/{patient}/{timepoint}/v0001/         one group per scan version; arrays (z, y, x) + attrs
         scans/{patient}/{timepoint}/v0002/         written when the source files changed; v0001 stays readable
+          superseded/s0001/                        derived arrays replaced by a recomputation, with their provenance
         .staging/                                  writers build here, then publish by one rename
-        .locks/                                    one flock file per scan, per patient and per table
+        .locks/                                    one flock file per scan, per patient and per table; one per
+                                                   scan and dose method held while a run computes that map
       tables/{name}.parquet
       reports/
       .secrets/pseudonym.key                       only when no key is configured
@@ -15,10 +17,13 @@ Layout (``storage_schema/README.md`` explains every decision)::
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
+import re
 import secrets
 import shutil
+from contextlib import ExitStack, contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Literal
@@ -35,6 +40,7 @@ from cohort_dosimetry import __version__
 
 from ._cycles import number_cycles
 from ._locking import exclusive_lock, lock_file, reentrant_lock, try_lock
+from ._locking import LockTimeout
 from ._pseudonym import (
     FINGERPRINT_ATTR,
     PseudonymKeyMismatch,
@@ -58,11 +64,31 @@ from ._schema import (
 STORE_NAME = "store.zarr"
 DIMS = ("z", "y", "x")
 VERSION_DIR = "v{:04d}"
+#: Subgroup of a scan version that keeps the derived arrays a newer write replaced: ``superseded/s0001``, ...
+SUPERSEDED_DIR = "superseded"
+SLOT_DIR = "s{:04d}"
+SLOT_RE = re.compile(r"^s(\d{4})$")
 _GROUP_JSON = {"zarr_format": 3, "node_type": "group", "attributes": {}}
 _STORE_SET_ATTRS = ("status", "version", "written_utc")
 _GEOMETRY_ATTRS = ("spacing_mm", "origin_mm", "direction")
 
 WriteOutcome = Literal["written", "new_version", "unchanged"]
+
+
+class MapLockTimeout(LockTimeout):
+    """Another run held the lock of computing one map of a scan for longer than the wait allowed
+    (:meth:`Cohort.compute_lock`); ``scan`` ("scan P1/tp2") and ``method`` name the map."""
+
+    def __init__(self, path: Path, waited_s: float, scan: str, method: str):
+        self.path, self.waited_s, self.owner, self.scan, self.method = Path(path), float(waited_s), scan, scan, method
+        TimeoutError.__init__(
+            self,
+            f"{scan}: waited {self.waited_s:g} s for its {method} map, which another run is computing (it holds "
+            f"{self.path.parent.name}/{self.path.name}); raise the wait or rerun when that run is done",
+        )
+
+    def __reduce__(self):  # the error crosses processes (Dask workers): rebuild it from its own arguments
+        return type(self), (self.path, self.waited_s, self.scan, self.method)
 
 
 def open_cohort(path: str | os.PathLike, create: bool = False) -> "Cohort":
@@ -290,6 +316,67 @@ class Cohort:
         declared = _read_json(vdir / "zarr.json")["attributes"].get("provenance", {})
         return all(name in declared for name in names)
 
+    # -------------------------------------------------------------------------------- superseded derived arrays
+    def superseded_maps(self, patient: str, timepoint: str, version: int | None = None) -> list[dict]:
+        """The derived arrays of a scan version that a later :meth:`write_arrays` replaced, oldest first.
+
+        One entry per replacing write: ``{"slot": "s0001", "superseded_utc": ISO 8601, "provenance": {array:
+        record}}``, the records as they stood when the arrays were current. Read the arrays with
+        :meth:`superseded_dataset`. Empty if nothing was replaced (latest version unless ``version`` is given).
+        """
+        root = self._version_dir(patient, timepoint, version) / SUPERSEDED_DIR
+        found = []
+        for slot_dir in sorted(root.iterdir()) if root.is_dir() else []:
+            if not SLOT_RE.fullmatch(slot_dir.name) or not (slot_dir / "zarr.json").is_file():
+                continue
+            attrs = _read_json(slot_dir / "zarr.json").get("attributes", {})
+            present = {name: record for name, record in attrs.get("provenance", {}).items()
+                       if (slot_dir / name / "zarr.json").is_file()}
+            if present:  # a slot being filled or rolled back by a writer holds none of its arrays yet
+                found.append({"slot": slot_dir.name, "superseded_utc": attrs.get("superseded_utc"),
+                              "provenance": present})
+        return found
+
+    def superseded_dataset(self, patient: str, timepoint: str, slot: str, version: int | None = None) -> xr.Dataset:
+        """The arrays of one superseded slot (:meth:`superseded_maps`) as a lazy Dataset of (z, y, x) variables with
+        ``units``; attrs ``provenance`` (their records), ``superseded_utc``, ``slot``, ``patient``, ``timepoint``."""
+        if not isinstance(slot, str) or not SLOT_RE.fullmatch(slot):
+            raise ValueError(f"scan {patient}/{timepoint}: {slot!r} is not a superseded slot (s0001, s0002, ...)")
+        entries = {e["slot"]: e for e in self.superseded_maps(patient, timepoint, version)}
+        if slot not in entries:
+            raise KeyError(f"scan {patient}/{timepoint} has no superseded slot {slot} (slots: {sorted(entries)})")
+        path = self._version_dir(patient, timepoint, version) / SUPERSEDED_DIR / slot
+        ds = xr.open_zarr(path, zarr_format=3, consolidated=False, chunks={}, mask_and_scale=False)
+        ds = ds[list(entries[slot]["provenance"])]
+        for name in ds.data_vars:
+            ds[name].attrs.pop("_FillValue", None)
+        ds.attrs = {"provenance": entries[slot]["provenance"], "superseded_utc": entries[slot]["superseded_utc"],
+                    "slot": slot, "patient": patient, "timepoint": timepoint}
+        return ds
+
+    # ------------------------------------------------------------------------------------ computing a map
+    @contextmanager
+    def compute_lock(self, patient: str, timepoint: str, method: str, timeout_s: float | None = None):
+        """Hold the lock of computing the ``method`` map ("dvk", "cnn", "mc") of one scan
+        (``.locks/compute.{patient}.{timepoint}.{method}.lock``) for the ``with`` block.
+
+        A run takes it before it computes that map and holds it until the map is stored, then the next holder
+        re-reads the scan's provenance and finds the map there: two runs on one cohort never compute one map twice.
+        It is held for as long as a computation takes (minutes for a Monte Carlo map), so it has its own wait:
+        ``timeout_s`` seconds (None: as long as the holder computes; a holder that dies releases the lock at once),
+        then :class:`MapLockTimeout` (a :class:`LockTimeout`) naming the scan and the map.
+        Taken before the scan's lock (inside :meth:`write_arrays`), never while holding it.
+        """
+        check_identifier(method, "dose method")
+        self._scan_dir(patient, timepoint)  # checks both identifiers
+        path = self._lock_path("compute", patient, timepoint, method)
+        with ExitStack() as stack:
+            try:
+                stack.enter_context(exclusive_lock(path, timeout=math.inf if timeout_s is None else timeout_s))
+            except LockTimeout as exc:
+                raise MapLockTimeout(path, exc.waited_s, f"scan {patient}/{timepoint}", method) from None
+            yield
+
     # ------------------------------------------------------------------------------------------ write scans
     def write_scan(self, patient: str, timepoint: str, ds: xr.Dataset, attrs: dict) -> WriteOutcome:
         """Publish one complete scan; readers see all of it or nothing.
@@ -354,7 +441,7 @@ class Cohort:
 
     def write_arrays(
         self, patient: str, timepoint: str, ds: xr.Dataset, provenance: dict, version: int | None = None
-    ) -> None:
+    ) -> dict:
         """Add derived arrays (dose_rate_*) to a scan version; readers see all of them or none.
 
         ``version``: the scan version the arrays were computed from (``scan.attrs["version"]``); None = the latest.
@@ -363,12 +450,20 @@ class Cohort:
         ``ds``: (z, y, x) variables with the scan's shape, named as derived arrays in the schema.
         ``provenance``: one dict recorded for every array of this call; needs ``method`` and should give
         software version, weights/kernel hash, device and wall time (software_version and written_utc are filled in).
-        An array of the same name is replaced. Under the scan's lock: the arrays are built in staging, moved
-        into the scan group one by one, then one atomic rewrite of the group's attrs lists them in
-        ``provenance``. Readers only see arrays listed there, so in between they see the scan as before
-        (a replaced array is delisted first: in between it is absent, never half old, half new).
+        Returns the record stored for the arrays.
+
+        An array of the same name is superseded, not destroyed: the arrays it replaces move, with their records,
+        into the slot ``superseded/s{n:04d}`` of the scan version (one slot per replacing write; read them with
+        :meth:`superseded_maps` and :meth:`superseded_dataset`), and the new record's ``supersedes`` names that slot.
+        Under the scan's lock: the arrays are built in staging (with a journal of the plan), the slot is created,
+        the replaced arrays are delisted from ``provenance`` (one atomic rewrite of the group's attrs) and moved into
+        the slot, the new arrays are moved into the scan group, then one atomic rewrite lists them in
+        ``provenance``. Readers only see arrays listed there, so in between they see the scan as before (a replaced
+        array is delisted first: in between it is absent, never half old, half new). A writer that dies part-way is
+        rolled back by the next writer or :func:`open_cohort`: its new arrays are removed and the replaced ones return
+        to the scan with their records.
         A Dataset opened lazily before a replacement must be reopened: chunks of the replaced array that it had
-        not read yet would come back as NaN (the fill value), since the old array's files are removed.
+        not read yet would come back as NaN (the fill value), since the old array's files moved.
         """
         where = f"scan {patient}/{timepoint}"
         if not isinstance(provenance, dict) or not provenance.get("method"):
@@ -377,8 +472,7 @@ class Cohort:
         ingest_names = [n for n in variables if store_schema()["arrays"][n]["written_by"] != "derived"]
         if ingest_names:
             raise ValueError(f"{where}: {ingest_names} come from ingest; write them with write_scan (a new version)")
-        record = {**provenance, "software_version": provenance.get("software_version", __version__), "written_utc": _utc_now()}
-        record = _jsonable(record, f"{where} provenance")
+        _jsonable(provenance, f"{where} provenance")  # refuse what cannot be stored before taking the lock
         with exclusive_lock(self._lock_path("scan", patient, timepoint)):
             self._clean_dead_staging(patient, timepoint, lock_held=True)
             vdir = self._version_dir(patient, timepoint, version)
@@ -386,20 +480,40 @@ class Cohort:
             wrong = {n: v.shape for n, v in variables.items() if v.shape != shape}
             if wrong:
                 raise ValueError(f"{where}: arrays {wrong} do not match the scan's shape {shape} (z, y, x)")
+            now = _utc_now()
+            declared = _read_json(vdir / "zarr.json")["attributes"].get("provenance", {})
+            superseded = sorted(n for n in variables if n in declared)
+            stray = [n for n in variables if n not in declared and (vdir / n).exists()]  # never published
+            slot = _next_slot(vdir) if superseded else None
+            record = {**provenance, "software_version": provenance.get("software_version", __version__),
+                      "written_utc": now}
+            if slot:
+                record["supersedes"] = f"{SUPERSEDED_DIR}/{slot}"
+            record = _jsonable(record, f"{where} provenance")
             staging = self._staging_path("scan", patient, timepoint)
             _write_group(staging, variables, {})
-            # Journal for the clean-up of a crashed writer: these names, if not yet declared, are ours to remove.
-            _write_json_atomic(staging / "publishing.json", {"version_dir": vdir.name, "arrays": sorted(variables)}, staging)
-            replaced = [n for n in variables if (vdir / n).exists()]
-            if replaced:
-                self._update_provenance(vdir, remove=replaced, staging=staging)
+            # Journal for the roll-back of a writer that dies part-way (_discard_staging).
+            plan = {"version_dir": vdir.name, "arrays": sorted(variables), "written_utc": now,
+                    "superseded": {"slot": slot, "arrays": superseded} if slot else None}
+            _write_json_atomic(staging / "publishing.json", plan, staging)
+            if slot:
+                slot_dir = vdir / SUPERSEDED_DIR / slot
+                _write_group_json(staging / "slot", {"superseded_utc": now,
+                                                     "provenance": {n: declared[n] for n in superseded}})
+                _ensure_group(vdir / SUPERSEDED_DIR)
+                os.rename(staging / "slot", slot_dir)
+                self._update_provenance(vdir, remove=superseded, staging=staging)
+                for name in superseded:
+                    os.rename(vdir / name, slot_dir / name)
+            if stray:
                 (staging / "replaced").mkdir()
-                for name in replaced:
+                for name in stray:
                     os.rename(vdir / name, staging / "replaced" / name)
             for name in variables:
                 os.rename(staging / name, vdir / name)
             self._update_provenance(vdir, add={name: record for name in variables}, staging=staging)
             shutil.rmtree(staging)
+        return record
 
     def _update_provenance(self, vdir: Path, staging: Path, add: dict | None = None, remove: Iterable[str] = ()) -> None:
         meta = _read_json(vdir / "zarr.json")
@@ -434,15 +548,35 @@ class Cohort:
                         self._discard_staging(entry)
 
     def _discard_staging(self, entry: Path) -> None:
+        """Remove a dead writer's staging entry; roll back a :meth:`write_arrays` it left part-way (its journal
+        ``publishing.json``): new arrays not yet listed are removed, the arrays it was superseding return to the
+        scan with their records, and the slot it created is removed."""
         journal = entry / "publishing.json"
         if journal.is_file():
             kind, patient, timepoint = _staging_owner(entry.name)
             plan = _read_json(journal)
             vdir = self._scan_dir(patient, timepoint) / plan["version_dir"]
             declared = _read_json(vdir / "zarr.json")["attributes"].get("provenance", {})
-            for name in plan["arrays"]:
-                if name not in declared and (vdir / name).is_dir():
+            published = "written_utc" in plan and all(
+                declared.get(name, {}).get("written_utc") == plan["written_utc"] for name in plan["arrays"])
+            moving = plan.get("superseded") or {"slot": None, "arrays": []}
+            slot_dir = vdir / SUPERSEDED_DIR / moving["slot"] if moving["slot"] else None
+            if not published:
+                for name in plan["arrays"]:
+                    if name in declared or not (vdir / name).is_dir():
+                        continue
+                    if name in moving["arrays"] and slot_dir.is_dir() and not (slot_dir / name).exists():
+                        continue  # delisted but not moved yet: still the array being superseded
                     shutil.rmtree(vdir / name)
+                if slot_dir is not None and slot_dir.is_dir():
+                    for name in moving["arrays"]:
+                        if (slot_dir / name).is_dir() and not (vdir / name).exists():
+                            os.rename(slot_dir / name, vdir / name)
+                    kept = _read_json(slot_dir / "zarr.json")["attributes"]["provenance"]
+                    restore = {n: kept[n] for n in moving["arrays"] if n not in declared and (vdir / n).is_dir()}
+                    if restore:
+                        self._update_provenance(vdir, add=restore, staging=entry)
+                    shutil.rmtree(slot_dir)
         if entry.is_dir():
             shutil.rmtree(entry)
         else:
@@ -528,6 +662,10 @@ class Cohort:
         """One row per flow run (``tables/runs.parquet``)."""
         return self.read_table("runs")
 
+    def run_maps(self) -> pd.DataFrame:
+        """One row per run and dose-rate map: computed, reused or failed, and why (``tables/run_maps.parquet``)."""
+        return self.read_table("run_maps")
+
     def ingest_report(self) -> pd.DataFrame:
         """One row per ingested or rejected scan/file (``tables/ingest_report.parquet``)."""
         return self.read_table("ingest_report")
@@ -609,6 +747,19 @@ def _write_json_atomic(path: Path, obj: dict, staging: Path) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def _write_group_json(path: Path, attrs: dict) -> None:
+    """Make ``path`` (which must not exist) a zarr v3 group with ``attrs``."""
+    path.mkdir(parents=True)
+    (path / "zarr.json").write_text(json.dumps({**_GROUP_JSON, "attributes": attrs}, indent=2))
+
+
+def _next_slot(vdir: Path) -> str:
+    """The next free superseded slot of a scan version: ``s0001`` when it has none."""
+    root = vdir / SUPERSEDED_DIR
+    numbers = [int(m.group(1)) for p in root.iterdir() if (m := SLOT_RE.fullmatch(p.name))] if root.is_dir() else []
+    return SLOT_DIR.format(max(numbers, default=0) + 1)
 
 
 def _ensure_group(path: Path) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ._cohort import DIMS, STORE_NAME, _staging_owner, _timepoint_sort_key
+from ._cohort import DIMS, SLOT_RE, STORE_NAME, SUPERSEDED_DIR, _staging_owner, _timepoint_sort_key
 from ._cycles import number_cycles
 from ._locking import lock_file, lock_is_free
 from ._schema import IDENTIFIER_RE, SCHEMA_VERSION, TIMEPOINT_RE, attr_problems, label_attrs_problems, store_schema
@@ -176,37 +176,16 @@ def _version_problems(vdir: Path, where: str, number: int, writer_active: bool) 
             problems.append(f"{where}: provenance of {name!r} has no 'method'")
 
     schema_arrays = store_schema()["arrays"]
-    chunk_z = store_schema()["chunking"]["z"]
     shapes = {}
-    for adir in sorted(p for p in vdir.iterdir() if p.is_dir()):
+    for adir in sorted(p for p in vdir.iterdir() if p.is_dir() and p.name != SUPERSEDED_DIR):
         awhere = f"{where}/{adir.name}"
-        ameta = _json(adir / "zarr.json")
-        if ameta is None:
-            problems.append(f"{awhere}: zarr.json is missing or unreadable")
-            continue
-        problems += _node_problems(ameta, "array", awhere)
-        spec = schema_arrays.get(adir.name)
-        if spec is None:
-            problems.append(f"{awhere}: array not in the store schema (known: {sorted(schema_arrays)})")
-            continue
-        if adir.name not in provenance and not writer_active:
+        array_problems, shape = _array_problems(adir, awhere)
+        if shape is not None and adir.name not in provenance and not writer_active:
             problems.append(f"{awhere}: array is not listed in the scan's provenance "
                             "(left by an interrupted write_arrays; invisible to readers)")
-        dims = tuple(ameta.get("dimension_names") or ())
-        if dims != DIMS:
-            problems.append(f"{awhere}: dims {dims}, the schema needs {DIMS}")
-        if ameta.get("data_type") != spec["dtype"]:
-            problems.append(f"{awhere}: dtype {ameta.get('data_type')!r}, the schema needs {spec['dtype']!r}")
-        aattrs = ameta.get("attributes", {})
-        if aattrs.get("units") != spec["units"]:
-            problems.append(f"{awhere}: units {aattrs.get('units')!r}, the schema needs {spec['units']!r}")
-        shape = tuple(ameta.get("shape", ()))
-        shapes[adir.name] = shape
-        chunks = tuple(ameta.get("chunk_grid", {}).get("configuration", {}).get("chunk_shape", ()))
-        if len(shape) == 3 and chunks != (min(chunk_z, shape[0]), shape[1], shape[2]):
-            problems.append(f"{awhere}: chunks {chunks}, the schema needs ({chunk_z} slices, full y, full x)")
-        if adir.name == "labels":
-            problems += [f"{awhere}: {p}" for p in label_attrs_problems(aattrs)]
+        problems += array_problems
+        if shape is not None:
+            shapes[adir.name] = shape
     for name in provenance:
         if name not in shapes:
             problems.append(f"{where}: provenance lists {name!r} but the array is missing")
@@ -215,7 +194,79 @@ def _version_problems(vdir: Path, where: str, number: int, writer_active: bool) 
             problems.append(f"{where}: required array {name!r} is missing")
     if len(set(shapes.values())) > 1:
         problems.append(f"{where}: arrays differ in shape: {shapes}")
+    if (vdir / SUPERSEDED_DIR).is_dir():
+        scan_shape = shapes.get("ct_hu")
+        problems += _superseded_problems(vdir / SUPERSEDED_DIR, f"{where}/{SUPERSEDED_DIR}", scan_shape, writer_active)
     return problems
+
+
+def _superseded_problems(root: Path, where: str, scan_shape: tuple | None, writer_active: bool) -> list[str]:
+    """Problems of a scan version's ``superseded`` group: slots s0001, s0002, ... each a group whose
+    ``provenance`` attr lists the derived arrays it holds (a slot a live writer is filling may lack some)."""
+    problems = _group_problems(root, where)
+    derived = {n for n, spec in store_schema()["arrays"].items() if spec["written_by"] == "derived"}
+    for slot in sorted(root.iterdir()):
+        if slot.name == "zarr.json":
+            continue
+        swhere = f"{where}/{slot.name}"
+        if not slot.is_dir() or not SLOT_RE.fullmatch(slot.name):
+            problems.append(f"{swhere}: unexpected entry (superseded slots are s0001, s0002, ...)")
+            continue
+        meta = _json(slot / "zarr.json")
+        if meta is None:
+            problems.append(f"{swhere}: zarr.json is missing or unreadable")
+            continue
+        problems += _node_problems(meta, "group", swhere)
+        provenance = meta.get("attributes", {}).get("provenance")
+        if not isinstance(provenance, dict):
+            problems.append(f"{swhere}: attribute 'provenance' is missing or not an object")
+            provenance = {}
+        for name, record in provenance.items():
+            if not isinstance(record, dict) or not record.get("method"):
+                problems.append(f"{swhere}: provenance of {name!r} has no 'method'")
+            if not (slot / name).is_dir() and not writer_active:
+                problems.append(f"{swhere}: provenance lists {name!r} but the array is missing")
+        for adir in sorted(p for p in slot.iterdir() if p.is_dir()):
+            awhere = f"{swhere}/{adir.name}"
+            if adir.name not in derived:
+                problems.append(f"{awhere}: only derived arrays are superseded ({sorted(derived)})")
+                continue
+            if adir.name not in provenance:
+                problems.append(f"{awhere}: array is not listed in the slot's provenance")
+            array_problems, shape = _array_problems(adir, awhere)
+            problems += array_problems
+            if shape is not None and scan_shape is not None and shape != scan_shape:
+                problems.append(f"{awhere}: shape {shape} differs from the scan's {scan_shape}")
+    return problems
+
+
+def _array_problems(adir: Path, awhere: str) -> tuple[list[str], tuple | None]:
+    """Problems of one array directory against the schema, and its shape (None when it is not a schema array)."""
+    schema_arrays = store_schema()["arrays"]
+    chunk_z = store_schema()["chunking"]["z"]
+    problems = []
+    ameta = _json(adir / "zarr.json")
+    if ameta is None:
+        return [f"{awhere}: zarr.json is missing or unreadable"], None
+    problems += _node_problems(ameta, "array", awhere)
+    spec = schema_arrays.get(adir.name)
+    if spec is None:
+        return problems + [f"{awhere}: array not in the store schema (known: {sorted(schema_arrays)})"], None
+    dims = tuple(ameta.get("dimension_names") or ())
+    if dims != DIMS:
+        problems.append(f"{awhere}: dims {dims}, the schema needs {DIMS}")
+    if ameta.get("data_type") != spec["dtype"]:
+        problems.append(f"{awhere}: dtype {ameta.get('data_type')!r}, the schema needs {spec['dtype']!r}")
+    aattrs = ameta.get("attributes", {})
+    if aattrs.get("units") != spec["units"]:
+        problems.append(f"{awhere}: units {aattrs.get('units')!r}, the schema needs {spec['units']!r}")
+    shape = tuple(ameta.get("shape", ()))
+    chunks = tuple(ameta.get("chunk_grid", {}).get("configuration", {}).get("chunk_shape", ()))
+    if len(shape) == 3 and chunks != (min(chunk_z, shape[0]), shape[1], shape[2]):
+        problems.append(f"{awhere}: chunks {chunks}, the schema needs ({chunk_z} slices, full y, full x)")
+    if adir.name == "labels":
+        problems += [f"{awhere}: {p}" for p in label_attrs_problems(aattrs)]
+    return problems, shape
 
 
 def _staging_problems(store: Path) -> list[str]:
