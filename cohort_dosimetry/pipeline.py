@@ -56,26 +56,6 @@ def _parse_grid(grid: str) -> str | tuple[float, float, float]:
 _INGEST_STATUS = {"written": "done", "new_version": "done", "unchanged": "skipped", "rejected": "failed"}
 
 
-def ingest_cohort(dicom_dir: str | Path, cohort_dir: str | Path, grid: str = "compact",
-                  roi_names: dict[str, str] | None = None) -> list[dict]:
-    """Ingest a DICOM folder (a no-op for unchanged files); one StepResult per scan or rejected file/series.
-
-    ``roi_names``: the user's {ROI name as written: vocabulary name} (``cohort_dosimetry.vocabulary.read_roi_names``).
-    The full report, warnings included, is in the store's ``ingest_report`` table.
-    """
-    from cohort_dosimetry.io import ingest
-
-    t0 = time.perf_counter()
-    report = ingest(dicom_dir, cohort_dir, grid=_parse_grid(grid), roi_names=roi_names)
-    seconds = time.perf_counter() - t0
-    rows = report[report["status"].isin(list(_INGEST_STATUS)) & (report["severity"] != "warning")]
-    return [
-        StepResult("ingest", r.patient, r.timepoint, _INGEST_STATUS[r.status], seconds / max(len(rows), 1),
-                   "" if r.status != "rejected" else f"{r.source}: {r.message}").as_dict()
-        for r in rows.itertuples()
-    ]
-
-
 def plan_cohort_ingest(dicom_dir: str | Path, cohort_dir: str | Path, grid: str = "compact",
                        roi_names: dict[str, str] | None = None):
     """Discovery and labels of an ingest in steps (``cohort_dosimetry.io.plan_ingest``): the plan whose scans
@@ -106,7 +86,7 @@ def failed_planned_scan(scan, message: str) -> dict:
 def finish_cohort_ingest(cohort_dir: str | Path, plan, outcomes: list[dict]) -> list[dict]:
     """End an ingest in steps: cycle notes and the report table (``cohort_dosimetry.io.finish_ingest``) from the
     plan's rows and the scans' ``outcomes`` (of :func:`ingest_planned_scan` or :func:`failed_planned_scan`).
-    Returns one StepResult per scan or rejected file/series, as :func:`ingest_cohort` does."""
+    Returns one StepResult per scan or rejected file/series."""
     from cohort_dosimetry.io import finish_ingest
 
     finish_ingest(cohort_dir, [*plan.rows, *(row for outcome in outcomes for row in outcome["rows"])])

@@ -44,11 +44,6 @@ _step = dict(retries=2, retry_delay_seconds=2, retry_condition_fn=_transient, ca
              persist_result=False)
 
 
-@task(name="ingest", **_step)
-def ingest_task(dicom_dir: str, cohort_dir: str, grid: str, roi_names: dict[str, str] | None = None) -> list[dict]:
-    return pipeline.ingest_cohort(dicom_dir, cohort_dir, grid=grid, roi_names=roi_names)
-
-
 @task(name="plan-ingest", **_step)
 def plan_ingest_task(dicom_dir: str, cohort_dir: str, grid: str, roi_names: dict[str, str] | None = None):
     return pipeline.plan_cohort_ingest(dicom_dir, cohort_dir, grid=grid, roi_names=roi_names)
