@@ -8,7 +8,7 @@ compact grid, fast SPECT model) into ``--data`` unless it is there already, then
 - the full ingest with ``--workers`` processes into a fresh cohort,
 - the re-run on unchanged files (must change nothing).
 
-Goals (issue 4): full ingest at most 300 s on 2 cores; re-run under 10 % of that (30 s).
+Goals: full ingest at most 300 s on 2 cores; re-run under 10 % of that (30 s).
 Usage: ``python bench/ingest.py [--data DIR] [--workers 2]``
 """
 from __future__ import annotations

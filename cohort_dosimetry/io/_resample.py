@@ -27,7 +27,7 @@ import SimpleITK as sitk
 from cohort_dosimetry.io._volume import Grid, Volume
 from cohort_dosimetry.vocabulary import OVERLAP_REGION_START, region_name
 
-#: The compact dose grid spacing (z, y, x) in mm of the virtual patients (issue 3, ``phantoms`` grid "compact").
+#: The compact dose grid spacing (z, y, x) in mm of the virtual patients (``phantoms`` grid "compact").
 COMPACT_SPACING_MM = (3.0, 3.91, 3.91)
 #: CT numbers of air, used outside the CT's field of view.
 AIR_HU = -1000.0

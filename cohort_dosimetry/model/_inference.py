@@ -14,7 +14,7 @@ from cohort_dosimetry.physics import resolve_device
 
 # Autocast dtype of CUDA inference. float16, not bfloat16: its 10-bit mantissa is 8 times finer, and on the shipped
 # weights bfloat16 moved the CNN's mean dose-rate of a virtual patient's left lung by -1.2 % against float32 (H200,
-# session 23; -1.3 % in CPU emulation, vertebrae up to -0.5 %). float16 stayed within 0.01 % of float32 in every VOI
+# measured; -1.3 % in CPU emulation, vertebrae up to -0.5 %). float16 stayed within 0.01 % of float32 in every VOI
 # of a 16-slice section where bfloat16 was 0.23 % off (CPU emulation). Its range suffices: activations of the shipped
 # network peak at about 20 on virtual patients (seeds 47, 52, 57), float16's maximum is 65504; an overflow would
 # still be caught (``_predict`` refuses a non-finite output).

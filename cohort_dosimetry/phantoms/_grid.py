@@ -43,7 +43,7 @@ class Grid:
         )
 
 
-#: The two grids of issue 3: ``compact`` (default, CPU-sized) and ``paper`` (Li et al. 2022 CT grid).
+#: The two grids: ``compact`` (default, CPU-sized) and ``paper`` (Li et al. 2022 CT grid).
 GRIDS: dict[str, Grid] = {
     "compact": Grid((130, 128, 128), (3.0, 3.91, 3.91)),
     "paper": Grid((130, 512, 512), (3.0, 0.98, 0.98)),

@@ -102,7 +102,7 @@ class BandedConv1d(torch.nn.Module):
     product with one banded (Toeplitz) matrix per channel: (B, C, L) -> (B, C, L).
 
     Same kernels, same padding, so the same result to float32 rounding: one layer matched torch's bit for bit on the
-    2-core CPU of session 19, and a whole training scan (seed 1 at 24 h, 64 OSEM subset updates) differed by 9e-8 in
+    2-core CPU, and a whole training scan (seed 1 at 24 h, 64 OSEM subset updates) differed by 9e-8 in
     total and 1e-7 in the median organ voxel (4e-4 at the 99.9th percentile), far below its Poisson noise.
     Why: PyTomography blurs every plane with torch's grouped ``conv1d``, which ran at about 1 GFLOP/s on the CPU and
     took 62 % of a scan's time; the banded product does 5x the arithmetic in BLAS, and the scan took 159 s against

@@ -33,7 +33,7 @@ ELECTRON_MASS_MEV = 0.51099895
 CLASSICAL_ELECTRON_RADIUS_CM = 2.8179403262e-13
 AVOGADRO_PER_MOL = 6.02214076e23
 
-# Upper bounds (g/cm3) of air, lung and soft tissue; bone above. Anything below 0.1 g/cm3 is air (issue 2).
+# Upper bounds (g/cm3) of air, lung and soft tissue; bone above. Anything below 0.1 g/cm3 is air.
 DENSITY_THRESHOLDS_G_CM3 = (0.1, 0.8, 1.2)
 
 # Mean excitation energies (eV) of atoms bound in compounds, for Bragg additivity: ICRU Report 37 (1984),
