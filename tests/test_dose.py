@@ -102,7 +102,7 @@ def test_cuda_maps_of_a_virtual_patient_match_the_cpu_with_the_shipped_weights()
     """The whole entry point on CUDA against the CPU, on a compact-grid virtual patient with the shipped weights:
     DVK (float32 FFTs on both) voxel by voxel to 1e-4 of the maximum; the CNN, under float16 autocast on CUDA, to
     0.5 % of the maximum voxel by voxel and 0.5 % in every VOI's mean (float16 in CPU emulation: 0.02 % and 0.01 %;
-    bfloat16, used before session 23, moved the left lung's mean by 1.2 % on an H200)."""
+    bfloat16 moved the left lung's mean by 1.2 % on an H200)."""
     patient = make_virtual_patient(47, hours=(24.0,))
     scan = patient.isel(timepoint=0)
     cpu, cuda = dose_rates(scan, device="cpu"), dose_rates(scan, device="cuda")

@@ -1,4 +1,4 @@
-"""Monte Carlo engine acceptance tests (issue 2).
+"""Monte Carlo engine acceptance tests.
 
 Every phantom here is synthetic (uniform blocks, slabs, point sources), not patient data. Expected values come from
 physics that does not use the engine: energy conservation, the homogeneous (equilibrium) limit with ICRP-107
