@@ -10,7 +10,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 # Monte Carlo tests 7x slower (195 s against 26 s measured).
 export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: demo test test-slow bench gpu-check venv clean
+.PHONY: demo test test-slow lint bench gpu-check validation venv clean
 
 venv: $(STAMP)
 
@@ -27,6 +27,14 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# ruff (lint and format), import-linter (the layers in pyproject.toml), mypy (the typed package). `.ci/run` runs it
+# before `make test`.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check cohort_dosimetry flows tests bench
+	$(VENV)/bin/ruff format --check cohort_dosimetry flows tests bench
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
+
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
 
@@ -38,6 +46,12 @@ bench: $(STAMP)
 # and exits 0.
 gpu-check: $(STAMP)
 	$(PY) bench/gpu_check.py
+
+# The scientific evidence in docs/validation (README, CSVs, figures): kernels against published S-values, the
+# homogeneous limit, DVK against Monte Carlo, the CNN against DVK on held-out virtual patients (about 40 minutes on
+# 2 CPU cores).
+validation: $(STAMP)
+	$(VENV)/bin/cohort-dosimetry validate-science --out docs/validation
 
 clean:
 	rm -rf $(VENV) .pytest_cache

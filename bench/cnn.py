@@ -19,6 +19,7 @@ packs); the times include copying the volumes to the GPU and the result back.
 Run: ``.venv/bin/python bench/cnn.py [--device cpu|cuda] [--grids compact paper] [--threads 1 2]
 [--baseline-slices 13] [--batch-size N]``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,9 +31,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cohort_dosimetry.grid import GRIDS
 from cohort_dosimetry.model import DblurDoseNet, ModelCard, load_model, make_packs, predict_dose_rate, save_model
-
-GRIDS = {"compact": ((130, 128, 128), (3.0, 3.91, 3.91)), "paper": ((130, 512, 512), (3.0, 0.98, 0.98))}
 
 
 def _volumes(shape):
@@ -45,8 +45,14 @@ def _volumes(shape):
 
 def _card(tmp: Path, spacing) -> Path:
     torch.manual_seed(0)
-    card = ModelCard(spacing_mm=spacing, spect_scale=1e4, dose_rate_scale=1e7,
-                     training_data={"description": "untrained benchmark network"}, training={}, validation_metrics={})
+    card = ModelCard(
+        spacing_mm=spacing,
+        spect_scale=1e4,
+        dose_rate_scale=1e7,
+        training_data={"description": "untrained benchmark network"},
+        training={},
+        validation_metrics={},
+    )
     return save_model(DblurDoseNet(), card, tmp / f"bench_{spacing[1]}.json")
 
 
@@ -87,30 +93,43 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     args = parser.parse_args()
     where = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
-    print(f"torch {torch.__version__}, device {where}, {os.cpu_count()} CPUs, "
-          f"load average {os.getloadavg()[0]:.1f}; synthetic inputs")
+    print(
+        f"torch {torch.__version__}, device {where}, {os.cpu_count()} CPUs, "
+        f"load average {os.getloadavg()[0]:.1f}; synthetic inputs"
+    )
     thread_counts = args.threads if args.device == "cpu" else [torch.get_num_threads()]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for grid in args.grids:
-            shape, spacing = GRIDS[grid]
+            shape, spacing = GRIDS[grid].shape, GRIDS[grid].spacing_mm
             card_path = _card(Path(tmp), spacing)
             spect, density, dvk = _volumes(shape)
             for threads in thread_counts:
                 torch.set_num_threads(threads)
-                predict_dose_rate(spect[:11], density[:11], dvk[:11], spacing, weights=card_path,  # warm-up
-                                  device=args.device)
+                predict_dose_rate(
+                    spect[:11],
+                    density[:11],
+                    dvk[:11],
+                    spacing,
+                    weights=card_path,  # warm-up
+                    device=args.device,
+                )
                 per_slice = _baseline_s_per_slice(card_path, spect, density, dvk, args.baseline_slices, args.device)
                 start = time.perf_counter()
-                predict_dose_rate(spect, density, dvk, spacing, weights=card_path, device=args.device,
-                                  batch_size=args.batch_size)
+                predict_dose_rate(
+                    spect, density, dvk, spacing, weights=card_path, device=args.device, batch_size=args.batch_size
+                )
                 optimised = time.perf_counter() - start
                 baseline = per_slice * shape[0]
                 rows.append((grid, "x".join(map(str, shape)), threads, baseline, args.baseline_slices, optimised))
-    print(f"{'grid':8} {'shape':12} {'threads':>7} {'baseline s/vol':>15} {'(slices run)':>13} "
-          f"{'predict s/vol':>14} {'speed-up':>9}")
+    print(
+        f"{'grid':8} {'shape':12} {'threads':>7} {'baseline s/vol':>15} {'(slices run)':>13} "
+        f"{'predict s/vol':>14} {'speed-up':>9}"
+    )
     for grid, shape, threads, baseline, n, optimised in rows:
-        print(f"{grid:8} {shape:12} {threads:7d} {baseline:15.1f} {n:13d} {optimised:14.1f} {baseline / optimised:9.2f}")
+        print(
+            f"{grid:8} {shape:12} {threads:7d} {baseline:15.1f} {n:13d} {optimised:14.1f} {baseline / optimised:9.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ writing the same arrays raw with ``numpy.save`` (the disk-write floor of a scan)
 for the CT series, the NM multi-frame, the RTSTRUCT (incl. contour tracing), the SEG and the ground truth, and their
 ratio to the baseline. Usage: ``python bench/dicom_export.py [--grid compact|paper] [--repeat N]``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -14,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cohort_dosimetry.phantoms import make_virtual_patient
 from cohort_dosimetry.phantoms import _dicom_export as dx
+from cohort_dosimetry.phantoms import make_virtual_patient
 
 
 def _best(fn, repeat: int) -> tuple[float, float]:
@@ -55,11 +56,16 @@ def main() -> None:
             ("baseline: numpy.save of CT, NM, labels", _best(raw_arrays, args.repeat)),
             ("CT series", _best(lambda: dx._write_ct(scan, ct_hu, out / "CT"), args.repeat)),
             ("NM multi-frame", _best(lambda: dx._write_nm(scan, activity, out / "NM.dcm"), args.repeat)),
-            ("RTSTRUCT incl. tracing", _best(lambda: dx._write_rtstruct(
-                scan, ct_slices, dx._trace_contours(patient.labels, patient.label_names), out / "RS.dcm"),
-                args.repeat)),
-            ("SEG (highdicom)", _best(lambda: dx._write_seg(scan, ct_slices, segments, out / "SEG.dcm"),
-                                      args.repeat)),
+            (
+                "RTSTRUCT incl. tracing",
+                _best(
+                    lambda: dx._write_rtstruct(
+                        scan, ct_slices, dx._trace_contours(patient.labels, patient.label_names), out / "RS.dcm"
+                    ),
+                    args.repeat,
+                ),
+            ),
+            ("SEG (highdicom)", _best(lambda: dx._write_seg(scan, ct_slices, segments, out / "SEG.dcm"), args.repeat)),
         ]
         whole = _best(lambda: dx.export_dicom(patient_ds, out / "patient"), 1)
     baseline_wall = rows[0][1][0]
@@ -68,8 +74,10 @@ def main() -> None:
     for name, (wall, cpu) in rows:
         print(f"{name:<42}{wall:>9.3f}{cpu:>9.3f}{wall / baseline_wall:>12.1f}")
     wall, cpu = whole
-    print(f"{'export_dicom, per scan (4 scans + truth)':<42}{wall / n_scans:>9.3f}{cpu / n_scans:>9.3f}"
-          f"{wall / n_scans / baseline_wall:>12.1f}")
+    print(
+        f"{'export_dicom, per scan (4 scans + truth)':<42}{wall / n_scans:>9.3f}{cpu / n_scans:>9.3f}"
+        f"{wall / n_scans / baseline_wall:>12.1f}"
+    )
     print(f"(generating the patient, fast model, 4 time points: {generate_s:.1f} s)")
 
 

@@ -12,6 +12,7 @@ Each method runs in its own process, on inputs loaded from .npy files, so that i
 
     .venv/bin/python bench/dvk.py
 """
+
 from __future__ import annotations
 
 import json
@@ -56,9 +57,11 @@ def analytic_kernel() -> np.ndarray:
     dz, dy, dx = np.meshgrid(*off, indexing="ij")
     r_cm = np.sqrt((dz * SPACING_MM[0]) ** 2 + (dy * SPACING_MM[1]) ** 2 + (dx * SPACING_MM[2]) ** 2) / 10
     r_cm = np.maximum(r_cm, 0.5 * min(SPACING_MM) / 10)
-    # (energy MeV, yield, mu cm2/g, mu_en cm2/g): ICRP-107 yields, NIST water coefficients (DESIGN.md section 4).
-    photon = sum(e * y * mu_en * 1.04 * np.exp(-mu * 1.04 * r_cm) / (4 * np.pi * r_cm**2)  # MeV/cm3 per decay
-                 for e, y, mu, mu_en in ((0.20837, 0.110, 0.1350, 0.02989), (0.11295, 0.064, 0.1644, 0.02609)))
+    # (energy MeV, yield, mu cm2/g, mu_en cm2/g): ICRP-107 yields, NIST water coefficients (docs/physics.md).
+    photon = sum(
+        e * y * mu_en * 1.04 * np.exp(-mu * 1.04 * r_cm) / (4 * np.pi * r_cm**2)  # MeV/cm3 per decay
+        for e, y, mu, mu_en in ((0.20837, 0.110, 0.1350, 0.02989), (0.11295, 0.064, 0.1644, 0.02609))
+    )
     photon_gy = photon * mev_to_j / 1.04e-3  # MeV/cm3 -> J/kg per decay
     off9 = [np.arange(BETA_SIZE) - BETA_SIZE // 2] * 3
     bz, by, bx = np.meshgrid(*off9, indexing="ij")
@@ -67,7 +70,7 @@ def analytic_kernel() -> np.ndarray:
     beta *= 0.1479 * mev_to_j / voxel_mass_kg / beta.sum()  # all 147.9 keV of electron energy absorbed
     kernel = photon_gy
     c, h = PHOTON_SIZE // 2, BETA_SIZE // 2
-    kernel[c - h:c + h + 1, c - h:c + h + 1, c - h:c + h + 1] += beta
+    kernel[c - h : c + h + 1, c - h : c + h + 1, c - h : c + h + 1] += beta
     return (kernel * 1e9).astype(np.float32)  # Gy per decay -> mGy/(MBq s)
 
 
@@ -116,18 +119,24 @@ def main() -> None:
         a, b = np.load(folder / "dose_torch.npy"), np.load(folder / "dose_scipy.npy")
     max_rel = float(np.abs(a - b).max() / np.abs(b).max())
     base = min(results["scipy"]["times"])
-    print(f"DVK benchmark: {SHAPE[2]}x{SHAPE[1]}x{SHAPE[0]} (x, y, z) at {SPACING_MM} mm (z, y, x), "
-          f"{PHOTON_SIZE}^3 photon + {BETA_SIZE}^3 beta analytic kernel, synthetic phantom, {THREADS} threads")
+    print(
+        f"DVK benchmark: {SHAPE[2]}x{SHAPE[1]}x{SHAPE[0]} (x, y, z) at {SPACING_MM} mm (z, y, x), "
+        f"{PHOTON_SIZE}^3 photon + {BETA_SIZE}^3 beta analytic kernel, synthetic phantom, {THREADS} threads"
+    )
     print(f"{'method':<44} {'time s':>8} {'vs scipy':>9} {'peak RSS GiB':>13} {'added GiB':>10}")
-    rows = [("scipy.signal.fftconvolve (1 worker, baseline)", results["scipy"], min(results["scipy"]["times"])),
-            ("scipy.signal.fftconvolve (2 workers)", results["scipy2"], min(results["scipy2"]["times"])),
-            ("dose_rate_dvk torch cpu, first call", results["torch"], results["torch"]["times"][0]),
-            ("dose_rate_dvk torch cpu, cached spectrum", results["torch"], min(results["torch"]["times"][1:]))]
+    rows = [
+        ("scipy.signal.fftconvolve (1 worker, baseline)", results["scipy"], min(results["scipy"]["times"])),
+        ("scipy.signal.fftconvolve (2 workers)", results["scipy2"], min(results["scipy2"]["times"])),
+        ("dose_rate_dvk torch cpu, first call", results["torch"], results["torch"]["times"][0]),
+        ("dose_rate_dvk torch cpu, cached spectrum", results["torch"], min(results["torch"]["times"][1:])),
+    ]
     print("(best of 2 runs for scipy, of 2 cached calls for dose_rate_dvk)")
     for name, r, t in rows:
         print(f"{name:<44} {t:8.2f} {base / t:8.2f}x {r['peak_gib']:13.2f} {r['extra_gib']:10.2f}")
-    print(f"max |dvk - scipy| / max(scipy) on a 1/8 subsample: {max_rel:.2e}; "
-          f"load average during the run: {os.getloadavg()[0]:.1f} (shared machine: times are noisy)")
+    print(
+        f"max |dvk - scipy| / max(scipy) on a 1/8 subsample: {max_rel:.2e}; "
+        f"load average during the run: {os.getloadavg()[0]:.1f} (shared machine: times are noisy)"
+    )
 
 
 if __name__ == "__main__":

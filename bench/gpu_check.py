@@ -15,10 +15,10 @@ ingest and statistics tasks (dose-rate tasks ask for a GPU and run on the GPU wo
 ``cohort-dosimetry run DICOM COHORT --address ... --grid compact --mc-scans first --mc-decays N``: its arguments are
 parsed by ``run``'s own parser and turned into the flow's parameters by ``run``'s own code.
 
-Sized to finish within 5 minutes on one H100 (one lend of a GPU machine):
+Sized to finish within 5 minutes on one H100:
 - Monte Carlo: 1e6 decays per scan (default 5e6), on the earliest scan of each patient's cycle (12 of the 42 scans,
   as the demo does). CUDA Monte Carlo ran at 3.5e5 decays/s on an H200 on a phantom of this grid
-  (docs/gpu_h200_session23): 12 x 1e6 decays is about 35 s of GPU time, where the default 5e6 would take about
+  (docs/model.md): 12 x 1e6 decays is about 35 s of GPU time, where the default 5e6 would take about
   170 s on one GPU. 1e6 decays still puts every map through the whole transport path; its noise is not what is
   checked here.
 - The CUDA tests run while the cohort is synthesised (the synthesis uses the CPU cores; the tests one GPU); the
@@ -26,6 +26,7 @@ Sized to finish within 5 minutes on one H100 (one lend of a GPU machine):
 - Ingest of a study takes seconds of one CPU core; with one worker per GPU, 42 scans would be ingested and
   summarised one after the other, hence the CPU workers (default: one per core left, at most 12).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,8 +58,12 @@ def nvidia_smi_gpus() -> list[str]:
     if not shutil.which("nvidia-smi"):
         return []
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=30)
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return []
     return [line.strip() for line in out.stdout.splitlines() if line.strip()] if out.returncode == 0 else []
@@ -69,8 +74,10 @@ def no_cuda_message(torch) -> str:
     build = f"CUDA {torch.version.cuda} build" if torch.version.cuda else "a CPU-only build"
     gpus = nvidia_smi_gpus()
     if gpus and not torch.version.cuda:
-        hint = (f"; the driver lists {len(gpus)} GPU(s) ({gpus[0]}): install a CUDA build of torch 2.13.0 "
-                "(deploy/install.sh with TORCH_INDEX_URL set to a CUDA wheel index) to check them")
+        hint = (
+            f"; the driver lists {len(gpus)} GPU(s) ({gpus[0]}): install a CUDA build of torch 2.13.0 "
+            "(deploy/install.sh with TORCH_INDEX_URL set to a CUDA wheel index) to check them"
+        )
     elif gpus:
         hint = f"; the driver lists {len(gpus)} GPU(s) but torch cannot use them (CUDA_VISIBLE_DEVICES, driver?)"
     else:
@@ -79,10 +86,26 @@ def no_cuda_message(torch) -> str:
 
 
 def run_cuda_tests(junit: Path) -> subprocess.Popen:
-    """Start the CUDA tests (every test with "cuda" in its name or parameters; not the slow ones)."""
+    """Start the CUDA tests (every test marked ``cuda``; not the slow ones)."""
     return subprocess.Popen(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "cuda", "--junitxml", str(junit),
-         "tests"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-m",
+            "cuda and not slow",
+            "--junitxml",
+            str(junit),
+            "tests",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def cuda_test_outcome(proc: subprocess.Popen, junit: Path, started: float) -> dict:
@@ -95,14 +118,19 @@ def cuda_test_outcome(proc: subprocess.Popen, junit: Path, started: float) -> di
     counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
     if junit.exists():
         root = ElementTree.parse(junit).getroot()
-        for suite in ([root] if root.tag == "testsuite" else root.iter("testsuite")):
+        for suite in [root] if root.tag == "testsuite" else root.iter("testsuite"):
             for key in counts:
                 counts[key] += int(suite.get(key, 0))
     failed = [line for line in output.splitlines() if line.startswith(("FAILED", "ERROR"))]
-    return {"returncode": proc.returncode, "wall_s": round(time.perf_counter() - started, 1),
-            "passed": counts["tests"] - counts["failures"] - counts["errors"] - counts["skipped"],
-            "failed": counts["failures"] + counts["errors"], "skipped": counts["skipped"], "failures": failed,
-            "summary": output.strip().splitlines()[-1] if output.strip() else ""}
+    return {
+        "returncode": proc.returncode,
+        "wall_s": round(time.perf_counter() - started, 1),
+        "passed": counts["tests"] - counts["failures"] - counts["errors"] - counts["skipped"],
+        "failed": counts["failures"] + counts["errors"],
+        "skipped": counts["skipped"],
+        "failures": failed,
+        "summary": output.strip().splitlines()[-1] if output.strip() else "",
+    }
 
 
 class GpuMemorySampler:
@@ -117,8 +145,12 @@ class GpuMemorySampler:
     def _sample(self) -> None:
         while not self._stop.is_set():
             try:
-                out = subprocess.run(["nvidia-smi", "--query-gpu=index,memory.used", "--format=csv,noheader,nounits"],
-                                     capture_output=True, text=True, timeout=10).stdout
+                out = subprocess.run(
+                    ["nvidia-smi", "--query-gpu=index,memory.used", "--format=csv,noheader,nounits"],
+                    capture_output=True,
+                    text=True,
+                    timeout=10,
+                ).stdout
             except (OSError, subprocess.TimeoutExpired):
                 return
             for line in out.splitlines():
@@ -144,10 +176,13 @@ def worker_gpu_memory() -> dict:
     if not torch.cuda.is_available():
         return {"device": "cpu"}
     i = torch.cuda.current_device()
-    return {"device": torch.cuda.get_device_name(i), "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
-            "max_allocated_bytes": torch.cuda.max_memory_allocated(i),
-            "max_reserved_bytes": torch.cuda.max_memory_reserved(i),
-            "total_bytes": torch.cuda.get_device_properties(i).total_memory}
+    return {
+        "device": torch.cuda.get_device_name(i),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "max_allocated_bytes": torch.cuda.max_memory_allocated(i),
+        "max_reserved_bytes": torch.cuda.max_memory_reserved(i),
+        "total_bytes": torch.cuda.get_device_properties(i).total_memory,
+    }
 
 
 def _spawn(stack: ExitStack, argv: list[str], env: dict, log: Path) -> subprocess.Popen:
@@ -176,8 +211,13 @@ def cluster(n_gpus: int, cpu_workers: int, workdir: Path):
 
     from flows._runtime import dask_scheduler
 
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "DO_NOT_TRACK": "1",
-           "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "DO_NOT_TRACK": "1",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
     dask = [sys.executable, "-m", "dask"]
     with ExitStack() as stack:
         if n_gpus and importlib.util.find_spec("dask_cuda"):
@@ -185,8 +225,22 @@ def cluster(n_gpus: int, cpu_workers: int, workdir: Path):
             kind = f"{n_gpus} GPU worker(s) of dask-cuda's LocalCUDACluster (the embedded default of run)"
         else:
             scheduler_file = workdir / "scheduler.json"
-            scheduler = _spawn(stack, [*dask, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
-                                       "--scheduler-file", str(scheduler_file)], env, workdir / "scheduler.log")
+            scheduler = _spawn(
+                stack,
+                [
+                    *dask,
+                    "scheduler",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    "0",
+                    "--no-dashboard",
+                    "--scheduler-file",
+                    str(scheduler_file),
+                ],
+                env,
+                workdir / "scheduler.log",
+            )
             deadline = time.monotonic() + CLUSTER_START_TIMEOUT_S
             while not scheduler_file.exists() or not scheduler_file.read_text().strip().endswith("}"):
                 if scheduler.poll() is not None or time.monotonic() > deadline:
@@ -194,15 +248,50 @@ def cluster(n_gpus: int, cpu_workers: int, workdir: Path):
                 time.sleep(0.1)
             address = json.loads(scheduler_file.read_text())["address"]
             for i in range(n_gpus):
-                _spawn(stack, [*dask, "worker", address, "--host", "127.0.0.1", "--nthreads", "1", "--no-dashboard",
-                               "--resources", "GPU=1", "--name", f"gpu-{i}"],
-                       {**env, "CUDA_VISIBLE_DEVICES": str(i)}, workdir / f"worker-gpu-{i}.log")
-            kind = (f"{n_gpus} GPU worker(s), one `dask worker` per GPU (dask-cuda is not installed)" if n_gpus
-                    else "no GPU worker (--allow-cpu)")
+                _spawn(
+                    stack,
+                    [
+                        *dask,
+                        "worker",
+                        address,
+                        "--host",
+                        "127.0.0.1",
+                        "--nthreads",
+                        "1",
+                        "--no-dashboard",
+                        "--resources",
+                        "GPU=1",
+                        "--name",
+                        f"gpu-{i}",
+                    ],
+                    {**env, "CUDA_VISIBLE_DEVICES": str(i)},
+                    workdir / f"worker-gpu-{i}.log",
+                )
+            kind = (
+                f"{n_gpus} GPU worker(s), one `dask worker` per GPU (dask-cuda is not installed)"
+                if n_gpus
+                else "no GPU worker (--allow-cpu)"
+            )
         if cpu_workers:
-            _spawn(stack, [*dask, "worker", address, "--host", "127.0.0.1", "--nworkers", str(cpu_workers),
-                           "--nthreads", "1", "--no-dashboard", "--name", "cpu"],
-                   {**env, "CUDA_VISIBLE_DEVICES": ""}, workdir / "workers-cpu.log")
+            _spawn(
+                stack,
+                [
+                    *dask,
+                    "worker",
+                    address,
+                    "--host",
+                    "127.0.0.1",
+                    "--nworkers",
+                    str(cpu_workers),
+                    "--nthreads",
+                    "1",
+                    "--no-dashboard",
+                    "--name",
+                    "cpu",
+                ],
+                {**env, "CUDA_VISIBLE_DEVICES": ""},
+                workdir / "workers-cpu.log",
+            )
         with Client(address, timeout=CLUSTER_START_TIMEOUT_S, set_as_default=False) as client:
             client.wait_for_workers(n_gpus + cpu_workers, timeout=CLUSTER_START_TIMEOUT_S)
         yield address, f"{kind} + {cpu_workers} CPU worker(s)"
@@ -221,15 +310,25 @@ def check(args: argparse.Namespace, torch) -> tuple[dict, int]:
     t_start = time.perf_counter()
     n_gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     record = {
-        "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "host": platform.node(),
+        "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "host": platform.node(),
         # names from the driver: asking torch would open a CUDA context in this process, which runs no CUDA work
-        "cuda_device_count": n_gpus, "gpus": nvidia_smi_gpus(),
-        "torch": torch.__version__, "torch_cuda": torch.version.cuda, "python": platform.python_version(),
-        "commit": _git_commit(), "cohort": {"patients": args.patients, "grid": "compact", "spect": "fast",
-                                            "mc_scans": "first", "mc_decays": args.mc_decays, "seed": args.seed},
+        "cuda_device_count": n_gpus,
+        "gpus": nvidia_smi_gpus(),
+        "torch": torch.__version__,
+        "torch_cuda": torch.version.cuda,
+        "python": platform.python_version(),
+        "commit": _git_commit(),
+        "cohort": {
+            "patients": args.patients,
+            "grid": "compact",
+            "spect": "fast",
+            "mc_scans": "first",
+            "mc_decays": args.mc_decays,
+            "seed": args.seed,
+        },
     }
-    print(f"gpu-check: {n_gpus} CUDA device(s) {record['gpus']}, torch {torch.__version__} "
-          f"(CUDA {torch.version.cuda})")
+    print(f"gpu-check: {n_gpus} CUDA device(s) {record['gpus']}, torch {torch.__version__} (CUDA {torch.version.cuda})")
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="gpu-check-"))
     work.mkdir(parents=True, exist_ok=True)
     dicom_dir, cohort_dir = work / "dicom", work / "cohort"
@@ -240,24 +339,40 @@ def check(args: argparse.Namespace, torch) -> tuple[dict, int]:
         if (dicom_dir / ".complete").exists():
             print(f"gpu-check: synthetic cohort already in {dicom_dir}")
         else:
-            print(f"gpu-check: synthesising {args.patients} virtual patients (compact grid, fast SPECT)"
-                  + ("" if tests is None else " while the CUDA tests run"))
-            export_cohort(dicom_dir, n_patients=args.patients, seed=args.seed, grid="compact", spect="fast",
-                          progress=False)
+            print(
+                f"gpu-check: synthesising {args.patients} virtual patients (compact grid, fast SPECT)"
+                + ("" if tests is None else " while the CUDA tests run")
+            )
+            export_cohort(
+                dicom_dir, n_patients=args.patients, seed=args.seed, grid="compact", spect="fast", progress=False
+            )
             (dicom_dir / ".complete").write_text("export finished\n")
         synth_s = time.perf_counter() - t0
         if tests is not None:
             record["cuda_tests"] = cuda_test_outcome(tests, work / "cuda-tests.xml", t0)
             ct = record["cuda_tests"]
-            print(f"CUDA tests: {ct['passed']} passed, {ct['failed']} failed, {ct['skipped']} skipped "
-                  f"({ct['wall_s']:.0f} s, alongside the synthesis): {ct['summary']}")
+            print(
+                f"CUDA tests: {ct['passed']} passed, {ct['failed']} failed, {ct['skipped']} skipped "
+                f"({ct['wall_s']:.0f} s, alongside the synthesis): {ct['summary']}"
+            )
             for line in ct["failures"]:
                 print(f"  {line}")
             if ct["returncode"] != 0:
                 status = 1
 
-        run_argv = ["run", str(dicom_dir), str(cohort_dir), "--grid", "compact", "--mc-scans", "first",
-                    "--mc-decays", str(args.mc_decays), "--seed", str(args.seed)]
+        run_argv = [
+            "run",
+            str(dicom_dir),
+            str(cohort_dir),
+            "--grid",
+            "compact",
+            "--mc-scans",
+            "first",
+            "--mc-decays",
+            str(args.mc_decays),
+            "--seed",
+            str(args.seed),
+        ]
         with prefect_api(), cluster(n_gpus, args.cpu_workers, work) as (address, kind):
             print(f"gpu-check: cluster at {address}: {kind}")
             run_args = build_parser().parse_args([*run_argv, "--address", address])
@@ -266,21 +381,30 @@ def check(args: argparse.Namespace, torch) -> tuple[dict, int]:
                 summary = cohort_flow(**flow_parameters(run_args))
             run_s = time.perf_counter() - t_run
             with Client(address, set_as_default=False) as client:
-                gpu_workers = [a for a, w in client.scheduler_info(n_workers=-1)["workers"].items()
-                               if w.get("resources", {}).get("GPU")]
+                gpu_workers = [
+                    a
+                    for a, w in client.scheduler_info(n_workers=-1)["workers"].items()
+                    if w.get("resources", {}).get("GPU")
+                ]
                 worker_memory = client.run(worker_gpu_memory, workers=gpu_workers) if gpu_workers else {}
         summary["cohort_dir"] = str(cohort_dir)
         print_summary(summary)
 
         results = summary.get("results", [])
-        devices = Counter(r.get("device") or "not recorded" for r in results
-                          if r["step"].startswith("dose_") and r["status"] == "done")
+        devices = Counter(
+            r.get("device") or "not recorded"
+            for r in results
+            if r["step"].startswith("dose_") and r["status"] == "done"
+        )
         record.update(
-            cluster=kind, command="cohort-dosimetry " + " ".join([*run_argv, "--address", "ADDRESS"]),
+            cluster=kind,
+            command="cohort-dosimetry " + " ".join([*run_argv, "--address", "ADDRESS"]),
             scans={k: summary.get(f"n_{k}") for k in ("done", "skipped", "failed")},
             run_wall_s=round(run_s, 1),
-            stage_wall_s={"synth": round(synth_s, 1),
-                          **{k: round(v, 1) for k, v in summary.get("stage_wall_s", {}).items()}},
+            stage_wall_s={
+                "synth": round(synth_s, 1),
+                **{k: round(v, 1) for k, v in summary.get("stage_wall_s", {}).items()},
+            },
             task_seconds={k: round(v, 1) for k, v in sorted(summary.get("task_seconds", {}).items())},
             dose_map_devices=dict(devices),
             peak_gpu_memory={
@@ -288,16 +412,23 @@ def check(args: argparse.Namespace, torch) -> tuple[dict, int]:
                 "nvidia_smi_mib_per_gpu": sampler.peak_mib,
             },
         )
-        print("stage wall s: " + ", ".join(f"{k} {v:.1f}" for k, v in record["stage_wall_s"].items())
-              + f" (run {run_s:.1f})")
+        print(
+            "stage wall s: "
+            + ", ".join(f"{k} {v:.1f}" for k, v in record["stage_wall_s"].items())
+            + f" (run {run_s:.1f})"
+        )
         print("task s, summed over workers: " + ", ".join(f"{k} {v:.1f}" for k, v in record["task_seconds"].items()))
-        print("dose-rate maps computed on: " + (", ".join(f"{d} x{n}" for d, n in sorted(devices.items()))
-                                                or "none (all reused)"))
+        print(
+            "dose-rate maps computed on: "
+            + (", ".join(f"{d} x{n}" for d, n in sorted(devices.items())) or "none (all reused)")
+        )
         for address, mem in sorted(worker_memory.items()):
             if "max_allocated_bytes" in mem:
-                print(f"peak GPU memory, worker {address} ({mem['device']}): torch allocated "
-                      f"{mem['max_allocated_bytes'] / GIB:.2f} GiB, reserved {mem['max_reserved_bytes'] / GIB:.2f} "
-                      f"GiB of {mem['total_bytes'] / GIB:.0f} GiB")
+                print(
+                    f"peak GPU memory, worker {address} ({mem['device']}): torch allocated "
+                    f"{mem['max_allocated_bytes'] / GIB:.2f} GiB, reserved {mem['max_reserved_bytes'] / GIB:.2f} "
+                    f"GiB of {mem['total_bytes'] / GIB:.0f} GiB"
+                )
         for index, mib in sorted(sampler.peak_mib.items()):
             print(f"peak GPU memory, nvidia-smi GPU {index}: {mib / 1024:.2f} GiB used (all processes)")
         if summary.get("n_failed"):
@@ -327,12 +458,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mc-decays", type=int, default=DEFAULT_MC_DECAYS, help="Monte Carlo decays per scan")
     p.add_argument("--patients", type=int, default=12, help="virtual patients (12 give the 42 scans)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--cpu-workers", type=int, default=None,
-                   help="CPU-only Dask workers beside the GPU workers (default: one per core left, at most 12)")
+    p.add_argument(
+        "--cpu-workers",
+        type=int,
+        default=None,
+        help="CPU-only Dask workers beside the GPU workers (default: one per core left, at most 12)",
+    )
     p.add_argument("--workdir", default=None, help="keep the DICOM and the store here (default: a temporary folder)")
     p.add_argument("--skip-tests", action="store_true", help="do not run the CUDA tests")
-    p.add_argument("--allow-cpu", action="store_true",
-                   help="without CUDA, run the cohort part on the CPU anyway: checks this script, not a GPU")
+    p.add_argument(
+        "--allow-cpu",
+        action="store_true",
+        help="without CUDA, run the cohort part on the CPU anyway: checks this script, not a GPU",
+    )
     args = p.parse_args(argv)
 
     import torch

@@ -11,6 +11,7 @@ compact grid, fast SPECT model) into ``--data`` unless it is there already, then
 Goals: full ingest at most 300 s on 2 cores; re-run under 10 % of that (30 s).
 Usage: ``python bench/ingest.py [--data DIR] [--workers 2]``
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,8 +54,11 @@ def main() -> None:
     from cohort_dosimetry.store import open_cohort, validate_cohort
 
     if not (args.data / "dicom").is_dir():
-        exported, t_synth = _timed(lambda: export_cohort(args.data, n_patients=12, seed=0, grid="compact",
-                                                         spect="fast", progress=False, workers=args.workers))
+        exported, t_synth = _timed(
+            lambda: export_cohort(
+                args.data, n_patients=12, seed=0, grid="compact", spect="fast", progress=False, workers=args.workers
+            )
+        )
         print(f"generated {exported.n_scans} scans in {args.data} in {t_synth:.0f} s")
     work = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
     try:
@@ -71,8 +75,10 @@ def main() -> None:
         assert (scans(report3)["status"] == "unchanged").all() and before == after, "the re-run changed the store"
         assert validate_cohort(work / "many") == []
         load = os.getloadavg()[0]
-        print(f"\ningest of {n_scans} synthetic scans ({n_files} files) on {os.cpu_count()} cores "
-              f"(1-min load average {load:.1f})")
+        print(
+            f"\ningest of {n_scans} synthetic scans ({n_files} files) on {os.cpu_count()} cores "
+            f"(1-min load average {load:.1f})"
+        )
         print(f"{'step':<34}{'seconds':>9}{'ratio':>8}  goal")
         rows = [
             ("read + SHA-256 every file (floor)", t_hash, ""),

@@ -9,6 +9,7 @@ engine would do on an idle core.
 
     .venv/bin/python bench/mc.py [--decays N]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -79,23 +80,35 @@ def main() -> None:
     rows.append(("cpu, 1 thread", "electron+photon", args.decays, measure(activity, density, args.decays, "cpu")))
     torch.set_num_threads(2)
     rows.append(("cpu, 2 threads", "electron+photon", args.decays, measure(activity, density, args.decays, "cpu")))
-    rows.append(("cpu, 2 threads", "electron", args.decays,
-                 measure(activity, density, args.decays, "cpu", emissions=("electron",))))
-    rows.append(("cpu, 2 threads", "photon", args.decays,
-                 measure(activity, density, args.decays, "cpu", emissions=("photon",))))
+    rows.append(
+        (
+            "cpu, 2 threads",
+            "electron",
+            args.decays,
+            measure(activity, density, args.decays, "cpu", emissions=("electron",)),
+        )
+    )
+    rows.append(
+        ("cpu, 2 threads", "photon", args.decays, measure(activity, density, args.decays, "cpu", emissions=("photon",)))
+    )
     if torch.cuda.is_available():
-        rows.append(("cuda", "electron+photon", 10 * args.decays,
-                     measure(activity, density, 10 * args.decays, "cuda")))
+        rows.append(("cuda", "electron+photon", 10 * args.decays, measure(activity, density, 10 * args.decays, "cuda")))
     load_after = os.getloadavg()[0]
     print(f"Monte Carlo throughput, Lu-177, synthetic phantom {SHAPE} (z, y, x) at {SPACING_MM} mm")
-    print(f"{'device':26s} {'emissions':16s} {'decays':>9s} {'decays/s':>10s} {'x baseline':>10s} {'x goal':>7s}"
-          f" {'decays/cpu-s':>13s}")
+    print(
+        f"{'device':26s} {'emissions':16s} {'decays':>9s} {'decays/s':>10s} {'x baseline':>10s} {'x goal':>7s}"
+        f" {'decays/cpu-s':>13s}"
+    )
     for device, em, n, (rate, per_cpu_s) in rows:
-        print(f"{device:26s} {em:16s} {n:9d} {rate:10.3g} {rate / baseline[0]:10.2f} {rate / GOAL_DECAYS_PER_S:7.2f}"
-              f" {per_cpu_s:13.3g}")
-    print(f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}; load average (1 min) before {load_before:.2f}, "
-          f"after {load_after:.2f} on {os.cpu_count()} cores; "
-          f"peak resident memory {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
+        print(
+            f"{device:26s} {em:16s} {n:9d} {rate:10.3g} {rate / baseline[0]:10.2f} {rate / GOAL_DECAYS_PER_S:7.2f}"
+            f" {per_cpu_s:13.3g}"
+        )
+    print(
+        f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}; load average (1 min) before {load_before:.2f}, "
+        f"after {load_after:.2f} on {os.cpu_count()} cores; "
+        f"peak resident memory {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB"
+    )
 
 
 if __name__ == "__main__":

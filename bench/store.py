@@ -4,12 +4,14 @@ Rows, each the median of REPEATS runs and its ratio against a baseline measured 
 - publishing a scan (``write_scan``, 4 arrays) against ``np.save`` of the same arrays (the raw-write floor);
 - re-ingesting an unchanged scan (``write_scan`` -> "unchanged") against publishing it: ingest's rerun budget is
   10 % of a first ingest, and this is the store's share of it;
-- reading an 11-slice pack (one CNN input) against reading the whole ``activity`` volume: what the 16-slice chunking buys.
+- reading an 11-slice pack (one CNN input) against reading the whole ``activity`` volume: what the 16-slice
+  chunking buys.
 Values are a seeded synthetic volume (a stand-in for a virtual patient; no patient data). Also prints the on-disk
 size of one scan against its raw size (compression).
 
     .venv/bin/python bench/store.py
 """
+
 from __future__ import annotations
 
 import statistics
@@ -48,10 +50,16 @@ def make_scan(seed: int) -> tuple[xr.Dataset, dict]:
         }
     )
     attrs = {
-        "source_hash": f"sha256:{seed:064x}", "source_file_hashes": [f"sha256:{seed:064x}"],
-        "spacing_mm": (3.0, 3.91, 3.91), "origin_mm": (0.0, 0.0, 0.0), "direction": (1, 0, 0, 0, 1, 0, 0, 0, 1),
-        "hours_post_injection": 24.0, "acquisition_datetime": "2026-03-03T06:00:00",
-        "injection_datetime": "2026-03-02T06:00:00", "administered_activity_bq": 7.4e9, "nuclide": "Lu177",
+        "source_hash": f"sha256:{seed:064x}",
+        "source_file_hashes": [f"sha256:{seed:064x}"],
+        "spacing_mm": (3.0, 3.91, 3.91),
+        "origin_mm": (0.0, 0.0, 0.0),
+        "direction": (1, 0, 0, 0, 1, 0, 0, 0, 1),
+        "hours_post_injection": 24.0,
+        "acquisition_datetime": "2026-03-03T06:00:00",
+        "injection_datetime": "2026-03-02T06:00:00",
+        "administered_activity_bq": 7.4e9,
+        "nuclide": "Lu177",
         "frame_of_reference_uid": "H0123456789abcdef01234567",
     }
     return ds, attrs
@@ -94,8 +102,10 @@ def main() -> None:
     print(f"{'operation':34s} {'time_s':>9s}   {'baseline':34s} {'time_s':>9s} {'ratio':>7s}")
     for name, t, base_name, t_base in rows:
         print(f"{name:34s} {t:9.4f}   {base_name:34s} {t_base:9.4f} {t / t_base:7.3f}")
-    print(f"one scan on disk: {stored / 2**20:.2f} MiB for {raw_bytes / 2**20:.2f} MiB raw "
-          f"(ratio {stored / raw_bytes:.3f}; blosc zstd level 1, byte shuffle)")
+    print(
+        f"one scan on disk: {stored / 2**20:.2f} MiB for {raw_bytes / 2**20:.2f} MiB raw "
+        f"(ratio {stored / raw_bytes:.3f}; blosc zstd level 1, byte shuffle)"
+    )
 
 
 if __name__ == "__main__":

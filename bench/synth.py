@@ -9,6 +9,7 @@ forward projection once more with PyTomography's own grouped-conv1d PSF blur, th
 
 Usage: ``python bench/synth.py [--seed 1] [--full]``
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,8 +52,9 @@ def main() -> None:
         from pytomography.algorithms import OSEM
         from pytomography.likelihoods import PoissonLogLikelihood
 
-        system, t_build = _timed(lambda: realistic._system_matrix(pytomography, realistic._to_xyz(mu, device),
-                                                                   acquisition))
+        system, t_build = _timed(
+            lambda: realistic._system_matrix(pytomography, realistic._to_xyz(mu, device), acquisition)
+        )
         obj = realistic._to_xyz(activity, device)
         projection, t_forward = _timed(lambda: system.forward(obj))
         stock = realistic._system_matrix(pytomography, realistic._to_xyz(mu, device), acquisition)
@@ -62,11 +64,19 @@ def main() -> None:
         counts = projection * acquisition.sensitivity_cps_per_mbq * 1e-6 * acquisition.seconds_per_view
         measured = torch.poisson(counts, generator=torch.Generator().manual_seed(0))
         if args.full:
-            _, t_osem = _timed(lambda: OSEM(PoissonLogLikelihood(system, measured))(
-                n_iters=acquisition.osem_iterations, n_subsets=acquisition.osem_subsets))
+            _, t_osem = _timed(
+                lambda: OSEM(PoissonLogLikelihood(system, measured))(
+                    n_iters=acquisition.osem_iterations, n_subsets=acquisition.osem_subsets
+                )
+            )
             t_scan = t_build + t_forward + t_osem
-            rows += [(f"pytomography: OSEM {acquisition.osem_iterations} x {acquisition.osem_subsets} "
-                      "(with normalisation)", t_osem)]
+            rows += [
+                (
+                    f"pytomography: OSEM {acquisition.osem_iterations} x {acquisition.osem_subsets} "
+                    "(with normalisation)",
+                    t_osem,
+                )
+            ]
             label = "measured: build + FP + OSEM"
         else:
             likelihood = PoissonLogLikelihood(system, measured)
@@ -74,25 +84,38 @@ def main() -> None:
             # the iteration re-uses the normalisation computed above (same number of subsets)
             _, t_iter = _timed(lambda: OSEM(likelihood)(n_iters=1, n_subsets=acquisition.osem_subsets))
             t_scan = t_build + t_forward + t_norm + acquisition.osem_iterations * t_iter
-            rows += [("pytomography: OSEM normalisation (1 back projection)", t_norm),
-                     ("pytomography: one OSEM iteration (4 subsets)", t_iter)]
+            rows += [
+                ("pytomography: OSEM normalisation (1 back projection)", t_norm),
+                ("pytomography: one OSEM iteration (4 subsets)", t_iter),
+            ]
             label = f"extrapolated: build + FP + norm + {acquisition.osem_iterations} x iteration"
-    rows = [("anatomy (compact grid)", t_anatomy),
+    rows = (
+        [
+            ("anatomy (compact grid)", t_anatomy),
             ("fast: patient with 4 scans (anatomy + truth + SPECT)", t_fast),
             ("fast: per scan", t_fast / len(hours)),
             ("pytomography: system matrix set-up", t_build),
-            (f"pytomography: forward projection ({acquisition.n_views} views, {shape[2]}x{shape[1]}x{shape[0]})",
-             t_forward),
-            ("pytomography: forward projection, PyTomography's conv1d PSF blur (baseline)",
-             t_forward_stock)] + rows + [(f"pytomography: per scan ({label})", t_scan)]
-    print(f"virtual patient seed {args.seed} (synthetic), compact grid {anatomy['ct_hu'].shape}, "
-          f"{torch.get_num_threads()} torch threads, counts {[f'{c / 1e6:.1f} M' for c in patient.attrs['counts']]}")
+            (
+                f"pytomography: forward projection ({acquisition.n_views} views, {shape[2]}x{shape[1]}x{shape[0]})",
+                t_forward,
+            ),
+            ("pytomography: forward projection, PyTomography's conv1d PSF blur (baseline)", t_forward_stock),
+        ]
+        + rows
+        + [(f"pytomography: per scan ({label})", t_scan)]
+    )
+    print(
+        f"virtual patient seed {args.seed} (synthetic), compact grid {anatomy['ct_hu'].shape}, "
+        f"{torch.get_num_threads()} torch threads, counts {[f'{c / 1e6:.1f} M' for c in patient.attrs['counts']]}"
+    )
     print(f"{'step':<80}{'seconds':>10}{'ratio to pyt scan':>20}")
     for name, seconds in rows:
         print(f"{name:<80}{seconds:>10.2f}{seconds / t_scan:>20.4f}")
     print(f"fast patient goal <= 60 s: {'met' if t_fast <= 60 else 'NOT met'} ({t_fast:.1f} s)")
-    print(f"banded PSF blur (BandedConv1d): forward projection {t_forward_stock / t_forward:.2f}x faster than with "
-          "PyTomography's conv1d")
+    print(
+        f"banded PSF blur (BandedConv1d): forward projection {t_forward_stock / t_forward:.2f}x faster than with "
+        "PyTomography's conv1d"
+    )
 
 
 if __name__ == "__main__":

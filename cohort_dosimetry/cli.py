@@ -1,46 +1,57 @@
 """The ``cohort-dosimetry`` command line.
 
 Each subcommand lives in its own module under :mod:`cohort_dosimetry.commands` and exposes
-``add_arguments(parser)``, ``run(args) -> int`` and a one-line module docstring used as its help.
-This file only dispatches, so subcommands stay next to nothing but their own argument parsing.
+``add_arguments(parser)``, ``run(args) -> int`` and a module docstring whose first line is its help.
+This file only dispatches. Only the chosen subcommand's module is imported; the list of subcommands and their help
+lines are read from the modules' source, so ``cohort-dosimetry --help`` answers without importing numpy or torch.
 """
+
 from __future__ import annotations
 
 import argparse
+import ast
 import importlib
-import pkgutil
 import sys
+from pathlib import Path
 
-from cohort_dosimetry import __version__, commands
+from cohort_dosimetry import __version__
+
+_COMMANDS_DIR = Path(__file__).parent / "commands"
 
 
-def _subcommands() -> dict[str, object]:
-    mods = {}
-    for info in pkgutil.iter_modules(commands.__path__):
-        if info.name.startswith("_"):
+def _subcommands() -> dict[str, tuple[str, str]]:
+    """Command name -> (module name, module docstring), read from the source without importing it."""
+    found = {}
+    for path in sorted(_COMMANDS_DIR.glob("*.py")):
+        if path.name.startswith("_"):
             continue
-        mods[info.name.replace("_", "-")] = f"{commands.__name__}.{info.name}"
-    return dict(sorted(mods.items()))
+        doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
+        found[path.stem.replace("_", "-")] = (f"cohort_dosimetry.commands.{path.stem}", doc.strip())
+    return found
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; the arguments of a subcommand are added when it is the one named in ``argv``."""
+    argv = sys.argv[1:] if argv is None else argv
+    commands = _subcommands()
+    chosen = next((a for a in argv if not a.startswith("-")), None)
     parser = argparse.ArgumentParser(
         prog="cohort-dosimetry",
         description="Voxel-level Lu-177 dosimetry over multi-timepoint SPECT/CT cohorts.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, modname in _subcommands().items():
-        mod = importlib.import_module(modname)
-        doc = (mod.__doc__ or "").strip().splitlines()
-        p = sub.add_parser(name, help=doc[0] if doc else None, description=(mod.__doc__ or "").strip())
-        mod.add_arguments(p)
-        p.set_defaults(_run=mod.run)
+    for name, (modname, doc) in commands.items():
+        p = sub.add_parser(name, help=doc.splitlines()[0] if doc else None, description=doc)
+        if name == chosen:
+            mod = importlib.import_module(modname)
+            mod.add_arguments(p)
+            p.set_defaults(_run=mod.run)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser(argv).parse_args(argv)
     return int(args._run(args) or 0)
 
 

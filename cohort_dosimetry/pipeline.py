@@ -8,21 +8,21 @@ Every step is idempotent: it looks in the store first and skips work that is com
 computes only what is missing. For dose-rate maps "complete" means made with the run's settings: each map records its
 settings key in its provenance (:func:`map_settings`), and a map made with other settings is computed again.
 """
+
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 import pandas as pd
 
 from cohort_dosimetry import __version__
-
-#: Dose-rate methods in the order a scan's maps are computed (the CNN needs the DVK map).
-METHODS = ("dvk", "cnn", "mc")
+from cohort_dosimetry.constants import DEFAULT_DOSE_GRID, MC_DECAYS, METHODS
+from cohort_dosimetry.grid import parse_dose_grid
 
 
 @dataclass(frozen=True)
@@ -45,24 +45,21 @@ class StepResult:
         return asdict(self)
 
 
-def _parse_grid(grid: str) -> str | tuple[float, float, float]:
-    """``"ct"``, ``"compact"`` or ``"Z,Y,X"`` (mm) as the ingest takes it."""
-    if "," in grid:
-        return tuple(float(v) for v in grid.split(","))
-    return grid
-
-
 #: Ingest report status -> step status of the run record.
 _INGEST_STATUS = {"written": "done", "new_version": "done", "unchanged": "skipped", "rejected": "failed"}
 
 
-def plan_cohort_ingest(dicom_dir: str | Path, cohort_dir: str | Path, grid: str = "compact",
-                       roi_names: dict[str, str] | None = None):
+def plan_cohort_ingest(
+    dicom_dir: str | Path,
+    cohort_dir: str | Path,
+    grid: str = DEFAULT_DOSE_GRID,
+    roi_names: dict[str, str] | None = None,
+):
     """Discovery and labels of an ingest in steps (``cohort_dosimetry.io.plan_ingest``): the plan whose scans
     :func:`ingest_planned_scan` builds and writes one by one, anywhere; :func:`finish_cohort_ingest` ends it."""
     from cohort_dosimetry.io import plan_ingest
 
-    return plan_ingest(dicom_dir, cohort_dir, grid=_parse_grid(grid), roi_names=roi_names)
+    return plan_ingest(dicom_dir, cohort_dir, grid=parse_dose_grid(grid), roi_names=roi_names)
 
 
 def ingest_planned_scan(cohort_dir: str | Path, scan, lock_timeout_s: float | None = None) -> dict:
@@ -104,26 +101,21 @@ def _is_outcome_row(row: dict) -> bool:
 
 
 def _ingest_step(row: dict, seconds: float) -> dict:
-    return StepResult("ingest", row["patient"], row["timepoint"], _INGEST_STATUS[row["status"]], seconds,
-                      "" if row["status"] != "rejected" else f"{row['source']}: {row['message']}").as_dict()
-
-
-def dose_arrays(method: str) -> tuple[str, ...]:
-    """Names of the store arrays a dose method produces."""
-    if method not in METHODS:
-        raise ValueError(f"unknown dose method {method!r}; expected one of {METHODS}")
-    return ("dose_rate_mc", "dose_rate_mc_uncertainty") if method == "mc" else (f"dose_rate_{method}",)
-
-
-#: The nuclide the dose-rate methods compute for (``dose.dose_rates``: its kernels, spectra and CNN are Lu-177's).
-DOSE_NUCLIDE = "Lu177"
+    return StepResult(
+        "ingest",
+        row["patient"],
+        row["timepoint"],
+        _INGEST_STATUS[row["status"]],
+        seconds,
+        "" if row["status"] != "rejected" else f"{row['source']}: {row['message']}",
+    ).as_dict()
 
 
 def map_settings(
     method: str,
     spacing_mm,
     *,
-    mc_decays: int = 5_000_000,
+    mc_decays: int = MC_DECAYS,
     seed: int = 0,
     weights: str | Path | None = None,
     prior_dvk: dict | None = None,
@@ -145,22 +137,20 @@ def map_settings(
     changes no setting gives the same map up to float round-off; a change of the numbers comes with a new engine
     version, kernel or weights, which are in the key.
     """
-    key = {"method": method, "grid_spacing_mm": [float(s) for s in spacing_mm]}
-    if method == "dvk":
-        key.update(nuclide=DOSE_NUCLIDE, kernel_sha256=_kernel_sha256(tuple(key["grid_spacing_mm"]), DOSE_NUCLIDE))
-    elif method == "cnn":
-        if not isinstance(prior_dvk, dict) or set(prior_dvk) != {"settings_sha256", "written_utc"}:
-            raise ValueError("the cnn map's settings need prior_dvk = {settings_sha256, written_utc} of its DVK map, "
-                             f"got {prior_dvk!r}")
-        card = json.loads(json.dumps(_card_key(str(weights) if weights is not None else None)))  # a fresh copy
-        key.update(**card, prior_dvk=dict(prior_dvk))
-    elif method == "mc":
-        from cohort_dosimetry.physics import ENGINE_VERSION
+    from cohort_dosimetry.dose import dose_method
 
-        key.update(engine="cohort_dosimetry.physics.dose_rate_mc", engine_version=str(ENGINE_VERSION),
-                   nuclide=DOSE_NUCLIDE, n_decays=int(mc_decays), seed=int(seed))
-    else:
-        raise ValueError(f"unknown dose method {method!r}; expected one of {METHODS}")
+    spec = dose_method(method)
+    key: dict[str, Any] = {"method": method, "grid_spacing_mm": [float(s) for s in spacing_mm]}
+    if method == "cnn" and (not isinstance(prior_dvk, dict) or set(prior_dvk) != {"settings_sha256", "written_utc"}):
+        raise ValueError(
+            "the cnn map's settings need prior_dvk = {settings_sha256, written_utc} of its DVK map, "
+            f"got {prior_dvk!r}"
+        )
+    settings = spec.settings(tuple(key["grid_spacing_mm"]), mc_decays=mc_decays, seed=seed, weights=weights)
+    key.update(json.loads(json.dumps(settings)))  # a fresh copy in plain JSON types
+    if method == "cnn":
+        assert prior_dvk is not None  # checked above
+        key["prior_dvk"] = dict(prior_dvk)
     return key
 
 
@@ -184,8 +174,12 @@ def map_stale_reason(record: dict | None, settings: dict) -> str:
         old, new = stored.get(key), settings.get(key)
         if old == new:
             continue
-        if key == "prior_dvk" and isinstance(old, dict) and isinstance(new, dict) \
-                and old.get("settings_sha256") == new.get("settings_sha256"):
+        if (
+            key == "prior_dvk"
+            and isinstance(old, dict)
+            and isinstance(new, dict)
+            and old.get("settings_sha256") == new.get("settings_sha256")
+        ):
             changes.append("its DVK prior is another DVK map (the DVK map was computed again)")
         elif key == "prior_dvk":
             changes.append("its DVK prior has other settings")
@@ -201,34 +195,13 @@ def _brief(value) -> str:
     return json.dumps(value, sort_keys=True)
 
 
-@functools.lru_cache(maxsize=16)
-def _kernel_sha256(spacing_mm: tuple[float, float, float], nuclide: str) -> str:
-    """sha256 of the float32 bytes of the DVK kernel ``dose_rate_dvk`` convolves a grid of ``spacing_mm`` with."""
-    from cohort_dosimetry.physics import default_kernel_shape, voxel_kernel
-
-    kernel = voxel_kernel(nuclide, spacing_mm, default_kernel_shape(spacing_mm), kind="total")
-    return hashlib.sha256(kernel.astype("float32", copy=False).tobytes()).hexdigest()
-
-
-@functools.lru_cache(maxsize=8)
-def _card_key(weights: str | None) -> dict:
-    """The part of a model card that decides the CNN's output: weights sha256 and normalisation."""
-    from cohort_dosimetry.model import SHIPPED_CARD, ModelCard
-
-    card = ModelCard.from_json(Path(weights) if weights is not None else SHIPPED_CARD)
-    return {"weights_sha256": card.weights_sha256,
-            "normalisation": {"spect_scale": float(card.spect_scale), "dose_rate_scale": float(card.dose_rate_scale),
-                              "density_threshold_g_cm3": float(card.density_threshold_g_cm3),
-                              "pack_depth": int(card.pack_depth)}}
-
-
 def compute_scan_dose(
     cohort_dir: str | Path,
     patient: str,
     timepoint: str,
     methods: tuple[str, ...],
     device: str | None = None,
-    mc_decays: int = 5_000_000,
+    mc_decays: int = MC_DECAYS,
     seed: int = 0,
     weights: str | Path | None = None,
     wait_timeout_s: float | None = None,
@@ -266,15 +239,22 @@ class _ScanMaps:
         self._inputs = None  # activity and density, loaded on first use
         self._dvk = None  # (written_utc, array) of the DVK map this step stored
 
+    @staticmethod
+    def arrays(method: str) -> tuple[str, ...]:
+        from cohort_dosimetry.dose import dose_arrays
+
+        return dose_arrays(method)
+
     def records(self, method: str) -> list[dict | None]:
         """The provenance records of the method's arrays in the scan version now (None where absent)."""
         provenance = self.cohort.scan_attrs(self.patient, self.timepoint, self.version).get("provenance", {})
-        return [provenance.get(name) for name in dose_arrays(method)]
+        return [provenance.get(name) for name in self.arrays(method)]
 
     def settings(self, method: str) -> dict:
         prior = self.prior_dvk() if method == "cnn" else None
-        return map_settings(method, self.spacing, mc_decays=self.mc_decays, seed=self.seed, weights=self.weights,
-                            prior_dvk=prior)
+        return map_settings(
+            method, self.spacing, mc_decays=self.mc_decays, seed=self.seed, weights=self.weights, prior_dvk=prior
+        )
 
     def stale_reason(self, method: str, settings: dict) -> str:
         return next((r for r in (map_stale_reason(rec, settings) for rec in self.records(method)) if r), "")
@@ -284,7 +264,10 @@ class _ScanMaps:
         dvk = map_settings("dvk", self.spacing)
         (record,) = self.records("dvk")
         stored = record is not None and not map_stale_reason(record, dvk)
-        return {"settings_sha256": settings_sha256(dvk), "written_utc": record["written_utc"] if stored else None}
+        return {
+            "settings_sha256": settings_sha256(dvk),
+            "written_utc": cast(dict, record)["written_utc"] if stored else None,
+        }  # stored: record is not None
 
     def bring_up_to_date(self, method: str) -> StepResult:
         settings = self.settings(method)
@@ -302,8 +285,10 @@ class _ScanMaps:
                 if scan is not None:
                     break
             else:
-                raise RuntimeError(f"scan {self.patient}/{self.timepoint}: its DVK map was replaced 5 times while "
-                                   "the CNN read it as its prior")
+                raise RuntimeError(
+                    f"scan {self.patient}/{self.timepoint}: its DVK map was replaced 5 times while "
+                    "the CNN read it as its prior"
+                )
             return self._compute(method, scan, settings, reason, waited)
 
     def _inputs_for(self, method: str, settings: dict):
@@ -328,26 +313,44 @@ class _ScanMaps:
 
         dev = resolve_device(self.device)
         t0 = time.perf_counter()
-        maps = dose_rates(scan, methods=(method,), device=dev, mc_decays=self.mc_decays, seed=self.seed,
-                          weights=self.weights)
+        maps = dose_rates(
+            scan, methods=(method,), device=dev, mc_decays=self.mc_decays, seed=self.seed, weights=self.weights
+        )
         seconds = time.perf_counter() - t0
         digest = settings_sha256(settings)
-        provenance = {"method": method, "settings": settings, "settings_sha256": digest,
-                      "software_version": __version__, "device": str(dev), "wall_time_s": round(seconds, 3),
-                      "reason": reason}
-        record = self.cohort.write_arrays(self.patient, self.timepoint, maps[list(dose_arrays(method))],
-                                          provenance=provenance, version=self.version)
+        provenance = {
+            "method": method,
+            "settings": settings,
+            "settings_sha256": digest,
+            "software_version": __version__,
+            "device": str(dev),
+            "wall_time_s": round(seconds, 3),
+            "reason": reason,
+        }
+        record = self.cohort.write_arrays(
+            self.patient, self.timepoint, maps[list(self.arrays(method))], provenance=provenance, version=self.version
+        )
         if method == "dvk":
             self._dvk = (record["written_utc"], maps["dose_rate_dvk"].values)
-        stored = {"settings_sha256": digest, "written_utc": record["written_utc"], "device": str(dev),
-                  "waited_s": round(waited, 3)}
-        return StepResult(f"dose_{method}", self.patient, self.timepoint, "done", seconds, reason, device=str(dev),
-                          map_record=stored)
+        stored = {
+            "settings_sha256": digest,
+            "written_utc": record["written_utc"],
+            "device": str(dev),
+            "waited_s": round(waited, 3),
+        }
+        return StepResult(
+            f"dose_{method}", self.patient, self.timepoint, "done", seconds, reason, device=str(dev), map_record=stored
+        )
 
     def _reused(self, method: str, waited: float, message: str) -> StepResult:
         record = self.records(method)[0]
-        stored = {"settings_sha256": record.get("settings_sha256", ""), "written_utc": record["written_utc"],
-                  "device": record.get("device", ""), "waited_s": round(waited, 3)}
+        assert record is not None  # reused only when every record is current
+        stored = {
+            "settings_sha256": record.get("settings_sha256", ""),
+            "written_utc": record["written_utc"],
+            "device": record.get("device", ""),
+            "waited_s": round(waited, 3),
+        }
         return StepResult(f"dose_{method}", self.patient, self.timepoint, "skipped", 0.0, message, map_record=stored)
 
 
@@ -376,11 +379,16 @@ def write_cohort_tables(cohort_dir: str | Path, per_scan: list[dict[str, pd.Data
 
 
 def write_cohort_report(cohort_dir: str | Path, notes: list[str] | tuple[str, ...] = ()) -> str:
-    """Write the self-contained HTML report; returns its path."""
+    """Write the self-contained HTML report, with the shipped CNN weights' model card for the accuracy of their
+    maps; returns its path."""
+    import dataclasses
+
+    from cohort_dosimetry.model import SHIPPED_CARD, ModelCard
     from cohort_dosimetry.stats import write_report
     from cohort_dosimetry.store import open_cohort
 
-    return str(write_report(open_cohort(cohort_dir), notes=list(notes)))
+    card = dataclasses.asdict(ModelCard.from_json(SHIPPED_CARD))
+    return str(write_report(open_cohort(cohort_dir), notes=list(notes), model_card=card))
 
 
 def run_software_versions() -> dict[str, str]:
@@ -401,18 +409,19 @@ def run_software_versions() -> dict[str, str]:
 
 def weights_sha256() -> str:
     """sha256 of the shipped CNN weights, as their model card records it (and inference checks)."""
-    from cohort_dosimetry.model import SHIPPED_CARD, ModelCard
+    from cohort_dosimetry.dose import dose_method
 
-    return ModelCard.from_json(SHIPPED_CARD).weights_sha256
+    return dose_method("cnn").settings(None)["weights_sha256"]
 
 
-def kernel_sha256(cohort_dir: str | Path, nuclide: str = "Lu177") -> str:
+def kernel_sha256(cohort_dir: str | Path) -> str:
     """sha256 of the DVK kernel(s) the cohort's scans are convolved with (one per distinct dose-grid spacing)."""
+    from cohort_dosimetry.dose import dose_method
     from cohort_dosimetry.store import open_cohort
 
     cohort = open_cohort(cohort_dir)
     spacings = sorted({tuple(cohort.scan_attrs(p, t)["spacing_mm"]) for p, t in cohort.scans()})
-    return ",".join(_kernel_sha256(tuple(float(v) for v in s), nuclide) for s in spacings)
+    return ",".join(dose_method("dvk").settings(tuple(float(v) for v in s))["kernel_sha256"] for s in spacings)
 
 
 def scan_outcomes(results: list[dict]) -> dict[str, int]:
@@ -457,8 +466,9 @@ def record_run(
         "methods": ",".join(methods),
         "failures": "; ".join(f"{r['step']} {r['patient']}/{r['timepoint']}: {r['message']}" for r in failed),
         # where each dose-rate map of this run was computed: "dose_mc P1/tp2: cuda:0; ..."
-        "dose_devices": "; ".join(f"{r['step']} {r['patient']}/{r['timepoint']}: {r['device']}" for r in results
-                                  if r.get("device")),
+        "dose_devices": "; ".join(
+            f"{r['step']} {r['patient']}/{r['timepoint']}: {r['device']}" for r in results if r.get("device")
+        ),
     }
     maps = run_map_rows(run_id, results)  # one run_maps row per dose-rate map; their counts in this row
     for status in ("computed", "reused"):
@@ -483,11 +493,19 @@ def run_map_rows(run_id: str, results: list[dict]) -> pd.DataFrame:
         if not r["step"].startswith("dose_"):
             continue
         stored = r.get("map_record") or {}
-        rows.append({
-            "run_id": run_id, "patient": r["patient"], "timepoint": r["timepoint"], "method": r["step"][5:],
-            "status": _MAP_STATUS[r["status"]], "reason": r["message"],
-            "settings_sha256": stored.get("settings_sha256", ""), "map_written_utc": stored.get("written_utc", ""),
-            "device": stored.get("device", ""), "compute_s": float(r["seconds"]) if r["status"] == "done" else 0.0,
-            "waited_s": float(stored.get("waited_s", 0.0)),
-        })
+        rows.append(
+            {
+                "run_id": run_id,
+                "patient": r["patient"],
+                "timepoint": r["timepoint"],
+                "method": r["step"][5:],
+                "status": _MAP_STATUS[r["status"]],
+                "reason": r["message"],
+                "settings_sha256": stored.get("settings_sha256", ""),
+                "map_written_utc": stored.get("written_utc", ""),
+                "device": stored.get("device", ""),
+                "compute_s": float(r["seconds"]) if r["status"] == "done" else 0.0,
+                "waited_s": float(stored.get("waited_s", 0.0)),
+            }
+        )
     return pd.DataFrame(rows)

@@ -101,6 +101,7 @@ is one region. A region in one VOI only has that VOI's label; a region in severa
 liver) is liver minus every lesion (:func:`derive_vois`); it has no region of its own, only the liver's regions that
 hold no lesion. Virtual patients' liver is already healthy liver and nothing overlaps, so nothing is derived there.
 """
+
 from __future__ import annotations
 
 import re
@@ -108,6 +109,7 @@ import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 ORGAN_LABELS: dict[str, int] = {
     "body": 1,
@@ -142,8 +144,12 @@ VOI_NAMES: tuple[str, ...] = tuple(ORGAN_LABELS) + tuple(f"lesion_{k}" for k in 
 VOI_TYPES: tuple[str, ...] = ("body", "lung", "liver", "kidney", "spleen", "vertebra", "lesion", "other")
 
 #: Vertebral levels with a VOI name ``vertebra_<level>``.
-VERTEBRA_LEVELS: tuple[str, ...] = (*(f"C{k}" for k in range(1, 8)), *(f"T{k}" for k in range(1, 13)),
-                                    *(f"L{k}" for k in range(1, 6)), "S1")
+VERTEBRA_LEVELS: tuple[str, ...] = (
+    *(f"C{k}" for k in range(1, 8)),
+    *(f"T{k}" for k in range(1, 13)),
+    *(f"L{k}" for k in range(1, 6)),
+    "S1",
+)
 
 #: VOI names of the vocabulary beyond the virtual patients' (clinical contours, derived VOIs) and their classes.
 CLINICAL_TYPES: dict[str, str] = {"external": "body", "lungs": "lung", "kidneys": "kidney", "liver_healthy": "liver"}
@@ -209,17 +215,69 @@ def _synonyms() -> dict[str, str]:
                 raise RuntimeError(f"ROI synonym {spelling!r} maps to both {table[key]!r} and {target!r}")
             table[key] = target
 
-    add("external", "External", "Ext", "Body", "Outline", "Skin", "Body_Outline", "Body_Contour", "External_Contour",
-        "Patient_Outline", "Outline_Body", "Whole_Body")
-    add("lungs", "Lungs", "Lung", "Lung_Total", "Lungs_Total", "Total_Lung", "Total_Lungs", "Lung_Both", "Lungs_Both",
-        "Both_Lungs", "Lung_Bilat", "Lungs_Bilat", "Lung_Bilateral", "Lungs_Bilateral", "Bilateral_Lungs", "Lung_LR",
-        "Lungs_LR")
-    add("kidneys", "Kidneys", "Kidney", "Kidney_Total", "Kidneys_Total", "Kidney_Both", "Kidneys_Both",
-        "Both_Kidneys", "Kidney_Bilat", "Kidneys_Bilat", "Kidney_Bilateral", "Kidneys_Bilateral", "Bilateral_Kidneys",
-        "Kidney_LR", "Kidneys_LR")
+    add(
+        "external",
+        "External",
+        "Ext",
+        "Body",
+        "Outline",
+        "Skin",
+        "Body_Outline",
+        "Body_Contour",
+        "External_Contour",
+        "Patient_Outline",
+        "Outline_Body",
+        "Whole_Body",
+    )
+    add(
+        "lungs",
+        "Lungs",
+        "Lung",
+        "Lung_Total",
+        "Lungs_Total",
+        "Total_Lung",
+        "Total_Lungs",
+        "Lung_Both",
+        "Lungs_Both",
+        "Both_Lungs",
+        "Lung_Bilat",
+        "Lungs_Bilat",
+        "Lung_Bilateral",
+        "Lungs_Bilateral",
+        "Bilateral_Lungs",
+        "Lung_LR",
+        "Lungs_LR",
+    )
+    add(
+        "kidneys",
+        "Kidneys",
+        "Kidney",
+        "Kidney_Total",
+        "Kidneys_Total",
+        "Kidney_Both",
+        "Kidneys_Both",
+        "Both_Kidneys",
+        "Kidney_Bilat",
+        "Kidneys_Bilat",
+        "Kidney_Bilateral",
+        "Kidneys_Bilateral",
+        "Bilateral_Kidneys",
+        "Kidney_LR",
+        "Kidneys_LR",
+    )
     add("liver", "Liver", "Liver_Whole", "Whole_Liver", "Liver_Total", "Total_Liver")
-    add("liver_healthy", "Liver-GTV", "Liver_minus_GTV", "Liver_Healthy", "Healthy_Liver", "Liver_Normal",
-        "Normal_Liver", "Liver-GTVs", "Liver_minus_Lesions", "Liver-Lesions")
+    add(
+        "liver_healthy",
+        "Liver-GTV",
+        "Liver_minus_GTV",
+        "Liver_Healthy",
+        "Healthy_Liver",
+        "Liver_Normal",
+        "Normal_Liver",
+        "Liver-GTVs",
+        "Liver_minus_Lesions",
+        "Liver-Lesions",
+    )
     add("spleen", "Spleen")
     sides = {"left": ("L", "Lt", "Lft", "Left"), "right": ("R", "Rt", "Rgt", "Right")}
     for organ in ("lung", "kidney"):
@@ -235,8 +293,10 @@ def _synonyms() -> dict[str, str]:
 #: Built-in synonyms {normalised ROI name: VOI name} (see the module docstring; vertebrae and lesions by pattern).
 ROI_SYNONYMS: dict[str, str] = _synonyms()
 
-_VERTEBRA_ROI = re.compile(r"(?:bone)?(?:vertebrae|vertebra|vertebral|vert|vb)?(?:body)?"
-                           r"(c|th|t|l|s)0*([1-9][0-9]?)(?:vertebrae|vertebra|vert|vb)?")
+_VERTEBRA_ROI = re.compile(
+    r"(?:bone)?(?:vertebrae|vertebra|vertebral|vert|vb)?(?:body)?"
+    r"(c|th|t|l|s)0*([1-9][0-9]?)(?:vertebrae|vertebra|vert|vb)?"
+)
 _LESION_ROI = re.compile(r"(?:gtv[pnt]?|lesions?|les|tumou?rs?|mets?|metastas[ie]s|metastase)0*([1-9][0-9]*)?")
 _USER_LESION = re.compile(r"(?:.*\D)?0*([1-9][0-9]*)\s*")
 
@@ -343,8 +403,9 @@ def map_roi_names(names: Sequence[str], user: Mapping[str, str] | None = None) -
             if name != written[i]:
                 reason = notes[i] or ("its name is taken" if written[i] else "it has no name")
                 notes[i] = f"{reason}; named {name!r}"
-        taken.add(final[i])
-    return [RoiMatch(roi, name, note) for roi, name, note in zip(written, final, notes)]
+        taken.add(cast(str, final[i]))  # both branches above set it
+    named = cast("list[str]", final)  # both passes gave every ROI a name
+    return [RoiMatch(roi, name, note) for roi, name, note in zip(written, named, notes)]
 
 
 def read_roi_names(path: str | Path) -> dict[str, str]:
@@ -371,7 +432,7 @@ def read_roi_names(path: str | Path) -> dict[str, str]:
         raise ValueError(f"ROI-name mapping {where}: not valid TOML ({exc})") from None
     table = document.get("roi_names")
     if not isinstance(table, dict):
-        raise ValueError(f"ROI-name mapping {where}: needs a table [roi_names] of \"ROI name\" = \"vocabulary name\"")
+        raise ValueError(f'ROI-name mapping {where}: needs a table [roi_names] of "ROI name" = "vocabulary name"')
     mapping: dict[str, str] = {}
     seen: dict[str, tuple[str, str]] = {}
     for key, target in table.items():
@@ -384,11 +445,14 @@ def read_roi_names(path: str | Path) -> dict[str, str]:
             raise ValueError(
                 f"ROI-name mapping {where}: {entry}: {target!r} is not a vocabulary name (use one of "
                 f"{', '.join(sorted(n for n in {*ORGAN_LABELS, *CLINICAL_TYPES} if voi_type(n) != 'vertebra'))}, "
-                "vertebra_<C1..S1>, lesion or lesion_<k>)")
+                "vertebra_<C1..S1>, lesion or lesion_<k>)"
+            )
         other = seen.get(normalise_roi_name(key))
         if other is not None and other[1] != target:
-            raise ValueError(f"ROI-name mapping {where}: {entry} contradicts entry {other[0]!r} = {other[1]!r} "
-                             "(names are also compared ignoring case and separators)")
+            raise ValueError(
+                f"ROI-name mapping {where}: {entry} contradicts entry {other[0]!r} = {other[1]!r} "
+                "(names are also compared ignoring case and separators)"
+            )
         seen[normalise_roi_name(key)] = (key, target)
         mapping[key] = target
     return mapping
@@ -400,14 +464,12 @@ def region_name(vois: Sequence[str]) -> str:
     return "+".join(vois)
 
 
-def voi_regions(names: Mapping, vois: Mapping | None = None) -> dict[str, tuple[int, ...]]:
-    """{VOI name: region values} of a label map's attrs in either form (module docstring, section regions).
-
-    ``names`` {region value: name} (keys may be the strings JSON makes of them); ``vois`` {VOI name: [region values]}
-    or None (then every name is a VOI of one region). Raises ``ValueError`` for a region value that is not a positive
-    integer, a VOI listing a region ``names`` lacks, or (with ``vois``) a region that belongs to no VOI.
-    """
-    regions: dict[int, str] = {}
+def label_table(names: Mapping, unique_names: bool = True) -> dict[int, str]:
+    """``{label value: name}`` with int keys in label order, from a table whose keys may be ints or the strings that
+    JSON and zarr attributes make of them. Raises ``ValueError`` for a key that is not a positive integer (0 is
+    background) and, with ``unique_names``, for a name given to two labels (region names of overlapping VOIs may
+    repeat)."""
+    out: dict[int, str] = {}
     for key, name in names.items():
         try:
             value = int(key)
@@ -415,7 +477,20 @@ def voi_regions(names: Mapping, vois: Mapping | None = None) -> dict[str, tuple[
             raise ValueError(f"label value {key!r} of {name!r} is not an integer") from None
         if value <= 0:
             raise ValueError(f"VOI {name!r} has label {value}; labels of VOIs must be positive (0 is background)")
-        regions[value] = str(name)
+        out[value] = str(name)
+    if unique_names and len(set(out.values())) != len(out):
+        raise ValueError(f"VOI names are not unique: {sorted(out.values())}")
+    return dict(sorted(out.items()))
+
+
+def voi_regions(names: Mapping, vois: Mapping | None = None) -> dict[str, tuple[int, ...]]:
+    """{VOI name: region values} of a label map's attrs in either form (module docstring, section regions).
+
+    ``names`` {region value: name} (keys may be the strings JSON makes of them); ``vois`` {VOI name: [region values]}
+    or None (then every name is a VOI of one region). Raises ``ValueError`` for a region value that is not a positive
+    integer, a VOI listing a region ``names`` lacks, or (with ``vois``) a region that belongs to no VOI.
+    """
+    regions = label_table(names, unique_names=False)
     if vois is None:
         return {name: (value,) for value, name in sorted(regions.items())}
     out: dict[str, tuple[int, ...]] = {}
@@ -453,13 +528,20 @@ def derive_vois(vois: Mapping[str, Sequence[int]]) -> tuple[dict[str, tuple[int,
     return {"liver_healthy": healthy}, {"liver_healthy": f"liver minus {', '.join(inside)}"}
 
 
-def labels_attrs(vois: Mapping[str, Sequence[int]], names: Mapping[int, str], source_names: Mapping[str, str] | None
-                 = None, derived: Mapping[str, str] | None = None) -> dict:
+def labels_attrs(
+    vois: Mapping[str, Sequence[int]],
+    names: Mapping[int, str],
+    source_names: Mapping[str, str] | None = None,
+    derived: Mapping[str, str] | None = None,
+) -> dict:
     """The attrs of a ``labels`` array for a region table: ``names`` always, ``vois`` only when some VOI is not
     exactly one region of its own name (module docstring), ``source_names`` and ``derived`` when given."""
     names = {int(k): str(v) for k, v in names.items()}
-    plain = (not derived and len(vois) == len(names)
-             and all(len(values) == 1 and names.get(values[0]) == name for name, values in vois.items()))
+    plain = (
+        not derived
+        and len(vois) == len(names)
+        and all(len(values) == 1 and names.get(values[0]) == name for name, values in vois.items())
+    )
     attrs: dict = {"names": dict(sorted(names.items()))}
     if not plain:
         attrs["vois"] = {name: [int(v) for v in values] for name, values in vois.items()}

@@ -1,4 +1,5 @@
 """Prefect flows for cohort-dosimetry: orchestration only (the work is in the cohort_dosimetry library)."""
+
 import os
 
 # The embedded default starts Prefect's temporary local API server when a flow is first called. Prefect gives it 20 s;
@@ -8,5 +9,24 @@ import os
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 from flows._flows import aggregate_flow, cohort_flow, dose_flow, ingest_flow  # noqa: E402
+from flows._runtime import (  # noqa: E402
+    SchedulerUnreachable,
+    check_scheduler_security,
+    cluster_workers,
+    exit_on_termination_signals,
+    prefect_api,
+    use_tls_dir,
+)
 
-__all__ = ["aggregate_flow", "cohort_flow", "dose_flow", "ingest_flow"]
+__all__ = [
+    "SchedulerUnreachable",
+    "aggregate_flow",
+    "check_scheduler_security",
+    "cluster_workers",
+    "cohort_flow",
+    "dose_flow",
+    "exit_on_termination_signals",
+    "ingest_flow",
+    "prefect_api",
+    "use_tls_dir",
+]

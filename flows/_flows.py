@@ -9,16 +9,19 @@ served deployment (``Flow.serve``) runs its flow in a subprocess from a by-value
 globals hold only the names its body uses; Prefect validates the run's parameters against the annotations resolved
 in those globals, so a string annotation such as ``"Sequence[str]"`` fails every run before it starts.
 """
+
 import contextlib
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import dask
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 from prefect_dask import DaskTaskRunner
 
-from cohort_dosimetry.pipeline import METHODS, StepResult, failed_planned_scan, scan_outcomes
+from cohort_dosimetry.constants import DEFAULT_DOSE_GRID, MC_DECAYS, METHODS
+from cohort_dosimetry.pipeline import StepResult, failed_planned_scan, scan_outcomes
 from cohort_dosimetry.store import lock_timeout
 from flows._runtime import cluster_has_gpus, dask_scheduler, parameter_from_environment
 from flows._tasks import (
@@ -32,6 +35,9 @@ from flows._tasks import (
     scan_stats_task,
 )
 
+if TYPE_CHECKING:
+    from prefect.task_runners import TaskRunner
+
 #: Methods whose work belongs on a GPU when the cluster has one: all of them (DVK and the CNN run on torch, MC too).
 GPU_METHODS = frozenset(METHODS)
 #: Seconds GPU-tagged dose tasks wait while the cluster has no worker with a GPU resource, before they fail.
@@ -43,13 +49,15 @@ def _failure_message(exc: BaseException) -> str:
     from distributed import KilledWorker
 
     if isinstance(exc, KilledWorker):
-        return (f"every Dask worker that ran the task died while running it (out of memory, or killed): "
-                f"KilledWorker: {exc}")
+        return (
+            f"every Dask worker that ran the task died while running it (out of memory, or killed): KilledWorker: {exc}"
+        )
     return f"{type(exc).__name__}: {exc}"
 
 
-def _watch(entries: list[tuple[object, bool]], task_timeout_s: float | None = None,
-           gpu_wait_timeout_s: float | None = None) -> dict[int, str]:
+def _watch(
+    entries: list[tuple[Any, bool]], task_timeout_s: float | None = None, gpu_wait_timeout_s: float | None = None
+) -> dict[int, str]:
     """Wait until every task future of ``entries`` ((future, asks for a GPU), ...) has finished, giving up on those
     that cannot or should not finish; returns {id(future): why} for those, each cancelled.
 
@@ -83,13 +91,21 @@ def _watch(entries: list[tuple[object, bool]], task_timeout_s: float | None = No
             if gpu_worker_addresses(client.scheduler_info(n_workers=-1)["workers"]):
                 without_gpu_since = None
             else:
+                assert gpu_wait_timeout_s is not None  # watch_gpu needs it
                 without_gpu_since = without_gpu_since or now
                 if now - without_gpu_since >= gpu_wait_timeout_s:
                     stranded = [f for f, gpu in waiting if gpu]
                     client.cancel([f.wrapped_future for f in stranded])
-                    given_up.update({id(f): (
-                        f"no Dask worker with a GPU resource was left for {gpu_wait_timeout_s:g} s (the GPU wait "
-                        "timeout, --gpu-wait-timeout): the task waited for one and was cancelled") for f in stranded})
+                    given_up.update(
+                        {
+                            id(f): (
+                                f"no Dask worker with a GPU resource was left for {gpu_wait_timeout_s:g} s "
+                                "(the GPU wait timeout, --gpu-wait-timeout): the task waited for one and was "
+                                "cancelled"
+                            )
+                            for f in stranded
+                        }
+                    )
         if task_timeout_s is not None:
             by_key = {str(f.wrapped_future.key): f for f, _ in waiting if id(f) not in given_up}
             busy = [w for w, keys in client.processing().items() if by_key.keys() & {str(k) for k in keys}]
@@ -102,8 +118,13 @@ def _watch(entries: list[tuple[object, bool]], task_timeout_s: float | None = No
                     restarted = client.restart_workers([worker], timeout=120, raise_for_error=False).get(worker)
                     given_up[id(by_key[key])] = (
                         f"ran longer than the task timeout of {task_timeout_s:g} s (--task-timeout) on {worker}: "
-                        "cancelled, " + ("its worker restarted" if restarted == "OK" else
-                                         f"its worker could not be restarted ({restarted}) and computes on"))
+                        "cancelled, "
+                        + (
+                            "its worker restarted"
+                            if restarted == "OK"
+                            else f"its worker could not be restarted ({restarted}) and computes on"
+                        )
+                    )
         still = [f.wrapped_future for f, _ in waiting if id(f) not in given_up]
         try:  # the next check after a second, or as soon as one of them finishes
             with client.as_current():
@@ -112,7 +133,7 @@ def _watch(entries: list[tuple[object, bool]], task_timeout_s: float | None = No
             pass
 
 
-def _settled(future) -> tuple[object, str | None]:
+def _settled(future) -> tuple[Any, str | None]:
     """Wait for a task future: (its result, None), or (None, why it failed). Reads the Dask future and the final
     state it carries, so a task whose worker died before it reported to the API is a failure too, not an error."""
     future.wait()
@@ -131,9 +152,14 @@ def _outcomes(future, steps: list[str], patient: str, timepoint: str) -> list[di
 
 
 @flow(name="ingest", log_prints=True)
-def ingest_flow(dicom_dir: str, cohort_dir: str, grid: str = "compact",
-                roi_names: dict[str, str] | None = None, lock_timeout_s: float | None = None,
-                task_timeout_s: float | None = None) -> list[dict]:
+def ingest_flow(
+    dicom_dir: str,
+    cohort_dir: str,
+    grid: str = DEFAULT_DOSE_GRID,
+    roi_names: dict[str, str] | None = None,
+    lock_timeout_s: float | None = None,
+    task_timeout_s: float | None = None,
+) -> list[dict]:
     """Ingest a DICOM folder into the cohort store (idempotent: unchanged files are a no-op). ``roi_names``: the
     user's {ROI name as written: vocabulary name}, extending the built-in clinical synonyms.
 
@@ -145,10 +171,12 @@ def ingest_flow(dicom_dir: str, cohort_dir: str, grid: str = "compact",
     """
     with lock_timeout(lock_timeout_s):
         plan = plan_ingest_task(dicom_dir, cohort_dir, grid, roi_names)
-    submitted = [(ingest_scan_task.submit(cohort_dir, scan, lock_timeout_s=lock_timeout_s), scan)
-                 for scan in plan.scans]
+    submitted = [
+        (ingest_scan_task.submit(cohort_dir, scan, lock_timeout_s=lock_timeout_s), scan) for scan in plan.scans
+    ]
     given_up = _watch([(future, False) for future, _ in submitted], task_timeout_s=task_timeout_s)
     outcomes = []
+    result: Any  # the task's outcome dict where message is None
     for future, scan in submitted:
         result, message = (None, given_up[id(future)]) if id(future) in given_up else _settled(future)
         outcomes.append(result if message is None else failed_planned_scan(scan, f"ingest did not finish: {message}"))
@@ -161,7 +189,7 @@ def dose_flow(
     cohort_dir: str,
     methods: Sequence[str] = ("dvk", "cnn"),
     mc_scans: str = "all",
-    mc_decays: int = 5_000_000,
+    mc_decays: int = MC_DECAYS,
     seed: int = 0,
     use_gpu_resources: bool = False,
     gpu_wait_timeout_s: float = DEFAULT_GPU_WAIT_TIMEOUT_S,
@@ -185,7 +213,7 @@ def dose_flow(
     cohort = open_cohort(cohort_dir)
     scans = cohort.scans()
     # "first": the earliest acquisition of each patient's therapy cycle (labels count arrivals, not time)
-    first_tp = {}
+    first_tp: dict[tuple[str, int], str] = {}
     for patient, timepoint in sorted(scans, key=lambda s: cohort.scan_attrs(*s)["acquisition_datetime"]):
         first_tp.setdefault((patient, cohort.scan_attrs(patient, timepoint)["cycle"]), timepoint)
     first_scans = {(patient, timepoint) for (patient, _), timepoint in first_tp.items()}
@@ -201,17 +229,25 @@ def dose_flow(
             # dask.annotate returns a one-shot context manager: a fresh one for every submission
             gpu = bool(use_gpu_resources and GPU_METHODS & set(group))
             with dask.annotate(resources={"GPU": 1}) if gpu else contextlib.nullcontext():
-                fut = dose_task.submit(cohort_dir, patient, timepoint, group, mc_decays, seed,
-                                       lock_timeout_s=lock_timeout_s)
+                fut = dose_task.submit(
+                    cohort_dir, patient, timepoint, group, mc_decays, seed, lock_timeout_s=lock_timeout_s
+                )
             pending.append((fut, [f"dose_{m}" for m in group], patient, timepoint))
             on_gpu.append(gpu)
-    given_up = _watch([(p[0], gpu) for p, gpu in zip(pending, on_gpu)], task_timeout_s=task_timeout_s,
-                      gpu_wait_timeout_s=gpu_wait_timeout_s)
+    given_up = _watch(
+        [(p[0], gpu) for p, gpu in zip(pending, on_gpu)],
+        task_timeout_s=task_timeout_s,
+        gpu_wait_timeout_s=gpu_wait_timeout_s,
+    )
     stranded = sorted({f"{p}/{t}" for fut, _, p, t in pending if "GPU wait" in given_up.get(id(fut), "")})
     if stranded:
-        get_run_logger().error("no Dask worker with a GPU resource for %g s (the GPU wait timeout): the dose tasks "
-                               "of %d scan(s) that waited for one fail: %s", gpu_wait_timeout_s, len(stranded),
-                               ", ".join(stranded))
+        get_run_logger().error(
+            "no Dask worker with a GPU resource for %g s (the GPU wait timeout): the dose tasks "
+            "of %d scan(s) that waited for one fail: %s",
+            gpu_wait_timeout_s,
+            len(stranded),
+            ", ".join(stranded),
+        )
     results = []
     for fut, steps, patient, timepoint in pending:
         if id(fut) in given_up:
@@ -250,9 +286,9 @@ def cohort_flow(
     cohort_dir: str | None = None,
     methods: Sequence[str] = ("dvk", "cnn", "mc"),
     address: str | None = None,
-    grid: str = "compact",
+    grid: str = DEFAULT_DOSE_GRID,
     mc_scans: str = "all",
-    mc_decays: int = 5_000_000,
+    mc_decays: int = MC_DECAYS,
     seed: int = 0,
     roi_names: dict[str, str] | None = None,
     gpu_wait_timeout_s: float = DEFAULT_GPU_WAIT_TIMEOUT_S,
@@ -275,26 +311,40 @@ def cohort_flow(
     dicom_dir = parameter_from_environment("dicom_dir", dicom_dir)
     cohort_dir = parameter_from_environment("cohort_dir", cohort_dir)
     address = parameter_from_environment("address", address)
+    assert dicom_dir is not None and cohort_dir is not None  # required: parameter_from_environment raised otherwise
     logger = get_run_logger()
     t0 = time.perf_counter()
     methods = tuple(methods)
     notes = []
     if "mc" in methods and mc_scans == "first":
-        notes.append("Monte Carlo was run on the earliest scan of each patient's therapy cycle only, to bound its "
-                     "CPU cost.")
+        notes.append(
+            "Monte Carlo was run on the earliest scan of each patient's therapy cycle only, to bound its CPU cost."
+        )
     with dask_scheduler(address) as addr:
-        runner = DaskTaskRunner(address=addr)
+        # prefect_dask's runner subclasses TaskRunner unparametrised, which prefect's with_options does not accept
+        runner: TaskRunner[Any] = DaskTaskRunner(address=addr)
         gpus = cluster_has_gpus(addr)
         logger.info("tasks run on Dask at %s (GPU workers: %s)", addr, gpus)
         stage_wall_s = {}
         t = time.perf_counter()
-        results = list(ingest_flow.with_options(task_runner=runner)(
-            dicom_dir, cohort_dir, grid, roi_names, lock_timeout_s=lock_timeout_s, task_timeout_s=task_timeout_s))
+        results = list(
+            ingest_flow.with_options(task_runner=runner)(
+                dicom_dir, cohort_dir, grid, roi_names, lock_timeout_s=lock_timeout_s, task_timeout_s=task_timeout_s
+            )
+        )
         stage_wall_s["ingest"] = time.perf_counter() - t
         t = time.perf_counter()
         results += dose_flow.with_options(task_runner=runner)(
-            cohort_dir, methods, mc_scans=mc_scans, mc_decays=mc_decays, seed=seed, use_gpu_resources=gpus,
-            gpu_wait_timeout_s=gpu_wait_timeout_s, task_timeout_s=task_timeout_s, lock_timeout_s=lock_timeout_s)
+            cohort_dir,
+            methods,
+            mc_scans=mc_scans,
+            mc_decays=mc_decays,
+            seed=seed,
+            use_gpu_resources=gpus,
+            gpu_wait_timeout_s=gpu_wait_timeout_s,
+            task_timeout_s=task_timeout_s,
+            lock_timeout_s=lock_timeout_s,
+        )
         stage_wall_s["dose"] = time.perf_counter() - t
         t = time.perf_counter()
         with lock_timeout(lock_timeout_s):
@@ -308,9 +358,16 @@ def cohort_flow(
     failed = [r for r in results if r["status"] == "failed"]
     for r in failed:
         logger.warning("FAILED %s %s/%s: %s", r["step"], r["patient"], r["timepoint"], r["message"])
-    task_seconds = {}
+    task_seconds: dict[str, float] = {}
     for r in results:
         task_seconds[r["step"]] = task_seconds.get(r["step"], 0.0) + r["seconds"]
-    summary.update(run_id=run_id, wall_time_s=wall, stage_wall_s=stage_wall_s, task_seconds=task_seconds,
-                   results=results, notes=notes, **{f"n_{k}": v for k, v in scan_outcomes(results).items()})
+    summary.update(
+        run_id=run_id,
+        wall_time_s=wall,
+        stage_wall_s=stage_wall_s,
+        task_seconds=task_seconds,
+        results=results,
+        notes=notes,
+        **{f"n_{k}": v for k, v in scan_outcomes(results).items()},
+    )
     return summary

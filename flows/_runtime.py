@@ -3,11 +3,12 @@
 Embedded default: a process-based ``distributed.LocalCluster`` sized to the machine (one single-threaded worker per
 core; with CUDA, one worker per GPU via dask-cuda) and Prefect's local mode (a temporary API server started once).
 Every worker process is pointed at that ONE API URL: without it each worker would start a temporary server of its
-own (DESIGN.md section 5). Commands that run a flow (`run`, `demo`) hold the server with ``prefect_api`` and
+own. Commands that run a flow (`run`, `demo`) hold the server with ``prefect_api`` and
 ``exit_on_termination_signals``: it stops when the run ends, fails or is interrupted, and dies with a killed process.
 
 A deployment's run takes the parameters it was not given from the environment (``parameter_from_environment``).
 """
+
 from __future__ import annotations
 
 import logging
@@ -73,11 +74,29 @@ def temporary_prefect_server():
             # uses it.
             if threading.current_thread() is not threading.main_thread() or not sys.platform.startswith("linux"):
                 return super()._run_uvicorn_command()
-            uvicorn = ["-m", "uvicorn", "--app-dir", str(prefect.__module_path__.parent), "--factory",
-                       "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(self.port),
-                       "--log-level", "error", "--lifespan", "on"]
-            env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
-                   "PREFECT__SERVER_FINAL": "1", **get_current_settings().to_environment_variables(exclude_unset=True)}
+            uvicorn = [
+                "-m",
+                "uvicorn",
+                "--app-dir",
+                str(prefect.__module_path__.parent),
+                "--factory",
+                "prefect.server.api.server:create_app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--log-level",
+                "error",
+                "--lifespan",
+                "on",
+            ]
+            env = {
+                **os.environ,
+                "PREFECT_UI_ENABLED": "0",
+                "PREFECT__SERVER_EPHEMERAL": "1",
+                "PREFECT__SERVER_FINAL": "1",
+                **get_current_settings().to_environment_variables(exclude_unset=True),
+            }
             return subprocess.Popen([sys.executable, "-c", _DIE_WITH_PARENT, str(os.getpid()), *uvicorn], env=env)
 
     server = _ServerThatDiesWithItsParent()  # or the instance Prefect's client already started
@@ -155,8 +174,11 @@ def exit_on_termination_signals() -> Iterator[None]:
 
 
 #: The environment variable that ``cohort_flow`` reads each of these parameters from when it is left unset.
-PARAMETER_ENVIRONMENT = {"dicom_dir": "COHORT_DICOM_DIR", "cohort_dir": "COHORT_DIR",
-                         "address": "DASK_SCHEDULER_ADDRESS"}
+PARAMETER_ENVIRONMENT = {
+    "dicom_dir": "COHORT_DICOM_DIR",
+    "cohort_dir": "COHORT_DIR",
+    "address": "DASK_SCHEDULER_ADDRESS",
+}
 #: Parameters that may stay unset (no scheduler address: the embedded cluster).
 _OPTIONAL_PARAMETERS = {"address"}
 
@@ -174,9 +196,11 @@ def parameter_from_environment(name: str, value: str | None) -> str | None:
     if found is None and name not in _OPTIONAL_PARAMETERS:
         import socket
 
-        raise ValueError(f"parameter {name!r} was not given and {variable} is not set in the environment of this run "
-                         f"(host {socket.gethostname()}): pass {name} or set {variable} where the run starts (for a "
-                         "deployment: in the Prefect worker's environment)")
+        raise ValueError(
+            f"parameter {name!r} was not given and {variable} is not set in the environment of this run "
+            f"(host {socket.gethostname()}): pass {name} or set {variable} where the run starts (for a "
+            "deployment: in the Prefect worker's environment)"
+        )
     return found
 
 
@@ -198,8 +222,13 @@ def dask_scheduler(address: str | None = None, n_workers: int | None = None) -> 
     logging.getLogger("distributed").setLevel(logging.WARNING)
     n_gpus = gpu_count()
     # Workers run one task at a time and torch uses one thread per worker: the parallelism is across scans.
-    worker_env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "DO_NOT_TRACK": "1",
-                  "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_API_URL": os.environ["PREFECT_API_URL"]}
+    worker_env = {
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "DO_NOT_TRACK": "1",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_API_URL": os.environ["PREFECT_API_URL"],
+    }
     if n_gpus:
         try:
             from dask_cuda import LocalCUDACluster
@@ -214,7 +243,11 @@ def dask_scheduler(address: str | None = None, n_workers: int | None = None) -> 
 
         n = n_workers or max(1, os.cpu_count() or 1)
         cluster = LocalCluster(
-            n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None, env=worker_env,
+            n_workers=n,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            env=worker_env,
         )
     log.info("embedded Dask cluster at %s (%d GPUs)", cluster.scheduler_address, n_gpus)
     try:
@@ -224,8 +257,11 @@ def dask_scheduler(address: str | None = None, n_workers: int | None = None) -> 
 
 
 #: Dask's TLS settings for a client and the file of a TLS folder (deploy/make-certs.sh) that each one names.
-TLS_CLIENT_FILES = {"distributed.comm.tls.ca-file": "ca.pem", "distributed.comm.tls.client.cert": "client.pem",
-                    "distributed.comm.tls.client.key": "client.key"}
+TLS_CLIENT_FILES = {
+    "distributed.comm.tls.ca-file": "ca.pem",
+    "distributed.comm.tls.client.cert": "client.pem",
+    "distributed.comm.tls.client.key": "client.key",
+}
 
 
 def _dask_env_name(key: str) -> str:
@@ -249,8 +285,10 @@ def use_tls_dir(tls_dir: str | os.PathLike) -> dict[str, str]:
     settings = {key: str(folder / name) for key, name in TLS_CLIENT_FILES.items()}
     missing = [path for path in settings.values() if not Path(path).is_file()]
     if missing:
-        raise FileNotFoundError(f"TLS folder {folder} lacks {', '.join(missing)}: make the CA and the client "
-                                "certificate with deploy/make-certs.sh")
+        raise FileNotFoundError(
+            f"TLS folder {folder} lacks {', '.join(missing)}: make the CA and the client "
+            "certificate with deploy/make-certs.sh"
+        )
     dask.config.set(settings)
     for key, value in settings.items():
         os.environ[_dask_env_name(key)] = value
@@ -269,12 +307,16 @@ def check_scheduler_security(address: str) -> None:
     has_certificate = all(dask.config.get(key, None) for key in TLS_CLIENT_FILES)
     env = ", ".join(_dask_env_name(key) for key in TLS_CLIENT_FILES)
     if scheme == "tls" and not has_certificate:
-        raise ValueError(f"Dask scheduler {address} speaks TLS but no client certificate is configured: pass "
-                         f"--tls-dir DIR (ca.pem, client.pem, client.key from deploy/make-certs.sh) or set {env}")
+        raise ValueError(
+            f"Dask scheduler {address} speaks TLS but no client certificate is configured: pass "
+            f"--tls-dir DIR (ca.pem, client.pem, client.key from deploy/make-certs.sh) or set {env}"
+        )
     if scheme != "tls" and has_certificate:
-        raise ValueError(f"a TLS client certificate is configured ({env}) but the Dask scheduler address {address} "
-                         "is not tls://: connect to the scheduler's tls:// address (unencrypted connections are not "
-                         "made while a certificate is configured)")
+        raise ValueError(
+            f"a TLS client certificate is configured ({env}) but the Dask scheduler address {address} "
+            "is not tls://: connect to the scheduler's tls:// address (unencrypted connections are not "
+            "made while a certificate is configured)"
+        )
 
 
 #: Seconds a run tries to reach its Dask scheduler (which may still be starting) before it fails.
@@ -299,7 +341,8 @@ def cluster_workers(address: str, timeout_s: float = SCHEDULER_CONNECT_TIMEOUT_S
     except (OSError, TimeoutError) as exc:
         raise SchedulerUnreachable(
             f"no Dask scheduler answered at {address} within {timeout_s:g} s ({type(exc).__name__}: {exc}); start "
-            "one (`dask scheduler`) or pass the address of a running one (--address)") from exc
+            "one (`dask scheduler`) or pass the address of a running one (--address)"
+        ) from exc
 
 
 def gpu_worker_addresses(workers: dict[str, dict]) -> list[str]:

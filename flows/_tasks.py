@@ -3,10 +3,12 @@
 Tasks take and return ids, paths and small summaries; they never pass volumes. Retries are for transient failures
 (I/O, a lost worker); a data problem (ValueError and its kin) fails at once and is recorded against its scan.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
 import dask
 from prefect import task
@@ -14,6 +16,9 @@ from prefect.cache_policies import NO_CACHE
 
 from cohort_dosimetry import pipeline
 from cohort_dosimetry.store import lock_timeout
+
+if TYPE_CHECKING:
+    from cohort_dosimetry.io import IngestPlan
 
 _DATA_ERRORS = (ValueError, KeyError, TypeError, FileNotFoundError)
 
@@ -40,12 +45,13 @@ def _self_contained(lock_timeout_s: float | None = None) -> Iterator[None]:
         yield
 
 
-_step = dict(retries=2, retry_delay_seconds=2, retry_condition_fn=_transient, cache_policy=NO_CACHE,
-             persist_result=False)
+_step: dict[str, Any] = dict(
+    retries=2, retry_delay_seconds=2, retry_condition_fn=_transient, cache_policy=NO_CACHE, persist_result=False
+)
 
 
 @task(name="plan-ingest", **_step)
-def plan_ingest_task(dicom_dir: str, cohort_dir: str, grid: str, roi_names: dict[str, str] | None = None):
+def plan_ingest_task(dicom_dir: str, cohort_dir: str, grid: str, roi_names: dict[str, str] | None = None) -> IngestPlan:
     return pipeline.plan_cohort_ingest(dicom_dir, cohort_dir, grid=grid, roi_names=roi_names)
 
 
@@ -61,8 +67,15 @@ def finish_ingest_task(cohort_dir: str, plan, outcomes: list[dict]) -> list[dict
 
 
 @task(name="dose-rate", task_run_name="{methods} {patient}/{timepoint}", **_step)
-def dose_task(cohort_dir: str, patient: str, timepoint: str, methods: tuple[str, ...], mc_decays: int,
-              seed: int, lock_timeout_s: float | None = None) -> list[dict]:
+def dose_task(
+    cohort_dir: str,
+    patient: str,
+    timepoint: str,
+    methods: tuple[str, ...],
+    mc_decays: int,
+    seed: int,
+    lock_timeout_s: float | None = None,
+) -> list[dict]:
     with _self_contained(lock_timeout_s):
         return pipeline.compute_scan_dose(cohort_dir, patient, timepoint, methods, mc_decays=mc_decays, seed=seed)
 
@@ -84,8 +97,15 @@ def report_task(cohort_dir: str, notes: list[str]) -> str:
 
 
 @task(name="record-run", **_step)
-def record_run_task(cohort_dir: str, run_id: str, results: list[dict], wall_time_s: float,
-                    methods: tuple[str, ...]) -> None:
-    pipeline.record_run(cohort_dir, run_id, results, wall_time_s, methods,
-                        weights_sha256=pipeline.weights_sha256() if "cnn" in methods else "",
-                        kernel_sha256=pipeline.kernel_sha256(cohort_dir))
+def record_run_task(
+    cohort_dir: str, run_id: str, results: list[dict], wall_time_s: float, methods: tuple[str, ...]
+) -> None:
+    pipeline.record_run(
+        cohort_dir,
+        run_id,
+        results,
+        wall_time_s,
+        methods,
+        weights_sha256=pipeline.weights_sha256() if "cnn" in methods else "",
+        kernel_sha256=pipeline.kernel_sha256(cohort_dir),
+    )

@@ -1,4 +1,5 @@
 """Shared pytest configuration: device markers and seeded factories (xarray-style)."""
+
 from __future__ import annotations
 
 import os
@@ -12,7 +13,18 @@ import torch
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
-requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+#: The CUDA tests: `pytest -m cuda` selects them (`make gpu-check` runs them); without a CUDA device they skip.
+requires_cuda = pytest.mark.cuda
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skip the tests marked ``cuda`` where torch sees no CUDA device, saying so."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if item.get_closest_marker("cuda") is not None:
+            item.add_marker(skip)
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ the other manifests give those pods), Dask speaks TLS everywhere, the pseudonym 
 images carry the package version, secrets stay out of the image and out of git, and the image is installed by the
 same script as `make`.
 """
+
 from __future__ import annotations
 
 import ast
@@ -23,8 +24,11 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
 KEY_FILE_ENV = "COHORT_DOSIMETRY_PSEUDONYM_KEY_FILE"
-TLS_CLIENT_ENV = ("DASK_DISTRIBUTED__COMM__TLS__CA_FILE", "DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT",
-                  "DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY")
+TLS_CLIENT_ENV = (
+    "DASK_DISTRIBUTED__COMM__TLS__CA_FILE",
+    "DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT",
+    "DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY",
+)
 PACKAGE_VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
 
 
@@ -100,8 +104,11 @@ def _admits(policies: list[dict], target: dict, source: dict, port: int, source_
     """Whether NetworkPolicies let a pod with labels ``source`` (same namespace unless ``source_namespace`` is given)
     open a TCP connection to ``port`` of a pod with labels ``target`` (Kubernetes semantics: allowed when no policy
     selects the target for ingress, else when any rule of any selecting policy allows it)."""
-    selecting = [p for p in policies if _selects(p["spec"]["podSelector"], target)
-                 and "Ingress" in p["spec"].get("policyTypes", ["Ingress"])]
+    selecting = [
+        p
+        for p in policies
+        if _selects(p["spec"]["podSelector"], target) and "Ingress" in p["spec"].get("policyTypes", ["Ingress"])
+    ]
     if not selecting:
         return True
     for policy in selecting:
@@ -114,8 +121,9 @@ def _admits(policies: list[dict], target: dict, source: dict, port: int, source_
                 return True
             for peer in peers:
                 if "namespaceSelector" in peer and "podSelector" not in peer:
-                    if source_namespace and _selects(peer["namespaceSelector"],
-                                                     {"kubernetes.io/metadata.name": source_namespace}):
+                    if source_namespace and _selects(
+                        peer["namespaceSelector"], {"kubernetes.io/metadata.name": source_namespace}
+                    ):
                         return True
                 elif "podSelector" in peer and "namespaceSelector" not in peer:
                     if not source_namespace and _selects(peer["podSelector"], source):
@@ -135,8 +143,12 @@ def test_network_policies_let_only_workers_and_the_flow_runner_reach_the_schedul
     stranger = {"app": "something-else"}
     other_cluster_worker = {"dask.org/cluster-name": "another", "dask.org/component": "worker"}
     comm, dashboard = 8786, 8787
-    ports = {p["containerPort"] for s in _pod_specs(cluster["spec"]["scheduler"]) for c in s["containers"]
-             for p in c.get("ports", [])}
+    ports = {
+        p["containerPort"]
+        for s in _pod_specs(cluster["spec"]["scheduler"])
+        for c in s["containers"]
+        for p in c.get("ports", [])
+    }
     assert {comm, dashboard} <= ports
 
     assert _admits(policies, scheduler, worker, comm) and _admits(policies, scheduler, runner, comm)
@@ -156,11 +168,18 @@ def test_network_policies_let_only_workers_and_the_flow_runner_reach_the_schedul
 
 def _images() -> list[tuple[str, str]]:
     """(where, image) of every container image the deploy files run."""
-    found = [(f"k8s {c['name']}", c["image"]) for doc in _k8s_docs() for s in _pod_specs(doc)
-             for c in s["containers"] + s.get("initContainers", [])]
+    found = [
+        (f"k8s {c['name']}", c["image"])
+        for doc in _k8s_docs()
+        for s in _pod_specs(doc)
+        for c in s["containers"] + s.get("initContainers", [])
+    ]
     found += [(f"compose {name}", svc["image"]) for name, svc in _compose()["services"].items() if "image" in svc]
-    found += [("Dockerfile FROM", line.split()[1]) for line in (DEPLOY / "Dockerfile").read_text().splitlines()
-              if line.startswith("FROM ")]
+    found += [
+        ("Dockerfile FROM", line.split()[1])
+        for line in (DEPLOY / "Dockerfile").read_text().splitlines()
+        if line.startswith("FROM ")
+    ]
     return found
 
 
@@ -307,8 +326,15 @@ def test_slurm_example_starts_its_cluster_with_tls():
     assert isinstance(keywords["security"], ast.Name)
     (security,) = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "Security"]
     given = {k.arg for k in security.keywords}
-    assert {"tls_ca_file", "tls_scheduler_cert", "tls_scheduler_key", "tls_worker_cert", "tls_worker_key",
-            "tls_client_cert", "tls_client_key"} <= given
+    assert {
+        "tls_ca_file",
+        "tls_scheduler_cert",
+        "tls_scheduler_key",
+        "tls_worker_cert",
+        "tls_worker_key",
+        "tls_client_cert",
+        "tls_client_key",
+    } <= given
     assert any(k.arg == "require_encryption" and ast.literal_eval(k.value) is True for k in security.keywords)
     called = {getattr(n.func, "id", "") for n in ast.walk(tree) if isinstance(n, ast.Call)}
     assert "use_tls_dir" in called  # the flow's own client connects with the client certificate
@@ -355,19 +381,33 @@ def _docker_excludes(patterns: list[str], path: str) -> bool:
 
 def _tracked_files() -> list[str]:
     if (ROOT / ".git").exists() and shutil.which("git"):
-        return subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True,
-                              check=True).stdout.splitlines()
+        return subprocess.run(
+            ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.splitlines()
     return [str(p.relative_to(ROOT)) for p in ROOT.rglob("*") if p.is_file() and ".venv" not in p.parts]
 
 
 def test_dockerignore_keeps_environments_secrets_and_outputs_out_of_the_image_and_the_package_in():
     patterns = _dockerignore_patterns()
-    for path in [".venv/bin/python", ".git/config", "deploy/.env", "deploy/.secrets/tls/ca.key",
-                 "deploy/.secrets/tls/client.key", "deploy/.secrets/pseudonym.key", ".secrets/pseudonym.key",
-                 "demo-output/cohort/.secrets/pseudonym.key", "demo-output/dicom/P1/ct/1.dcm",
-                 "cohort/.secrets/pseudonym.key", "cohort/scans.zarr/zarr.json", "data/my-cohort/.secrets/x.key",
-                 "out/report.html", "data/study.zarr/zarr.json", "elsewhere/.venv/bin/python", "some/dir/.env",
-                 "site/cohort-a/.secrets/tls/ca.pem"]:
+    for path in [
+        ".venv/bin/python",
+        ".git/config",
+        "deploy/.env",
+        "deploy/.secrets/tls/ca.key",
+        "deploy/.secrets/tls/client.key",
+        "deploy/.secrets/pseudonym.key",
+        ".secrets/pseudonym.key",
+        "demo-output/cohort/.secrets/pseudonym.key",
+        "demo-output/dicom/P1/ct/1.dcm",
+        "cohort/.secrets/pseudonym.key",
+        "cohort/scans.zarr/zarr.json",
+        "data/my-cohort/.secrets/x.key",
+        "out/report.html",
+        "data/study.zarr/zarr.json",
+        "elsewhere/.venv/bin/python",
+        "some/dir/.env",
+        "site/cohort-a/.secrets/tls/ca.pem",
+    ]:
         assert _docker_excludes(patterns, path), f"{path} would be copied into the image"
     needed = ["pyproject.toml", "README.md", "deploy/install.sh", "deploy/Dockerfile"]
     needed += [f for f in _tracked_files() if f.startswith(("cohort_dosimetry/", "flows/"))]
@@ -378,23 +418,31 @@ def test_dockerignore_keeps_environments_secrets_and_outputs_out_of_the_image_an
 
 @pytest.mark.skipif(not ((ROOT / ".git").exists() and shutil.which("git")), reason="not a git checkout")
 def test_secrets_and_the_compose_env_file_are_ignored_by_git():
-    paths = ["deploy/.env", "deploy/.secrets/tls/ca.key", "deploy/.secrets/tls/client.pem",
-             "deploy/.secrets/pseudonym.key", "somewhere/cohort/.secrets/pseudonym.key"]
+    paths = [
+        "deploy/.env",
+        "deploy/.secrets/tls/ca.key",
+        "deploy/.secrets/tls/client.pem",
+        "deploy/.secrets/pseudonym.key",
+        "somewhere/cohort/.secrets/pseudonym.key",
+    ]
     done = subprocess.run(["git", "check-ignore", "--no-index", *paths], cwd=ROOT, capture_output=True, text=True)
     assert sorted(done.stdout.split()) == sorted(paths), done.stdout + done.stderr
 
 
 def _dockerfile_instructions() -> list[tuple[str, str]]:
     text = re.sub(r"\\\n", " ", (DEPLOY / "Dockerfile").read_text())
-    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1]) for line in text.splitlines()
-            if line.strip() and not line.startswith("#")]
+    return [
+        (line.split(None, 1)[0].upper(), line.split(None, 1)[1])
+        for line in text.splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
 
 
 def _makefile_recipe(target: str) -> list[str]:
     lines = (ROOT / "Makefile").read_text().splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith(f"{target}:"))
     recipe = []
-    for line in lines[start + 1:]:
+    for line in lines[start + 1 :]:
         if not line.startswith("\t"):
             break
         recipe.append(line.strip())
@@ -414,7 +462,7 @@ def test_dockerfile_and_makefile_install_through_the_same_script_and_nothing_els
     assert len(make_installs) == 1 and not [r for r in recipe if re.search(r"\bpip\b", r)]
     # both hand the script a Python and the project itself (editable), differing in extras only
     for command in (docker_installs[0], make_installs[0]):
-        argv = shlex.split(command[command.index("deploy/install.sh"):])
+        argv = shlex.split(command[command.index("deploy/install.sh") :])
         assert argv[2] == "-e" and re.fullmatch(r"\.(\[.*\])?", argv[3].replace("${EXTRAS}", "[x]")), command
 
 
@@ -426,19 +474,32 @@ def test_install_script_puts_pinned_torch_first_then_the_project_then_removes_th
     fake_python.write_text(f'#!/bin/sh\necho "$@" >> "{log}"\n')
     fake_python.chmod(0o755)
     env = {k: v for k, v in os.environ.items() if k != "TORCH_INDEX_URL"}
-    subprocess.run(["sh", str(DEPLOY / "install.sh"), str(fake_python), "-e", ".[dev]"], env=env, check=True,
-                   timeout=30)
+    subprocess.run(
+        ["sh", str(DEPLOY / "install.sh"), str(fake_python), "-e", ".[dev]"], env=env, check=True, timeout=30
+    )
     calls = log.read_text().splitlines()
-    assert calls == ["-m pip install --quiet --upgrade pip", "-m pip install --quiet torch==2.13.0",
-                     "-m pip install --quiet -e .[dev]", "-m pip uninstall --quiet --yes dataclasses"]
+    assert calls == [
+        "-m pip install --quiet --upgrade pip",
+        "-m pip install --quiet torch==2.13.0",
+        "-m pip install --quiet -e .[dev]",
+        "-m pip uninstall --quiet --yes dataclasses",
+    ]
     # the pinned torch satisfies the project's own range, so installing the project installs no other torch
-    torch_req = next(Requirement(r) for r in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-                     ["dependencies"] if Requirement(r).name == "torch")
+    torch_req = next(
+        Requirement(r)
+        for r in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+        if Requirement(r).name == "torch"
+    )
     assert torch_req.specifier.contains("2.13.0")
 
     log.unlink()
-    subprocess.run(["sh", str(DEPLOY / "install.sh"), str(fake_python), "-e", ".[gpu]"], check=True, timeout=30,
-                   env={**env, "TORCH_INDEX_URL": "https://wheels.example/cu130"})
-    assert log.read_text().splitlines()[1] == ("-m pip install --quiet --index-url https://wheels.example/cu130 "
-                                               "torch==2.13.0")
+    subprocess.run(
+        ["sh", str(DEPLOY / "install.sh"), str(fake_python), "-e", ".[gpu]"],
+        check=True,
+        timeout=30,
+        env={**env, "TORCH_INDEX_URL": "https://wheels.example/cu130"},
+    )
+    assert log.read_text().splitlines()[1] == (
+        "-m pip install --quiet --index-url https://wheels.example/cu130 torch==2.13.0"
+    )
     assert subprocess.run(["sh", str(DEPLOY / "install.sh")], capture_output=True, timeout=30).returncode == 2

@@ -1,25 +1,28 @@
 """dose_rates: the one entry point for a scan's dose-rate maps (units, the CNN's DVK prior, refusals)."""
+
 import numpy as np
 import pytest
 import torch
 import xarray as xr
 
+from cohort_dosimetry.constants import J_PER_MEV
 from cohort_dosimetry.dose import dose_rates
 from cohort_dosimetry.model import DblurDoseNet, save_model
 from cohort_dosimetry.phantoms import make_virtual_patient
 from tests.conftest import requires_cuda
 from tests.model.conftest import CARD_SPACING_MM, make_card
 
-# Lu-177 electron energy per decay (beta + internal conversion + Auger), ICRP-107 (DESIGN.md section 4)
+# Lu-177 electron energy per decay (beta + internal conversion + Auger), ICRP-107 (docs/physics.md)
 ELECTRON_MEV_PER_DECAY = 0.1479
-JOULE_PER_MEV = 1.602176634e-13  # CODATA 2018, exact
 
 
 def _scan(activity_bq_ml, density=1.04):
     shape = activity_bq_ml.shape
     return xr.Dataset(
-        {"activity": (("z", "y", "x"), activity_bq_ml.astype(np.float32), {"units": "Bq/mL"}),
-         "density": (("z", "y", "x"), np.full(shape, density, np.float32), {"units": "g/cm3"})},
+        {
+            "activity": (("z", "y", "x"), activity_bq_ml.astype(np.float32), {"units": "Bq/mL"}),
+            "density": (("z", "y", "x"), np.full(shape, density, np.float32), {"units": "g/cm3"}),
+        },
         coords={"z": np.arange(shape[0]) * 3.0},
         attrs={"spacing_mm": list(CARD_SPACING_MM), "patient": "virtual-7", "timepoint": "tp2"},
     )
@@ -40,7 +43,7 @@ def test_uniform_activity_gives_the_electron_equilibrium_dose_rate_at_the_centre
     # energy: D = C * E_e / rho. Photons add their small absorbed part in a 2.4 x 6.3 x 6.3 cm block (< 10 %).
     concentration = 1.0e6  # Bq/mL
     maps = dose_rates(_scan(np.full((8, 16, 16), concentration)), weights=zero_residual_card, device="cpu")
-    expected = concentration * ELECTRON_MEV_PER_DECAY * JOULE_PER_MEV / (1.04e-3)  # Gy/s (1.04 g/mL = 1.04e-3 kg/mL)
+    expected = concentration * ELECTRON_MEV_PER_DECAY * J_PER_MEV / (1.04e-3)  # Gy/s (1.04 g/mL = 1.04e-3 kg/mL)
     centre = maps["dose_rate_dvk"].values[4, 8, 8]
     assert 1.0 <= centre / expected < 1.10
     assert maps["dose_rate_dvk"].attrs["units"] == "Gy/s" and maps["dose_rate_dvk"].dims == ("z", "y", "x")
@@ -73,8 +76,11 @@ def test_monte_carlo_agrees_with_the_kernel_in_the_centre(rng):
         ("no_spacing", r"scan virtual-7/tp2: attrs\['spacing_mm'\]"),
         ("timepoints", r"scan virtual-7/tp2: 'activity' must be one \(z, y, x\) volume of one time point"),
         ("method", r"scan virtual-7/tp2: dose-rate methods must be"),
-        ("cnn_grid", r"scan virtual-7/tp2: grid spacing \(2.0, 2.0, 2.0\) mm .* differs from the \(3.0, 3.91, 3.91\)"
-                     r" mm the CNN weights were trained on; ingest the scan on that grid \(`--grid compact`\)"),
+        (
+            "cnn_grid",
+            r"scan virtual-7/tp2: grid spacing \(2.0, 2.0, 2.0\) mm .* differs from the \(3.0, 3.91, 3.91\)"
+            r" mm the CNN weights were trained on; ingest the scan on that grid \(`--grid compact`\)",
+        ),
     ],
 )
 def test_bad_input_is_refused_naming_the_scan(change, message):

@@ -1,5 +1,6 @@
 """``make gpu-check`` (bench/gpu_check.py): where torch sees no CUDA it says so, writes nothing and exits 0 at once;
 its cohort part, run on the CPU (``--allow-cpu``, slow), writes the record it prints."""
+
 from __future__ import annotations
 
 import json
@@ -18,7 +19,7 @@ SCRIPT = ROOT / "bench" / "gpu_check.py"
 def test_make_gpu_check_runs_the_gpu_check_script():
     lines = (ROOT / "Makefile").read_text().splitlines()
     start = lines.index(next(line for line in lines if line.startswith("gpu-check:")))
-    recipe = [line.strip() for line in lines[start + 1:] if line.startswith("\t")][:1]
+    recipe = [line.strip() for line in lines[start + 1 :] if line.startswith("\t")][:1]
     assert recipe == ["$(PY) bench/gpu_check.py"]
 
 
@@ -27,8 +28,9 @@ def test_without_cuda_it_says_so_writes_nothing_and_exits_0_in_seconds(tmp_path)
     # torch sees no GPU, whatever the machine has; Python reports every module it imports
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONPROFILEIMPORTTIME": "1"}
     cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    done = subprocess.run([sys.executable, str(SCRIPT), "--out", str(out)], env=env, capture_output=True, text=True,
-                          timeout=120)
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--out", str(out)], env=env, capture_output=True, text=True, timeout=120
+    )
     cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "no CUDA device" in done.stdout and "Nothing to check here" in done.stdout, done.stdout
@@ -45,9 +47,26 @@ def test_without_cuda_it_says_so_writes_nothing_and_exits_0_in_seconds(tmp_path)
 def test_cohort_part_on_the_cpu_writes_timings_devices_and_the_run_outcome(tmp_path):
     out = tmp_path / "gpu_check.json"
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
-    done = subprocess.run([sys.executable, str(SCRIPT), "--allow-cpu", "--skip-tests", "--patients", "1",
-                           "--mc-decays", "20000", "--cpu-workers", "2", "--out", str(out)],
-                          env=env, capture_output=True, text=True, timeout=1500)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--allow-cpu",
+            "--skip-tests",
+            "--patients",
+            "1",
+            "--mc-decays",
+            "20000",
+            "--cpu-workers",
+            "2",
+            "--out",
+            str(out),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1500,
+    )
     assert done.returncode == 0, done.stdout[-5000:] + done.stderr[-5000:]
     record = json.loads(out.read_text())
     assert record["exit_status"] == 0 and record["cuda_device_count"] == 0 and record["scans"]["failed"] == 0

@@ -1,4 +1,5 @@
 """The VOI vocabulary: clinical ROI names, the user's mapping file, VOI classes and region tables."""
+
 from __future__ import annotations
 
 import pytest
@@ -15,9 +16,23 @@ from cohort_dosimetry.vocabulary import (
 
 #: ROI names as planning systems, PACS exports and AAPM TG-263 write them -> the VOI they are.
 SPELLINGS = {
-    "kidney_left": ["Kidney_L", "Kidney_Lt", "Kidney_Left", "Kidney L", "kidney-l", "KIDNEY_L", "L Kidney",
-                    "L_Kidney", "Lt Kidney", "Lt_Kidney", "Left Kidney", "Left_Kidney", "KidneyL", "kidney_left",
-                    "Kidney.L"],
+    "kidney_left": [
+        "Kidney_L",
+        "Kidney_Lt",
+        "Kidney_Left",
+        "Kidney L",
+        "kidney-l",
+        "KIDNEY_L",
+        "L Kidney",
+        "L_Kidney",
+        "Lt Kidney",
+        "Lt_Kidney",
+        "Left Kidney",
+        "Left_Kidney",
+        "KidneyL",
+        "kidney_left",
+        "Kidney.L",
+    ],
     "kidney_right": ["Kidney_R", "Kidney_Rt", "Kidney_Right", "R Kidney", "Rt_Kidney", "Right kidney", "KIDNEY_RIGHT"],
     "kidneys": ["Kidneys", "KIDNEYS", "Kidney", "Kidneys_Both", "Both Kidneys", "Kidney_Bilat"],
     "lung_left": ["Lung_L", "Lung_Lt", "Lung Left", "L Lung", "Lt_Lung", "Left_Lung", "LUNG_L", "lung_left"],
@@ -26,24 +41,75 @@ SPELLINGS = {
     "liver": ["Liver", "LIVER", "liver", "Liver_Whole", "Whole Liver"],
     "liver_healthy": ["Liver-GTV", "Liver_minus_GTV", "Liver_Healthy", "Healthy Liver", "Normal_Liver"],
     "spleen": ["Spleen", "SPLEEN", "spleen"],
-    "external": ["External", "EXTERNAL", "BODY", "Body", "Outline", "Skin", "SKIN", "Body_Outline", "Ext",
-                 "external"],
+    "external": ["External", "EXTERNAL", "BODY", "Body", "Outline", "Skin", "SKIN", "Body_Outline", "Ext", "external"],
     "body": ["body"],  # as written, the vocabulary's own remainder (virtual patients)
-    "vertebra_L2": ["L2", "l2", "Vertebra_L2", "Vertebra L2", "vertebra_L2", "L2_vertebra", "L2 Vertebra",
-                    "Bone_Vertebra_L2", "VB_L2", "Vert_L2", "L02"],
+    "vertebra_L2": [
+        "L2",
+        "l2",
+        "Vertebra_L2",
+        "Vertebra L2",
+        "vertebra_L2",
+        "L2_vertebra",
+        "L2 Vertebra",
+        "Bone_Vertebra_L2",
+        "VB_L2",
+        "Vert_L2",
+        "L02",
+    ],
     "vertebra_T12": ["T12", "Th12", "TH12", "Vertebra_T12", "Bone_Vertebra_Th12"],
     "vertebra_C1": ["C1", "Vertebra_C1"],
     "vertebra_C7": ["C7"],
     "vertebra_L5": ["L5"],
     "vertebra_S1": ["S1", "Vertebra_S1"],
-    "lesion": ["GTV", "gtv", "GTVp", "GTVn", "Lesion", "LESION", "Lesions", "Tumor", "Tumour", "TUMOR", "Met", "met",
-               "Mets", "Metastasis", "Metastases", "Lesion_0"],  # numbered from 0: a lesion, numbered anew
-    "lesion_1": ["GTV1", "GTV_1", "GTV 1", "GTV-1", "GTVp1", "Lesion_1", "Lesion 1", "lesion_1", "Lesion_01",
-                 "Tumor_1", "Met1"],
+    "lesion": [
+        "GTV",
+        "gtv",
+        "GTVp",
+        "GTVn",
+        "Lesion",
+        "LESION",
+        "Lesions",
+        "Tumor",
+        "Tumour",
+        "TUMOR",
+        "Met",
+        "met",
+        "Mets",
+        "Metastasis",
+        "Metastases",
+        "Lesion_0",
+    ],  # numbered from 0: a lesion, numbered anew
+    "lesion_1": [
+        "GTV1",
+        "GTV_1",
+        "GTV 1",
+        "GTV-1",
+        "GTVp1",
+        "Lesion_1",
+        "Lesion 1",
+        "lesion_1",
+        "Lesion_01",
+        "Tumor_1",
+        "Met1",
+    ],
     "lesion_2": ["Met_2", "Mets 2", "GTVp_2", "Lesion2"],
     "lesion_3": ["Lesion 3", "Tumour3"],
-    None: ["Bowel_Bag", "tumour bed", "PTV", "CTV_1", "GTV_Liver", "Stomach", "L6", "C8", "T13", "S2", "Kidney_X",
-           "Body_Fat", "L", "Heart"],
+    None: [
+        "Bowel_Bag",
+        "tumour bed",
+        "PTV",
+        "CTV_1",
+        "GTV_Liver",
+        "Stomach",
+        "L6",
+        "C8",
+        "T13",
+        "S2",
+        "Kidney_X",
+        "Body_Fat",
+        "L",
+        "Heart",
+    ],
 }
 
 
@@ -54,10 +120,25 @@ def test_clinical_spellings_map_to_the_vocabulary(expected):
 
 
 def test_voi_classes_and_other():
-    classes = {"external": "body", "body": "body", "lungs": "lung", "lung_left": "lung", "kidneys": "kidney",
-               "kidney_right": "kidney", "liver": "liver", "liver_healthy": "liver", "spleen": "spleen",
-               "vertebra_T12": "vertebra", "vertebra_S1": "vertebra", "lesion_14": "lesion",
-               "Bowel_Bag": "other", "Liver": "other", "vertebra_T13": "other", "lesion_0": "other", "lesion": "other"}
+    classes = {
+        "external": "body",
+        "body": "body",
+        "lungs": "lung",
+        "lung_left": "lung",
+        "kidneys": "kidney",
+        "kidney_right": "kidney",
+        "liver": "liver",
+        "liver_healthy": "liver",
+        "spleen": "spleen",
+        "vertebra_T12": "vertebra",
+        "vertebra_S1": "vertebra",
+        "lesion_14": "lesion",
+        "Bowel_Bag": "other",
+        "Liver": "other",
+        "vertebra_T13": "other",
+        "lesion_0": "other",
+        "lesion": "other",
+    }
     for name, cls in classes.items():
         assert voi_type(name) == cls, name
 
@@ -79,9 +160,11 @@ def test_two_rois_for_one_name_keep_the_first_and_name_the_other():
 
 def test_the_user_mapping_comes_first(tmp_path):
     path = tmp_path / "names.toml"
-    path.write_text('[roi_names]\n"Niere links" = "kidney_left"\n"Leber" = "liver"\n"Herd 1" = "lesion"\n'
-                    '"Herd" = "lesion"\n"Body" = "body"\n"GTV_1" = "lesion_4"\n"Wirbel L2" = "vertebra_L2"\n',
-                    encoding="utf-8")
+    path.write_text(
+        '[roi_names]\n"Niere links" = "kidney_left"\n"Leber" = "liver"\n"Herd 1" = "lesion"\n'
+        '"Herd" = "lesion"\n"Body" = "body"\n"GTV_1" = "lesion_4"\n"Wirbel L2" = "vertebra_L2"\n',
+        encoding="utf-8",
+    )
     user = read_roi_names(path)
     assert user["Niere links"] == "kidney_left" and len(user) == 7
     rois = ["Niere links", "LEBER", "Herd 1", "Herd", "Body", "GTV_1", "Wirbel L2", "GTV"]
@@ -99,11 +182,19 @@ def test_the_user_mapping_comes_first(tmp_path):
         ('[roi_names]\n"Leber" = "liver"\n"LEBER" = "spleen"\n', r"entry 'LEBER' = 'spleen' contradicts entry 'Leber'"),
         ('[names]\n"Leber" = "liver"\n', r"names\.toml: needs a table \[roi_names\]"),
         ('roi_names = "liver"\n', r"needs a table \[roi_names\]"),
-        ('[roi_names]\nLeber = liver\n', r"names\.toml: not valid TOML"),
+        ("[roi_names]\nLeber = liver\n", r"names\.toml: not valid TOML"),
         ('[roi_names]\n" " = "liver"\n', r"entry ' ' = 'liver': the ROI name is empty"),
     ],
-    ids=["unknown-target", "not-a-string", "case-of-target", "contradiction", "no-table", "not-a-table",
-         "bad-toml", "empty-name"],
+    ids=[
+        "unknown-target",
+        "not-a-string",
+        "case-of-target",
+        "contradiction",
+        "no-table",
+        "not-a-table",
+        "bad-toml",
+        "empty-name",
+    ],
 )
 def test_a_bad_mapping_file_names_the_file_and_the_entry(tmp_path, text, message):
     path = tmp_path / "names.toml"

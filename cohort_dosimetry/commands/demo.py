@@ -3,6 +3,7 @@
 The patients are synthetic virtual patients (no patient data). The SPECT is the calibrated `fast` model; Monte Carlo
 runs on the first time point of each patient only so that the demo fits in about 20 minutes on 2 CPU cores.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -10,20 +11,23 @@ import shutil
 import time
 from pathlib import Path
 
+from cohort_dosimetry.constants import DEFAULT_DOSE_GRID, MC_DECAYS
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="demo-output", help="folder for the DICOM cohort and the store")
     parser.add_argument("--patients", type=int, default=12)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--mc-decays", type=int, default=5_000_000, help="Monte Carlo decays per scan")
+    parser.add_argument(
+        "--mc-decays", type=int, default=MC_DECAYS, help=f"Monte Carlo decays per scan (default {MC_DECAYS})"
+    )
     parser.add_argument("--address", default=None, help="Dask scheduler (default: embedded LocalCluster)")
 
 
 def run(args: argparse.Namespace) -> int:
     from cohort_dosimetry.commands.run import print_summary
     from cohort_dosimetry.phantoms import export_cohort
-    from flows import cohort_flow
-    from flows._runtime import exit_on_termination_signals, prefect_api
+    from flows import cohort_flow, exit_on_termination_signals, prefect_api
 
     out = Path(args.out).resolve()
     dicom_dir, cohort_dir = out / "dicom", out / "cohort"
@@ -35,18 +39,29 @@ def run(args: argparse.Namespace) -> int:
             print(f"removing the incomplete synthetic export in {dicom_dir}")
             shutil.rmtree(dicom_dir)
         print(f"synthesising {args.patients} virtual patients (fast SPECT model) into {dicom_dir}")
-        export_cohort(dicom_dir, n_patients=args.patients, seed=args.seed, grid="compact", spect="fast",
-                      progress=True)
+        export_cohort(dicom_dir, n_patients=args.patients, seed=args.seed, grid="compact", spect="fast", progress=True)
         (dicom_dir / ".complete").write_text("export finished\n")
     synth_s = time.perf_counter() - t0
     # SIGTERM/SIGHUP/Ctrl-C unwind the run: the embedded Dask cluster and the temporary Prefect server stop with it
     with exit_on_termination_signals(), prefect_api():
-        summary = cohort_flow(str(dicom_dir), str(cohort_dir), methods=("dvk", "cnn", "mc"), address=args.address,
-                              grid="compact", mc_scans="first", mc_decays=args.mc_decays, seed=args.seed)
+        summary = cohort_flow(
+            str(dicom_dir),
+            str(cohort_dir),
+            methods=("dvk", "cnn", "mc"),
+            address=args.address,
+            grid=DEFAULT_DOSE_GRID,
+            mc_scans="first",
+            mc_decays=args.mc_decays,
+            seed=args.seed,
+        )
     summary["cohort_dir"] = str(cohort_dir)
     print_summary(summary)
-    print("\ntime split (wall seconds): synth {:.0f}, ".format(synth_s)
-          + ", ".join(f"{k} {v:.0f}" for k, v in summary["stage_wall_s"].items()))
-    print("task seconds summed over workers: "
-          + ", ".join(f"{k} {v:.0f}" for k, v in sorted(summary["task_seconds"].items())))
+    print(
+        f"\ntime split (wall seconds): synth {synth_s:.0f}, "
+        + ", ".join(f"{k} {v:.0f}" for k, v in summary["stage_wall_s"].items())
+    )
+    print(
+        "task seconds summed over workers: "
+        + ", ".join(f"{k} {v:.0f}" for k, v in sorted(summary["task_seconds"].items()))
+    )
     return 1 if summary["n_failed"] else 0

@@ -7,6 +7,7 @@ COHORT_DOSIMETRY_PSEUDONYM_KEY_FILE or COHORT_DIR/.secrets/pseudonym.key, and mu
 written with. Exit status 1 when anything was rejected (the rest is ingested all the same), 2 when the pseudonym key is
 not the cohort's (nothing is ingested).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -14,17 +15,15 @@ import logging
 import sys
 import time
 
+from cohort_dosimetry.constants import DEFAULT_DOSE_GRID
+from cohort_dosimetry.grid import parse_dose_grid
+
 
 def _grid(text: str):
-    if text in ("ct", "compact"):
-        return text
     try:
-        spacing = tuple(float(v) for v in text.split(","))
-    except ValueError:
-        spacing = ()
-    if len(spacing) != 3 or min(spacing) <= 0:
-        raise argparse.ArgumentTypeError(f"--grid must be ct, compact or a spacing Z,Y,X in mm, got {text!r}")
-    return spacing
+        return parse_dose_grid(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"--grid: {error}") from None
 
 
 def _counts_calibration(text: str):
@@ -42,17 +41,35 @@ def _counts_calibration(text: str):
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dicom_dir", metavar="DICOM_DIR", help="folder tree of DICOM files (any layout)")
     parser.add_argument("cohort_dir", metavar="COHORT_DIR", help="cohort directory (created if missing)")
-    parser.add_argument("--grid", type=_grid, default="ct",
-                        help="dose grid: ct (the CT grid, default), compact (3.0 x 3.91 x 3.91 mm) or Z,Y,X in mm")
+    parser.add_argument(
+        "--grid",
+        type=_grid,
+        default=DEFAULT_DOSE_GRID,
+        help=f"dose grid: compact (3.0 x 3.91 x 3.91 mm, the CNN's grid; default {DEFAULT_DOSE_GRID}), "
+        "ct (the CT grid) "
+        "or Z,Y,X in mm; `run` computes on the grid the scans were ingested on",
+    )
     parser.add_argument("--workers", type=int, default=1, help="processes reading scans in parallel (default 1)")
-    parser.add_argument("--counts-calibration", type=_counts_calibration, default=None,
-                        metavar="CPS_PER_MBQ,DURATION_S",
-                        help="SPECT sensitivity and acquisition duration, needed only for SPECT stored in counts")
-    parser.add_argument("--nuclide", default=None, metavar="NAME",
-                        help="nuclide of SPECT whose header names none (only Lu177 is dosed); without it such SPECT "
-                             "are ingested as Lu177 with a warning")
-    parser.add_argument("--roi-names", default=None, metavar="FILE.toml",
-                        help="ROI-name mapping file extending the built-in clinical synonyms (see README)")
+    parser.add_argument(
+        "--counts-calibration",
+        type=_counts_calibration,
+        default=None,
+        metavar="CPS_PER_MBQ,DURATION_S",
+        help="SPECT sensitivity and acquisition duration, needed only for SPECT stored in counts",
+    )
+    parser.add_argument(
+        "--nuclide",
+        default=None,
+        metavar="NAME",
+        help="nuclide of SPECT whose header names none (only Lu177 is dosed); without it such SPECT "
+        "are ingested as Lu177 with a warning",
+    )
+    parser.add_argument(
+        "--roi-names",
+        default=None,
+        metavar="FILE.toml",
+        help="ROI-name mapping file extending the built-in clinical synonyms (see README)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -64,9 +81,16 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     try:
         roi_names = read_roi_names(args.roi_names) if args.roi_names else None
-        report = ingest(args.dicom_dir, args.cohort_dir, grid=args.grid, workers=args.workers,
-                        counts_calibration=args.counts_calibration, progress=True,
-                        nuclide=args.nuclide, roi_names=roi_names)
+        report = ingest(
+            args.dicom_dir,
+            args.cohort_dir,
+            grid=args.grid,
+            workers=args.workers,
+            counts_calibration=args.counts_calibration,
+            progress=True,
+            nuclide=args.nuclide,
+            roi_names=roi_names,
+        )
     except (PseudonymKeyMismatch, ValueError) as exc:  # a refused key or a bad --roi-names file: nothing written
         print(f"cohort-dosimetry ingest: nothing ingested: {exc}", file=sys.stderr)
         return 2
@@ -84,4 +108,3 @@ def run(args: argparse.Namespace) -> int:
         for row in problems.itertuples():
             print(f"    {row.severity:<8}{row.patient or '-':<14}{row.timepoint or '-':<5}{row.source}: {row.message}")
     return 1 if (report["severity"] == "error").any() else 0
-

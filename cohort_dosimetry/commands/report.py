@@ -3,6 +3,7 @@
 The report goes to COHORT_DIR/reports/cohort_report.html: cohort summary table, agreement between methods, CNN-vs-MC
 joint histogram, absorbed doses with the chosen time-integration model, figures, methods and provenance.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -14,11 +15,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cohort_dosimetry.stats import write_report
-    from cohort_dosimetry.store import open_cohort
+    from cohort_dosimetry.pipeline import write_cohort_report
 
     try:
-        path = write_report(open_cohort(args.cohort_dir))
+        path = write_cohort_report(args.cohort_dir)
     except (ValueError, FileNotFoundError, KeyError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -4,42 +4,98 @@ Tasks run on the embedded default (a Dask LocalCluster sized to this machine and
 --address names an existing Dask scheduler. A rerun computes only the maps the store does not hold for these
 settings (weights, kernel, MC decays and seed, grid).
 """
+
 from __future__ import annotations
 
 import argparse
 import sys
 
-from cohort_dosimetry.pipeline import METHODS
+from cohort_dosimetry.constants import DEFAULT_DOSE_GRID, MC_DECAYS, METHODS
+from cohort_dosimetry.grid import parse_dose_grid
+
+
+def _grid(text: str) -> str:
+    """--grid checked here, passed on as text (flow parameters are JSON)."""
+    try:
+        parse_dose_grid(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"--grid: {error}") from None
+    return text
 
 
 def add_flow_arguments(parser: argparse.ArgumentParser) -> None:
     """Options shared by `run`, `serve` and `demo`."""
-    parser.add_argument("--methods", default="dvk,cnn,mc",
-                        help=f"comma-separated dose methods among {','.join(METHODS)} (default: all)")
-    parser.add_argument("--address", default=None,
-                        help="Dask scheduler, e.g. tls://host:8786 (default: $DASK_SCHEDULER_ADDRESS, else embedded)")
-    parser.add_argument("--tls-dir", action=_UseTlsDir, default=None, metavar="DIR",
-                        help="for a tls:// --address: folder with the CA and client certificate (ca.pem, client.pem, "
-                             "client.key; deploy/make-certs.sh makes them). Dask's DASK_DISTRIBUTED__COMM__TLS__* "
-                             "variables work as well")
-    parser.add_argument("--grid", default="compact", help="dose grid: compact, ct, or Z,Y,X spacing in mm")
-    parser.add_argument("--mc-scans", choices=("all", "first"), default="all",
-                        help="run Monte Carlo on all scans or on the earliest scan of each patient's therapy cycle")
-    parser.add_argument("--mc-decays", type=int, default=5_000_000, help="Monte Carlo decays per scan")
+    parser.add_argument(
+        "--methods", default="dvk,cnn,mc", help=f"comma-separated dose methods among {','.join(METHODS)} (default: all)"
+    )
+    parser.add_argument(
+        "--address",
+        default=None,
+        help="Dask scheduler, e.g. tls://host:8786 (default: $DASK_SCHEDULER_ADDRESS, else embedded)",
+    )
+    parser.add_argument(
+        "--tls-dir",
+        action=_UseTlsDir,
+        default=None,
+        metavar="DIR",
+        help="for a tls:// --address: folder with the CA and client certificate (ca.pem, client.pem, "
+        "client.key; deploy/make-certs.sh makes them). Dask's DASK_DISTRIBUTED__COMM__TLS__* "
+        "variables work as well",
+    )
+    parser.add_argument(
+        "--grid",
+        type=_grid,
+        default=DEFAULT_DOSE_GRID,
+        help=f"dose grid: compact, ct, or Z,Y,X spacing in mm (default {DEFAULT_DOSE_GRID})",
+    )
+    parser.add_argument(
+        "--mc-scans",
+        choices=("all", "first"),
+        default="all",
+        help="run Monte Carlo on all scans or on the earliest scan of each patient's therapy cycle",
+    )
+    parser.add_argument(
+        "--mc-decays", type=int, default=MC_DECAYS, help=f"Monte Carlo decays per scan (default {MC_DECAYS})"
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--roi-names", type=roi_names_file, default=None, metavar="FILE.toml",
-                        help="ROI-name mapping file extending the built-in clinical synonyms (see README)")
+    parser.add_argument(
+        "--roi-names",
+        type=roi_names_file,
+        default=None,
+        metavar="FILE.toml",
+        help="ROI-name mapping file extending the built-in clinical synonyms (see README)",
+    )
     timeouts = parser.add_argument_group("timeouts (seconds; what times out fails, named in the run record)")
-    timeouts.add_argument("--connect-timeout", type=_seconds, default=10.0, metavar="S",
-                          help="how long to try to reach the --address scheduler before giving up (default: 10)")
-    timeouts.add_argument("--gpu-wait-timeout", type=_seconds, default=600.0, metavar="S",
-                          help="how long dose tasks wait for a GPU worker once the cluster has none left (it had "
-                               "GPU workers at the start; default: 600)")
-    timeouts.add_argument("--task-timeout", type=_seconds, default=None, metavar="S",
-                          help="the longest an ingest or dose-rate task may run (default: no limit)")
-    timeouts.add_argument("--lock-timeout", type=_seconds, default=None, metavar="S",
-                          help="the longest wait for a store lock held by another writer (default: "
-                               "$COHORT_DOSIMETRY_LOCK_TIMEOUT_S, else 600)")
+    timeouts.add_argument(
+        "--connect-timeout",
+        type=_seconds,
+        default=10.0,
+        metavar="S",
+        help="how long to try to reach the --address scheduler before giving up (default: 10)",
+    )
+    timeouts.add_argument(
+        "--gpu-wait-timeout",
+        type=_seconds,
+        default=600.0,
+        metavar="S",
+        help="how long dose tasks wait for a GPU worker once the cluster has none left (it had "
+        "GPU workers at the start; default: 600)",
+    )
+    timeouts.add_argument(
+        "--task-timeout",
+        type=_seconds,
+        default=None,
+        metavar="S",
+        help="the longest an ingest or dose-rate task may run (default: no limit)",
+    )
+    timeouts.add_argument(
+        "--lock-timeout",
+        type=_seconds,
+        default=None,
+        metavar="S",
+        help="the longest wait for a store lock held by another writer (default: "
+        "$COHORT_DOSIMETRY_LOCK_TIMEOUT_S, else 600)",
+    )
 
 
 def _seconds(text: str) -> float:
@@ -58,7 +114,7 @@ class _UseTlsDir(argparse.Action):
     every command taking the flow options connects with it, and the flow runs that ``serve`` starts inherit it."""
 
     def __call__(self, parser, namespace, values, option_string=None):
-        from flows._runtime import use_tls_dir
+        from flows import use_tls_dir
 
         try:
             use_tls_dir(values)
@@ -79,10 +135,17 @@ def roi_names_file(path: str) -> dict[str, str]:
 
 def flow_parameters(args: argparse.Namespace) -> dict:
     return dict(
-        dicom_dir=str(args.dicom_dir), cohort_dir=str(args.cohort_dir),
+        dicom_dir=str(args.dicom_dir),
+        cohort_dir=str(args.cohort_dir),
         methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
-        address=args.address, grid=args.grid, mc_scans=args.mc_scans, mc_decays=args.mc_decays, seed=args.seed,
-        roi_names=args.roi_names, gpu_wait_timeout_s=args.gpu_wait_timeout, task_timeout_s=args.task_timeout,
+        address=args.address,
+        grid=args.grid,
+        mc_scans=args.mc_scans,
+        mc_decays=args.mc_decays,
+        seed=args.seed,
+        roi_names=args.roi_names,
+        gpu_wait_timeout_s=args.gpu_wait_timeout,
+        task_timeout_s=args.task_timeout,
         lock_timeout_s=args.lock_timeout,
     )
 
@@ -94,20 +157,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def print_summary(summary: dict) -> None:
-    from cohort_dosimetry.store import open_cohort
     from cohort_dosimetry.stats import cohort_summary_table
+    from cohort_dosimetry.store import open_cohort
 
     cohort = open_cohort(summary["cohort_dir"])
     table = cohort_summary_table(cohort.voi_stats())
     synthetic = [bool(cohort.scan_attrs(p, t).get("synthetic")) for p, t in cohort.scans()]
-    origin = ("synthetic virtual patients, not patient data" if synthetic and all(synthetic)
-              else f"{sum(synthetic)} of {len(synthetic)} scans are synthetic virtual patients")
+    origin = (
+        "synthetic virtual patients, not patient data"
+        if synthetic and all(synthetic)
+        else f"{sum(synthetic)} of {len(synthetic)} scans are synthetic virtual patients"
+    )
     print(f"\nCohort summary: dose-rate in mGy/h, mean (min-max) over scans and VOIs of each class ({origin}):")
     print(table.to_string())
     for note in summary.get("notes", []):
         print(f"note: {note}")
-    print(f"\nscans: {summary['n_done']} computed, {summary['n_skipped']} already complete, {summary['n_failed']} failed"
-          f" in {summary['wall_time_s']:.0f} s (run {summary['run_id']})")
+    print(
+        f"\nscans: {summary['n_done']} computed, {summary['n_skipped']} already complete, {summary['n_failed']} failed"
+        f" in {summary['wall_time_s']:.0f} s (run {summary['run_id']})"
+    )
     print(f"report: {summary['report'] or 'none written: no scan has a dose-rate map'}")
 
 
@@ -115,14 +183,14 @@ def run(args: argparse.Namespace) -> int:
     from cohort_dosimetry.store import PseudonymKeyMismatch, open_cohort
 
     if args.address:  # a tls:// scheduler without a client certificate, or the reverse: refused before the flow starts
-        from flows._runtime import check_scheduler_security
+        from flows import check_scheduler_security
 
         try:
             check_scheduler_security(args.address)
         except ValueError as exc:
             print(f"cohort-dosimetry run: nothing done: {exc}", file=sys.stderr)
             return 2
-        from flows._runtime import SchedulerUnreachable, cluster_workers
+        from flows import SchedulerUnreachable, cluster_workers
 
         try:  # an address nobody answers at fails here, after --connect-timeout, before any Prefect server starts
             cluster_workers(args.address, args.connect_timeout)
@@ -136,8 +204,7 @@ def run(args: argparse.Namespace) -> int:
     except PseudonymKeyMismatch as exc:
         print(f"cohort-dosimetry run: nothing done: {exc}", file=sys.stderr)
         return 2
-    from flows import cohort_flow
-    from flows._runtime import exit_on_termination_signals, prefect_api
+    from flows import cohort_flow, exit_on_termination_signals, prefect_api
 
     params = flow_parameters(args)
     # SIGTERM/SIGHUP/Ctrl-C unwind the run: the embedded Dask cluster and the temporary Prefect server stop with it

@@ -3,6 +3,7 @@
 Needs PREFECT_API_URL pointing at a Prefect server (see deploy/). The deployment and its cron schedule appear in the
 Prefect UI; this process then executes the scheduled runs until stopped (Ctrl-C).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,7 +28,9 @@ def run(args: argparse.Namespace) -> int:
     from flows import cohort_flow
 
     if not PREFECT_API_URL.value():
-        print("serve needs a Prefect server: set PREFECT_API_URL (e.g. http://127.0.0.1:4200/api); see deploy/README.md")
+        print(
+            "serve needs a Prefect server: set PREFECT_API_URL (e.g. http://127.0.0.1:4200/api); see deploy/README.md"
+        )
         return 2
     cohort_flow.serve(
         name=args.name,

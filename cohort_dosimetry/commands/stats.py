@@ -5,6 +5,7 @@ Reads every scan of COHORT_DIR that has at least one dose-rate map (one scan in 
 COHORT_DIR/tables/{voi_stats,concordance,absorbed_dose,absorbed_dose_total}.parquet (absorbed dose per therapy cycle
 and summed over each patient's cycles) and prints the cohort summary (dose-rates in mGy/h).
 """
+
 from __future__ import annotations
 
 import argparse

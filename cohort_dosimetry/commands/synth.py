@@ -4,6 +4,7 @@ By default 12 patients with 3 or 4 scans each (42 scans, day 0 to 7 after a Lu-1
 cohort of Li et al. (Med Phys 49:1216, 2022). The patients are synthetic: names, IDs and birth dates are fake.
 Layout: OUT_DIR/dicom/patient_NN/study_K/{CT,NM,RTSTRUCT,SEG}/ and OUT_DIR/ground_truth/<PatientID>.zarr.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,14 +16,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("out_dir", metavar="OUT_DIR", help="folder to write the cohort to")
     parser.add_argument("--patients", type=int, default=12, help="number of virtual patients (default 12)")
     parser.add_argument("--seed", type=int, default=0, help="cohort seed (default 0)")
-    parser.add_argument("--grid", choices=("compact", "paper"), default="compact",
-                        help="CT grid: compact 128x128x130 at 3.91x3.91x3 mm (default), paper 512x512x130 at "
-                             "0.98x0.98x3 mm")
-    parser.add_argument("--spect", choices=("fast", "pytomography"), default="fast",
-                        help="SPECT model: fast (calibrated resolution and noise model, default) or pytomography "
-                             "(projection + OSEM, minutes per scan)")
-    parser.add_argument("--workers", type=int, default=None,
-                        help="processes generating patients side by side (default: one per CPU core)")
+    parser.add_argument(
+        "--grid",
+        choices=("compact", "paper"),
+        default="compact",
+        help="CT grid: compact 128x128x130 at 3.91x3.91x3 mm (default), paper 512x512x130 at 0.98x0.98x3 mm",
+    )
+    parser.add_argument(
+        "--spect",
+        choices=("fast", "pytomography"),
+        default="fast",
+        help="SPECT model: fast (calibrated resolution and noise model, default) or pytomography "
+        "(projection + OSEM, minutes per scan)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="processes generating patients side by side (default: one per CPU core)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -32,8 +44,15 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"synth: --patients must be at least 1, got {args.patients}")
     start = time.perf_counter()
     try:
-        cohort = export_cohort(args.out_dir, n_patients=args.patients, seed=args.seed, grid=args.grid,
-                               spect=args.spect, progress=True, workers=args.workers)
+        cohort = export_cohort(
+            args.out_dir,
+            n_patients=args.patients,
+            seed=args.seed,
+            grid=args.grid,
+            spect=args.spect,
+            progress=True,
+            workers=args.workers,
+        )
     except FileExistsError as err:
         print(f"synth: {err}", file=sys.stderr)
         return 1
@@ -42,6 +61,8 @@ def run(args: argparse.Namespace) -> int:
     for p in cohort.patients:
         hours = ", ".join(f"{s.hours_post_injection:g}" for s in p.scans)
         print(f"{p.patient_index:>7}  {p.patient_id:<10} {len(p.scans):>5}  {hours}")
-    print(f"{cohort.n_scans} scans of {len(cohort.patients)} synthetic virtual patients in {cohort.out_dir} "
-          f"({elapsed:.0f} s, {elapsed / cohort.n_scans:.1f} s per scan)")
+    print(
+        f"{cohort.n_scans} scans of {len(cohort.patients)} synthetic virtual patients in {cohort.out_dir} "
+        f"({elapsed:.0f} s, {elapsed / cohort.n_scans:.1f} s per scan)"
+    )
     return 0

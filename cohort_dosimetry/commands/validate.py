@@ -4,6 +4,7 @@ Checks the Zarr store's root, every scan version (attrs, arrays: dims, dtype, un
 provenance, label table), staging leftovers of interrupted writers, and the Parquet tables' columns,
 types and units. Reads metadata only, changes nothing.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -3,8 +3,8 @@ and ingest whole cohorts into the store.
 
 Public API::
 
-    ingest(dicom_dir, cohort_dir, grid="ct", key=None, workers=1, counts_calibration=None) -> report DataFrame
-    plan_ingest(dicom_dir, cohort_dir, grid="ct", ...) -> IngestPlan   ingest in steps, e.g. one task per scan:
+    ingest(dicom_dir, cohort_dir, grid="compact", key=None, workers=1, counts_calibration=None) -> report DataFrame
+    plan_ingest(dicom_dir, cohort_dir, grid="compact", ...) -> IngestPlan   ingest in steps, e.g. one task per scan:
     ingest_scan(cohort_dir, planned_scan) -> [report row]              discovery and labels once (the plan), then
     finish_ingest(cohort_dir, rows) -> report DataFrame                each scan built and written anywhere, then
                                                                        cycle notes and the report table
@@ -21,24 +21,23 @@ Public API::
     resample_to_grid(volume, grid, "activity" | "ct_hu" | "labels" | "dose") -> Volume
     IngestError                                         bad input: .subject (file or series) and .problem
 
-Axis order is (z, y, x) everywhere; geometry follows DICOM patient space (LPS, mm), see :mod:`._volume`.
+Axis order is (z, y, x) everywhere; geometry follows DICOM patient space (LPS, mm), see :mod:`cohort_dosimetry.grid`.
 """
+
 from cohort_dosimetry.io._contours import LabelMap, read_rtstruct, read_seg
 from cohort_dosimetry.io._ct import read_ct_series
 from cohort_dosimetry.io._discovery import Discovery, ScanSources, Series, discover_studies
 from cohort_dosimetry.io._errors import IngestError, Problem
 from cohort_dosimetry.io._ingest import IngestPlan, PlannedScan, finish_ingest, ingest, ingest_scan, plan_ingest
 from cohort_dosimetry.io._nm import CountsCalibration, SpectImage, read_nm
-from cohort_dosimetry.io._resample import COMPACT_SPACING_MM, dose_grid, resample_to_grid
+from cohort_dosimetry.io._resample import dose_grid, resample_to_grid
 from cohort_dosimetry.io._rtdose import ExternalDose, read_rtdose
-from cohort_dosimetry.io._volume import Grid, Volume
+from cohort_dosimetry.io._volume import Volume
 
 __all__ = [
-    "COMPACT_SPACING_MM",
     "CountsCalibration",
     "Discovery",
     "ExternalDose",
-    "Grid",
     "IngestError",
     "IngestPlan",
     "LabelMap",

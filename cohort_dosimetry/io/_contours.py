@@ -12,6 +12,7 @@ one of the virtual patients: one label per VOI. Two rules follow the vocabulary:
 is the part of its contour outside every other VOI (but those of class body, such as ``external``); and where lesions
 overlap ``liver``, ``liver_healthy`` = liver minus every lesion is derived.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -23,10 +24,11 @@ import numpy as np
 import SimpleITK as sitk
 from matplotlib.path import Path as Polygon
 
+from cohort_dosimetry.grid import Grid
 from cohort_dosimetry.io._errors import IngestError
 from cohort_dosimetry.io._headers import read_full, reader_of_input
 from cohort_dosimetry.io._resample import resample_to_grid
-from cohort_dosimetry.io._volume import Grid, Volume
+from cohort_dosimetry.io._volume import Volume
 from cohort_dosimetry.vocabulary import (
     OVERLAP_REGION_START,
     UNKNOWN_LABEL_START,
@@ -98,12 +100,22 @@ class LabelMap:
             names = {v: n for v, n in self.names.items() if v in present}
             vois = {n: tuple(v for v in values if v in present) for n, values in contour.items()}
             kept = [self.names[v] for v in out.attrs.get("labels_kept_by_guard", [])]
-        notes = [f"VOI {name!r} has no voxel on the dose grid (its contour lies outside it); left out"
-                 for name, values in vois.items() if not values]
+        notes = [
+            f"VOI {name!r} has no voxel on the dose grid (its contour lies outside it); left out"
+            for name, values in vois.items()
+            if not values
+        ]
         vois = {name: values for name, values in vois.items() if values}
         derived, how = derive_vois(vois)
-        return LabelMap(Volume(out.array.astype(np.int16), grid, "1"), names, notes, {**vois, **derived},
-                        {n: r for n, r in self.source_names.items() if n in vois}, how, tuple(kept))
+        return LabelMap(
+            Volume(out.array.astype(np.int16), grid, "1"),
+            names,
+            notes,
+            {**vois, **derived},
+            {n: r for n, r in self.source_names.items() if n in vois},
+            how,
+            tuple(kept),
+        )
 
 
 def vocabulary_name(name: str) -> str | None:
@@ -128,8 +140,9 @@ def _voi_names(rois: list[str], roi_names: Mapping[str, str] | None) -> tuple[li
     return [m.name for m in matches], parts
 
 
-def _regions(masks: list[tuple[str, str, np.ndarray]], grid: Grid, notes: list[str], naming: list[str],
-             source: str) -> LabelMap:
+def _regions(
+    masks: list[tuple[str, str, np.ndarray]], grid: Grid, notes: list[str], naming: list[str], source: str
+) -> LabelMap:
     """The region label map of VOI masks ``(VOI name, ROI name as written, bool mask (z, y, x))`` in ROI order.
 
     ``notes``: the problems found so far; ``naming``: what to say about the names. The naming, the body rule and the
@@ -150,8 +163,10 @@ def _regions(masks: list[tuple[str, str, np.ndarray]], grid: Grid, notes: list[s
         name, roi, mask = vois[body[0]]
         inside = np.count_nonzero(mask & others)
         if inside:
-            naming.append(f"ROI {roi!r} is body, the remainder of the body: its {inside} voxels inside other VOIs "
-                          "count for those VOIs only")
+            naming.append(
+                f"ROI {roi!r} is body, the remainder of the body: its {inside} voxels inside other VOIs "
+                "count for those VOIs only"
+            )
             vois[body[0]] = (name, roi, mask & ~others)
             if not vois[body[0]][2].any():
                 notes.append(f"{source}: ROI {roi!r} (body) lies entirely inside other VOIs; left out")
@@ -167,8 +182,11 @@ def _regions(masks: list[tuple[str, str, np.ndarray]], grid: Grid, notes: list[s
             value, next_value = next_value, next_value + 1
         values.append(value)
     if next_value > OVERLAP_REGION_START:
-        raise IngestError(source, f"{next_value - UNKNOWN_LABEL_START} ROIs without a fixed label; at most "
-                                  f"{OVERLAP_REGION_START - UNKNOWN_LABEL_START} fit the label numbering")
+        raise IngestError(
+            source,
+            f"{next_value - UNKNOWN_LABEL_START} ROIs without a fixed label; at most "
+            f"{OVERLAP_REGION_START - UNKNOWN_LABEL_START} fit the label numbering",
+        )
     # Combination of VOIs (indices, ascending) of every voxel, built one VOI at a time.
     combo = np.zeros(grid.shape, dtype=np.int32)
     members: list[tuple[int, ...]] = [()]
@@ -186,27 +204,38 @@ def _regions(masks: list[tuple[str, str, np.ndarray]], grid: Grid, notes: list[s
     present = [c for c in np.unique(combo).tolist() if c != 0]
     shared = sorted((c for c in present if len(members[c]) > 1), key=lambda c: sorted(values[i] for i in members[c]))
     if OVERLAP_REGION_START + len(shared) - 1 > _MAX_REGION:
-        raise IngestError(source, f"{len(shared)} combinations of overlapping ROIs; at most "
-                                  f"{_MAX_REGION - OVERLAP_REGION_START + 1} fit an int16 label map")
+        raise IngestError(
+            source,
+            f"{len(shared)} combinations of overlapping ROIs; at most "
+            f"{_MAX_REGION - OVERLAP_REGION_START + 1} fit an int16 label map",
+        )
     region = {c: values[members[c][0]] for c in present if len(members[c]) == 1}
     region.update({c: OVERLAP_REGION_START + j for j, c in enumerate(shared)})
     lookup = np.zeros(len(members), dtype=np.int16)
     for c, value in region.items():
         lookup[c] = value
     names = {region[c]: region_name([vois[i][0] for i in members[c]]) for c in present}
-    voi_regions = {name: tuple(sorted(region[c] for c in present if i in members[c]))
-                   for i, (name, _, _) in enumerate(vois)}
+    voi_regions = {
+        name: tuple(sorted(region[c] for c in present if i in members[c])) for i, (name, _, _) in enumerate(vois)
+    }
     derived, how = derive_vois(voi_regions)
     naming += [f"{name} derived as {description}" for name, description in how.items()]
     source_names = {name: roi for name, roi, _ in vois if roi != name}
-    return LabelMap(Volume(lookup[combo], grid, "1"), dict(sorted(names.items())), notes,
-                    {**voi_regions, **derived}, source_names, how,
-                    naming=f"{source}: {'; '.join(naming)}" if naming else "")
+    return LabelMap(
+        Volume(lookup[combo], grid, "1"),
+        dict(sorted(names.items())),
+        notes,
+        {**voi_regions, **derived},
+        source_names,
+        how,
+        naming=f"{source}: {'; '.join(naming)}" if naming else "",
+    )
 
 
 @reader_of_input
-def read_rtstruct(path: Path, reference: Grid, subject: str | None = None,
-                  roi_names: Mapping[str, str] | None = None) -> LabelMap:
+def read_rtstruct(
+    path: Path, reference: Grid, subject: str | None = None, roi_names: Mapping[str, str] | None = None
+) -> LabelMap:
     """Rasterise the closed planar contours of an RTSTRUCT onto ``reference`` (normally the CT grid).
 
     A voxel belongs to a ROI when its centre lies inside the ROI's polygons on its slice (even-odd rule, so inner
@@ -218,8 +247,10 @@ def read_rtstruct(path: Path, reference: Grid, subject: str | None = None,
     ds = read_full(Path(path), subject)
     if ds.get("Modality") != "RTSTRUCT":
         raise IngestError(subject, f"expected RTSTRUCT, found Modality {ds.get('Modality')!r}")
-    rois = {int(item.ROINumber): str(item.get("ROIName") or "").strip() or f"ROI {item.ROINumber}" for item in
-            ds.get("StructureSetROISequence") or []}
+    rois = {
+        int(item.ROINumber): str(item.get("ROIName") or "").strip() or f"ROI {item.ROINumber}"
+        for item in ds.get("StructureSetROISequence") or []
+    }
     voi_names, naming = _voi_names(list(rois.values()), roi_names)
     notes: list[str] = []
     masks = {number: np.zeros(reference.shape, dtype=bool) for number in rois}
@@ -257,13 +288,19 @@ def read_rtstruct(path: Path, reference: Grid, subject: str | None = None,
         notes.append(f"{subject}: {skipped} contours that are not CLOSED_PLANAR (points, open lines) were ignored")
     if off_grid:
         notes.append(f"{subject}: {off_grid} contours lie outside the CT grid or between its slices; ignored")
-    return _regions([(name, rois[number], masks[number]) for number, name in zip(rois, voi_names)], reference, notes,
-                    naming, subject)
+    return _regions(
+        [(name, rois[number], masks[number]) for number, name in zip(rois, voi_names)],
+        reference,
+        notes,
+        naming,
+        subject,
+    )
 
 
 @reader_of_input
-def read_seg(path: Path, reference: Grid, subject: str | None = None,
-             roi_names: Mapping[str, str] | None = None) -> LabelMap:
+def read_seg(
+    path: Path, reference: Grid, subject: str | None = None, roi_names: Mapping[str, str] | None = None
+) -> LabelMap:
     """Read a DICOM SEG (highdicom) and place its segments on ``reference`` (normally the CT grid).
 
     Each segment is resampled onto ``reference`` with nearest-neighbour interpolation in physical space (SimpleITK);
@@ -289,6 +326,12 @@ def read_seg(path: Path, reference: Grid, subject: str | None = None,
         one = volume.get_channel(ReferencedSegmentNumber=number)
         image = sitk.Cast(one.to_simpleitk(), sitk.sitkUInt8)
         on_grid = sitk.Resample(image, target, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
-        masks[int(number)] |= sitk.GetArrayFromImage(on_grid).astype(bool)
-    return _regions([(name, segments[number], masks[number]) for number, name in zip(segments, voi_names)],
-                    reference, notes, naming, subject)
+        # highdicom types channel values as str | int | float | Enum; segment numbers are ints
+        masks[int(number)] |= sitk.GetArrayFromImage(on_grid).astype(bool)  # type: ignore[arg-type]
+    return _regions(
+        [(name, segments[number], masks[number]) for number, name in zip(segments, voi_names)],
+        reference,
+        notes,
+        naming,
+        subject,
+    )

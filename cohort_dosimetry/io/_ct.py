@@ -3,6 +3,7 @@
 Slices are ordered by their position along the slice normal (ImageOrientationPatient row x column), never by
 InstanceNumber. The stack must be regular: the checks and their tolerances are stated next to the constants below.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -11,6 +12,7 @@ from pathlib import Path
 import numpy as np
 from pydicom.dataset import Dataset
 
+from cohort_dosimetry.grid import Grid, grid_from_dicom
 from cohort_dosimetry.io._errors import IngestError
 from cohort_dosimetry.io._headers import (
     check_plausible_size,
@@ -20,7 +22,7 @@ from cohort_dosimetry.io._headers import (
     read_header,
     reader_of_input,
 )
-from cohort_dosimetry.io._volume import Grid, Volume, grid_from_dicom
+from cohort_dosimetry.io._volume import Volume
 
 #: Direction cosines must be unit vectors and orthogonal to within 1e-3 (about 0.06 degrees); all slices of a series
 #: must share them to within the same tolerance.
@@ -66,6 +68,7 @@ def slice_stack_grid(headers: Sequence[Dataset], subject: str) -> tuple[list[int
     if np.any(pixel_spacing <= 0):
         raise IngestError(subject, f"PixelSpacing must be positive, got {list(pixel_spacing)}")
     size = (int(first.Rows), int(first.Columns))
+    positions: list[np.ndarray] | np.ndarray  # the rows, then their (z, 3) array
     positions = []
     for ds in headers:
         other_row, other_col, _ = orientation(ds, subject)

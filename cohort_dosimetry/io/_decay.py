@@ -18,6 +18,7 @@ RadiopharmaceuticalStartDateTime (ADMIN). ``t_start`` is the series' earliest ac
 Decay Factor is "the decay factor that was used to scale this image" (C.8.9.4): it is cross-checked against
 ``exp(lambda (t_slice - t_ref))`` and a disagreement over 1 % is reported. The half-life is the nuclide's ICRP-107 one.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -64,8 +65,9 @@ def slice_decay(ds: Dataset, frame: int | None, acquired: datetime, subject: str
     correction = frame_attribute(ds, "DecayCorrection", frame)
     correction = str(correction).strip().upper() if correction not in (None, "") else None
     if correction is not None and correction not in DECAY_CORRECTIONS:
-        raise IngestError(subject, f"unknown Decay Correction (0054,1102) {correction!r}: expected NONE, START or "
-                                   "ADMIN")
+        raise IngestError(
+            subject, f"unknown Decay Correction (0054,1102) {correction!r}: expected NONE, START or ADMIN"
+        )
     factor = frame_attribute(ds, "DecayFactor", frame)
     factor = float(factor) if factor not in (None, "") else None
     if factor is not None and not (np.isfinite(factor) and factor > 0):
@@ -78,8 +80,9 @@ def slice_decay(ds: Dataset, frame: int | None, acquired: datetime, subject: str
         try:
             reference = dicom_datetime(holder, "DecayCorrectionDateTime", None, None)
         except ValueError:
-            raise IngestError(subject, f"Decay Correction DateTime (0018,9701) {reference_value!r} is malformed") \
-                from None
+            raise IngestError(
+                subject, f"Decay Correction DateTime (0018,9701) {reference_value!r} is malformed"
+            ) from None
     return SliceDecay(correction, factor, reference, _duration_s(ds, frame), acquired)
 
 
@@ -106,8 +109,9 @@ def _duration_s(ds: Dataset, frame: int | None) -> float | None:
     return None
 
 
-def undo_decay_correction(slices: Sequence[SliceDecay], start: datetime, injection: datetime, half_life_s: float
-                          ) -> DecayUndone:
+def undo_decay_correction(
+    slices: Sequence[SliceDecay], start: datetime, injection: datetime, half_life_s: float
+) -> DecayUndone:
     """Factors (z,) that turn each slice's values into the activity at ``start`` (the acquisition start); see the
     module docstring for the rules. ``half_life_s``: the nuclide's physical half-life (ICRP-107)."""
     rate = np.log(2.0) / half_life_s
@@ -126,24 +130,36 @@ def undo_decay_correction(slices: Sequence[SliceDecay], start: datetime, injecti
             reference, factor, implied = None, 1.0, None
         factors.append(float(factor))
         references.append(reference)
-        if s.factor_in_file is not None and implied is not None \
-                and abs(s.factor_in_file / implied - 1) > DECAY_FACTOR_TOLERANCE:
-            notes.append(f"Decay Factor {s.factor_in_file:g} in the file disagrees with the {implied:.6g} implied by "
-                         f"Decay Correction {s.correction} (reference {reference.isoformat()}, acquired "
-                         f"{s.acquired.isoformat()}) by {100 * abs(s.factor_in_file / implied - 1):.2g} %; the "
-                         "times were used")
-        elif s.factor_in_file is not None and s.correction is None \
-                and abs(s.factor_in_file - 1) > DECAY_FACTOR_TOLERANCE:
-            notes.append(f"Decay Factor {s.factor_in_file:g} without Decay Correction (0054,1102): the values were "
-                         "taken as the activity at the acquisition start")
+        if (
+            s.factor_in_file is not None
+            and implied is not None
+            and abs(s.factor_in_file / implied - 1) > DECAY_FACTOR_TOLERANCE
+        ):
+            notes.append(
+                f"Decay Factor {s.factor_in_file:g} in the file disagrees with the {implied:.6g} implied by "
+                f"Decay Correction {s.correction} ("
+                + (f"reference {reference.isoformat()}, " if reference is not None else "no reference, ")
+                + f"acquired "
+                f"{s.acquired.isoformat()}) by {100 * abs(s.factor_in_file / implied - 1):.2g} %; the "
+                "times were used"
+            )
+        elif (
+            s.factor_in_file is not None and s.correction is None and abs(s.factor_in_file - 1) > DECAY_FACTOR_TOLERANCE
+        ):
+            notes.append(
+                f"Decay Factor {s.factor_in_file:g} without Decay Correction (0054,1102): the values were "
+                "taken as the activity at the acquisition start"
+            )
     missing_duration = [s for s in slices if s.correction == "NONE" and not s.duration_s]
     if missing_duration:
         typical = _mean_to_start(rate, TYPICAL_ACQUISITION_S) - 1
         lost = 1 - np.exp(-rate * TYPICAL_ACQUISITION_S)
-        notes.append(f"Decay Correction NONE without a frame or acquisition duration: the values (a mean over the "
-                     f"acquisition) were taken as the activity at its start; over a {TYPICAL_ACQUISITION_S / 60:g}-min "
-                     f"acquisition the activity decays by {100 * lost:.2g} %, so this understates it by about "
-                     f"{100 * typical:.2g} %")
+        notes.append(
+            f"Decay Correction NONE without a frame or acquisition duration: the values (a mean over the "
+            f"acquisition) were taken as the activity at its start; over a {TYPICAL_ACQUISITION_S / 60:g}-min "
+            f"acquisition the activity decays by {100 * lost:.2g} %, so this understates it by about "
+            f"{100 * typical:.2g} %"
+        )
     factors_array = np.asarray(factors, dtype=np.float64)
     corrections = [s.correction for s in slices]
     attrs = {
@@ -159,9 +175,11 @@ def undo_decay_correction(slices: Sequence[SliceDecay], start: datetime, injecti
         written = "/".join(sorted({c or "(absent)" for c in corrections}))
         low, high = float(factors_array.min()), float(factors_array.max())
         factor_text = f"{low:.6g}" if np.isclose(low, high, rtol=1e-9) else f"{low:.6g} to {high:.6g}"
-        notes.append(f"decay correction undone: the file's values were decay-corrected {written}"
-                     f"{_reference_text(references)}; multiplied by {factor_text} to give the activity at the "
-                     f"acquisition start {start.isoformat()}")
+        notes.append(
+            f"decay correction undone: the file's values were decay-corrected {written}"
+            f"{_reference_text(references)}; multiplied by {factor_text} to give the activity at the "
+            f"acquisition start {start.isoformat()}"
+        )
     return DecayUndone(factors_array, attrs, tuple(dict.fromkeys(notes)))
 
 

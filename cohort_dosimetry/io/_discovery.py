@@ -16,6 +16,7 @@ a SEG is preferred (voxel masks, no rasterisation), then the most recent. Extern
 CT's frame of reference, the nearest in time. Scans come per patient in SPECT acquisition order; discovery does not
 name time points: a scan's identity is its SPECT series, and ingest gives it its label from the store.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -24,14 +25,13 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.filereader import read_partial
 
 from cohort_dosimetry.io._errors import IngestError, Problem
-from cohort_dosimetry.io._nm import in_activity_concentration
-from cohort_dosimetry.io._radionuclide import radionuclide_problem
 from cohort_dosimetry.io._headers import (
     NotADicomFile,
     acquisition_datetime,
@@ -42,6 +42,8 @@ from cohort_dosimetry.io._headers import (
     read_full,
     read_header,
 )
+from cohort_dosimetry.io._nm import in_activity_concentration
+from cohort_dosimetry.io._radionuclide import radionuclide_problem
 
 SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
 #: Modalities a scan is built from; other DICOM objects are noted (info) and left alone. PT: SPECT that some
@@ -145,13 +147,19 @@ def discover_studies(dicom_dir: str | os.PathLike) -> Discovery:
                 unfiled.append((copy.sop_instance_uid, rel, exc, copy.patient_id))
             else:
                 problems.append(Problem("error", exc.subject, exc.problem))
-    for sop_instance_uid, rel, exc, patient_id in unfiled:
+    for sop_instance_uid, rel, error, patient_id in unfiled:
         holder = first_copies.get(sop_instance_uid) if sop_instance_uid else None
         if holder is None:
-            problems.append(Problem("error", exc.subject, exc.problem))
+            problems.append(Problem("error", error.subject, error.problem))
         else:
-            problems.append(Problem("warning", rel, f"broken copy of {holder.rel} (same SOP Instance UID), not used: "
-                                    f"{exc.problem}", patient_id or holder.patient_id))
+            problems.append(
+                Problem(
+                    "warning",
+                    rel,
+                    f"broken copy of {holder.rel} (same SOP Instance UID), not used: {error.problem}",
+                    patient_id or holder.patient_id,
+                )
+            )
     copy_conflicts = _resolve_repeats(root, first_copies, repeats, series, patients_of, identifying, problems)
     for folder, files in non_dicom.items():
         problems.append(Problem("info", folder, f"{len(files)} non-DICOM file(s) ignored (e.g. {files[0]})"))
@@ -166,8 +174,15 @@ def discover_studies(dicom_dir: str | os.PathLike) -> Discovery:
             rejected[uid] = entry
             continue
         if len(patients_of[uid]) > 1:
-            problems.append(Problem("error", entry.label, f"the series holds files of {len(patients_of[uid])} "
-                                    "different patients (PatientID); the whole series is rejected", entry.patient_id))
+            problems.append(
+                Problem(
+                    "error",
+                    entry.label,
+                    f"the series holds files of {len(patients_of[uid])} "
+                    "different patients (PatientID); the whole series is rejected",
+                    entry.patient_id,
+                )
+            )
             rejected[uid] = entry
             continue
         try:
@@ -182,8 +197,16 @@ def discover_studies(dicom_dir: str | os.PathLike) -> Discovery:
     return Discovery(root, scans, problems, frozenset(identifying))
 
 
-def _add_file(ds: Dataset, path: Path, rel: str, series: dict[str, Series], patients_of: dict[str, set[str]],
-              identifying: set[str], problems: list[Problem], sha256: str | None = None) -> None:
+def _add_file(
+    ds: Dataset,
+    path: Path,
+    rel: str,
+    series: dict[str, Series],
+    patients_of: dict[str, set[str]],
+    identifying: set[str],
+    problems: list[Problem],
+    sha256: str | None = None,
+) -> None:
     """File one header under its series (``sha256``: the file's content hash if known), or note why it is not used."""
     patient_id = str(ds.get("PatientID", "")).strip()
     identifying.update(_identifying_strings(ds))
@@ -215,10 +238,18 @@ def _plan_scans(series: dict[str, Series], rejected: dict[str, Series], problems
         spects = []
         for nm in kinds["NM"] + kinds["PT"]:
             if not nm.is_reconstruction:
-                problems.append(Problem("warning", nm.label, "NM series is not a reconstructed SPECT (ImageType has no "
-                                        "RECON): projections or planar images are not ingested" if nm.modality == "NM"
-                                        else "PT series is not in activity concentration (Units BQML or a Real World "
-                                        "Value Mapping in Bq/ml): not ingested", patient_id))
+                problems.append(
+                    Problem(
+                        "warning",
+                        nm.label,
+                        "NM series is not a reconstructed SPECT (ImageType has no "
+                        "RECON): projections or planar images are not ingested"
+                        if nm.modality == "NM"
+                        else "PT series is not in activity concentration (Units BQML or a Real World "
+                        "Value Mapping in Bq/ml): not ingested",
+                        patient_id,
+                    )
+                )
             elif nm.radionuclide_problem:
                 problems.append(Problem("error", nm.label, nm.radionuclide_problem, patient_id))
             else:
@@ -228,8 +259,9 @@ def _plan_scans(series: dict[str, Series], rejected: dict[str, Series], problems
         for spect in spects:
             ct, rule = _pair_ct(spect, kinds["CT"])
             if ct is None:
-                rejected_ct, _ = _pair_ct(spect, [r for r in rejected.values()
-                                                  if r.modality == "CT" and r.patient_id == patient_id])
+                rejected_ct, _ = _pair_ct(
+                    spect, [r for r in rejected.values() if r.modality == "CT" and r.patient_id == patient_id]
+                )
                 rule = f"its CT ({rejected_ct.label}) was rejected" if rejected_ct else rule
             contours = _pick_contours(ct, kinds["SEG"] + kinds["RTSTRUCT"]) if ct else None
             dose = _pick_dose(spect, ct, kinds["RTDOSE"])
@@ -247,8 +279,9 @@ def _plan_scans(series: dict[str, Series], rejected: dict[str, Series], problems
             problems.append(Problem("info", entry.label, why, patient_id))
         for entry in kinds["RTDOSE"]:
             if id(entry) not in used_doses:
-                problems.append(Problem("info", entry.label, "RTDOSE not used: it shares no scan's frame of reference",
-                                        patient_id))
+                problems.append(
+                    Problem("info", entry.label, "RTDOSE not used: it shares no scan's frame of reference", patient_id)
+                )
     return scans
 
 
@@ -317,10 +350,14 @@ def _new_series(ds: Dataset, uid: str, modality: str, patient_id: str, rel: str)
         acquired=acquisition_datetime(ds),
         label=label,
         referenced_series=referenced - {""},
-        is_reconstruction=(in_activity_concentration(ds) if modality == "PT"
-                           else any(v.startswith("RECON") for v in image_type)),
-        rows_cols_frames=(int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0),
-                          int(ds.get("NumberOfFrames", 1) or 1)),
+        is_reconstruction=(
+            in_activity_concentration(ds) if modality == "PT" else any(v.startswith("RECON") for v in image_type)
+        ),
+        rows_cols_frames=(
+            int(ds.get("Rows", 0) or 0),
+            int(ds.get("Columns", 0) or 0),
+            int(ds.get("NumberOfFrames", 1) or 1),
+        ),
         injection_datetime=injection,
         administered_activity_bq=administered,
         radionuclide_problem=radionuclide_problem(ds) if modality in ("NM", "PT") else None,
@@ -378,10 +415,16 @@ def _sha256(path: Path) -> str:
 #: only in these (and in the transfer syntax, file meta group 0002) hold the same image, e.g. an instance exported
 #: once as received and once JPEG Lossless compressed (DICOM PS3.3 C.7.6.1.1.5 Lossy Image Compression, C.7.6.1
 #: Derivation Description, PS3.5 7.2 Data Set Trailing Padding).
-_ENCODING_KEYWORDS = frozenset({
-    "PixelData", "DerivationDescription", "LossyImageCompression", "LossyImageCompressionRatio",
-    "LossyImageCompressionMethod", "DataSetTrailingPadding",
-})
+_ENCODING_KEYWORDS = frozenset(
+    {
+        "PixelData",
+        "DerivationDescription",
+        "LossyImageCompression",
+        "LossyImageCompressionRatio",
+        "LossyImageCompressionMethod",
+        "DataSetTrailingPadding",
+    }
+)
 #: Objects of these modalities hold pixel data (CT, NM and PT images, RT Dose grids, SEG masks); RTSTRUCT holds none.
 _PIXEL_MODALITIES = ("CT", "NM", "PT", "RTDOSE", "SEG")
 
@@ -409,8 +452,9 @@ def _instance_copy(ds: Dataset, path: Path, rel: str) -> _Copy | None:
     sop_instance_uid = str(ds.get("SOPInstanceUID", "") or "").strip()
     if modality not in USED_MODALITIES or not sop_instance_uid:
         return None
-    return _Copy(sop_instance_uid, path, rel, _sha256(path), _series_uid(ds, rel), modality,
-                 str(ds.get("PatientID", "")).strip())
+    return _Copy(
+        sop_instance_uid, path, rel, _sha256(path), _series_uid(ds, rel), modality, str(ds.get("PatientID", "")).strip()
+    )
 
 
 def _salvaged_sop_instance_uid(path: Path) -> str:
@@ -424,9 +468,15 @@ def _salvaged_sop_instance_uid(path: Path) -> str:
         return ""
 
 
-def _resolve_repeats(root: Path, first_copies: dict[str, _Copy], repeats: dict[str, list[_Copy]],
-                     series: dict[str, Series], patients_of: dict[str, set[str]], identifying: set[str],
-                     problems: list[Problem]) -> dict[str, list[str]]:
+def _resolve_repeats(
+    root: Path,
+    first_copies: dict[str, _Copy],
+    repeats: dict[str, list[_Copy]],
+    series: dict[str, Series],
+    patients_of: dict[str, set[str]],
+    identifying: set[str],
+    problems: list[Problem],
+) -> dict[str, list[str]]:
     """Count every SOP instance once: a SOP Instance UID names one image (DICOM PS3.3 C.12.1.1.1).
 
     Files holding the same SOP Instance UID: exact copies (same SHA-256) count once (info). Copies that differ are read
@@ -446,14 +496,21 @@ def _resolve_repeats(root: Path, first_copies: dict[str, _Copy], repeats: dict[s
         for copy in later:
             original = distinct.setdefault(copy.sha256, copy)
             if original is not copy:
-                problems.append(Problem("info", copy.rel, f"exact copy of {original.rel} (same SOP Instance UID, "
-                                        "same content): counted once", copy.patient_id))
+                problems.append(
+                    Problem(
+                        "info",
+                        copy.rel,
+                        f"exact copy of {original.rel} (same SOP Instance UID, same content): counted once",
+                        copy.patient_id,
+                    )
+                )
         if len(distinct) == 1:
             continue
         used, why = _choose_copies(list(distinct.values()), problems)
         dropped.update(c.path for c in distinct.values() if c not in used)
         added += [c for c in used if c is not first]
         for copy in used if why else ():
+            assert why is not None  # the loop runs only with a reason
             if why not in conflicts[copy.series_uid]:
                 conflicts[copy.series_uid].append(why)
     if dropped or added:
@@ -468,8 +525,8 @@ def _choose_copies(copies: list[_Copy], problems: list[Problem]) -> tuple[list[_
     for copy in copies:
         if isinstance(readings[copy.path], str):
             continue
-        for group in images:
-            if _same_image(readings[group[0].path], readings[copy.path]):
+        for group in images:  # copies in a group, and this one, read completely: (dataset, pixels), not a str
+            if _same_image(cast(tuple, readings[group[0].path]), cast(tuple, readings[copy.path])):
                 group.append(copy)
                 break
         else:
@@ -479,18 +536,33 @@ def _choose_copies(copies: list[_Copy], problems: list[Problem]) -> tuple[list[_
         return copies, f"{len(copies)} files hold one of its images (same SOP Instance UID) and none reads ({listing})"
     for group in images:
         for copy in group[1:]:
-            problems.append(Problem("info", copy.rel, f"the same image as {group[0].rel} in another encoding (same "
-                                    "SOP Instance UID, pixel values and attributes): counted once", copy.patient_id))
+            problems.append(
+                Problem(
+                    "info",
+                    copy.rel,
+                    f"the same image as {group[0].rel} in another encoding (same "
+                    "SOP Instance UID, pixel values and attributes): counted once",
+                    copy.patient_id,
+                )
+            )
     used = [group[0] for group in images]
     for copy in copies:
         if isinstance(readings[copy.path], str):
-            problems.append(Problem("warning", copy.rel, f"broken copy of {used[0].rel} (same SOP Instance UID), not "
-                                    f"used: {readings[copy.path]}", copy.patient_id))
+            problems.append(
+                Problem(
+                    "warning",
+                    copy.rel,
+                    f"broken copy of {used[0].rel} (same SOP Instance UID), not used: {readings[copy.path]}",
+                    copy.patient_id,
+                )
+            )
     if len(used) == 1:
         return used, None
     others = f" and {len(used) - 2} more files" if len(used) > 2 else ""
-    return used, (f"{used[0].rel} and {used[1].rel}{others} hold the same SOP Instance UID with different content and "
-                  "each reads completely: which is right is unknown, so the series is rejected (remove the wrong copy)")
+    return used, (
+        f"{used[0].rel} and {used[1].rel}{others} hold the same SOP Instance UID with different content and "
+        "each reads completely: which is right is unknown, so the series is rejected (remove the wrong copy)"
+    )
 
 
 def _complete_reading(copy: _Copy) -> tuple[Dataset, np.ndarray | None] | str:
@@ -506,8 +578,12 @@ def _complete_reading(copy: _Copy) -> tuple[Dataset, np.ndarray | None] | str:
             if copy.modality not in _PIXEL_MODALITIES and "PixelData" not in ds:
                 return ds, None
             pixels = pixel_array(ds, copy.rel)
-            expected = (int(ds.Rows) * int(ds.Columns) * int(ds.get("NumberOfFrames", 1) or 1)
-                        * int(ds.get("SamplesPerPixel", 1) or 1))
+            expected = (
+                int(ds.Rows)
+                * int(ds.Columns)
+                * int(ds.get("NumberOfFrames", 1) or 1)
+                * int(ds.get("SamplesPerPixel", 1) or 1)
+            )
             if pixels.size != expected:
                 return f"pixel data incomplete: {pixels.size} of the {expected} values the header announces"
             return ds, pixels
@@ -520,7 +596,7 @@ def _same_image(a: tuple[Dataset, np.ndarray | None], b: tuple[Dataset, np.ndarr
     (ds_a, pixels_a), (ds_b, pixels_b) = a, b
     if (pixels_a is None) != (pixels_b is None):
         return False
-    if pixels_a is not None and not np.array_equal(pixels_a, pixels_b):
+    if pixels_a is not None and not np.array_equal(pixels_a, cast(np.ndarray, pixels_b)):  # both None or neither
         return False
 
     def attributes(ds: Dataset) -> dict:
@@ -529,8 +605,15 @@ def _same_image(a: tuple[Dataset, np.ndarray | None], b: tuple[Dataset, np.ndarr
     return attributes(ds_a) == attributes(ds_b)
 
 
-def _refile(root: Path, dropped: set[Path], added: list[_Copy], series: dict[str, Series],
-            patients_of: dict[str, set[str]], identifying: set[str], problems: list[Problem]) -> None:
+def _refile(
+    root: Path,
+    dropped: set[Path],
+    added: list[_Copy],
+    series: dict[str, Series],
+    patients_of: dict[str, set[str]],
+    identifying: set[str],
+    problems: list[Problem],
+) -> None:
     """File the ``added`` copies, and build anew from their headers the series that had filed a ``dropped`` one
     (a series takes its description from its first file, which may have been the broken copy)."""
     affected = [uid for uid, entry in series.items() if dropped.intersection(entry.files)]

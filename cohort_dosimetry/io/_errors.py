@@ -1,4 +1,5 @@
 """What goes wrong with input, said so that a person can find the file or series and fix it."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,4 +1,5 @@
 """Small readers of DICOM header fields shared by discovery and the image readers."""
+
 from __future__ import annotations
 
 import functools
@@ -32,8 +33,18 @@ def malformed_header_is(subject: str) -> Iterator[None]:
         yield
     except IngestError:
         raise
-    except (ValueError, TypeError, AttributeError, KeyError, IndexError, OverflowError, struct.error, EOFError,
-            OSError, BytesLengthException) as exc:
+    except (
+        ValueError,
+        TypeError,
+        AttributeError,
+        KeyError,
+        IndexError,
+        OverflowError,
+        struct.error,
+        EOFError,
+        OSError,
+        BytesLengthException,
+    ) as exc:
         raise IngestError(subject, f"malformed DICOM header ({type(exc).__name__}: {exc})") from None
 
 
@@ -100,8 +111,9 @@ def pixel_array(ds: Dataset, subject: str) -> np.ndarray:
         syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
         name = getattr(syntax, "name", syntax)
         raise IngestError(
-            subject, f"pixel data unreadable: truncated, corrupt or in an undecodable transfer syntax ({name}): "
-            f"{type(exc).__name__}: {exc}"
+            subject,
+            f"pixel data unreadable: truncated, corrupt or in an undecodable transfer syntax ({name}): "
+            f"{type(exc).__name__}: {exc}",
         ) from None
 
 

@@ -6,6 +6,7 @@ publishes atomically). Nothing written (store, tables, logs) carries a patient n
 keyed pseudonyms, file paths are not stored, and every report message is redacted against all identifying strings
 found in the headers.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -19,13 +20,14 @@ from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
 import xarray as xr
 from tqdm import tqdm
 
+from cohort_dosimetry.constants import DEFAULT_DOSE_GRID
 from cohort_dosimetry.io._contours import LabelMap, read_rtstruct, read_seg
 from cohort_dosimetry.io._ct import read_ct_series
 from cohort_dosimetry.io._discovery import ScanSources, discover_studies
@@ -34,8 +36,7 @@ from cohort_dosimetry.io._nm import CountsCalibration, read_nm
 from cohort_dosimetry.io._resample import dose_grid, resample_to_grid
 from cohort_dosimetry.io._rtdose import read_rtdose
 from cohort_dosimetry.physics import hu_to_density
-from cohort_dosimetry.store import LockTimeout, open_cohort, pseudonymise_patient_id
-from cohort_dosimetry.store._schema import timepoint_number
+from cohort_dosimetry.store import LockTimeout, open_cohort, pseudonymise_patient_id, timepoint_number
 
 log = logging.getLogger("cohort_dosimetry.io")
 
@@ -77,7 +78,7 @@ class _Built:
 def ingest(
     dicom_dir: str | os.PathLike,
     cohort_dir: str | os.PathLike,
-    grid: str | Sequence[float] = "ct",
+    grid: str | Sequence[float] = DEFAULT_DOSE_GRID,
     key: bytes | str | None = None,
     workers: int = 1,
     counts_calibration: CountsCalibration | None = None,
@@ -111,12 +112,22 @@ def ingest(
     grid = grid if isinstance(grid, str) else tuple(float(s) for s in grid)
     _check_grid_argument(grid)
     with _pydicom_silenced():
-        return _ingest(dicom_dir, cohort_dir, grid, key, workers, counts_calibration, progress, nuclide,
-                       tuple(sorted((roi_names or {}).items())))
+        return _ingest(
+            dicom_dir,
+            cohort_dir,
+            grid,
+            key,
+            workers,
+            counts_calibration,
+            progress,
+            nuclide,
+            tuple(sorted((roi_names or {}).items())),
+        )
 
 
-def _ingest(dicom_dir, cohort_dir, grid, key, workers, counts_calibration, progress, nuclide, roi_names
-            ) -> pd.DataFrame:
+def _ingest(
+    dicom_dir, cohort_dir, grid, key, workers, counts_calibration, progress, nuclide, roi_names
+) -> pd.DataFrame:
     # A new series gets the patient's next free label when it is written (planned labels off), so that of one
     # delivery's series, written here in acquisition order, a rejected one leaves no gap.
     plan = _plan(dicom_dir, cohort_dir, grid, key, counts_calibration, nuclide, roi_names, plan_labels=False)
@@ -181,7 +192,7 @@ class IngestPlan:
 def plan_ingest(
     dicom_dir: str | os.PathLike,
     cohort_dir: str | os.PathLike,
-    grid: str | Sequence[float] = "ct",
+    grid: str | Sequence[float] = DEFAULT_DOSE_GRID,
     key: bytes | str | None = None,
     counts_calibration: CountsCalibration | None = None,
     nuclide: str | None = None,
@@ -201,8 +212,16 @@ def plan_ingest(
     grid = grid if isinstance(grid, str) else tuple(float(s) for s in grid)
     _check_grid_argument(grid)
     with _pydicom_silenced():
-        return _plan(dicom_dir, cohort_dir, grid, key, counts_calibration, nuclide,
-                     tuple(sorted((roi_names or {}).items())), plan_labels)
+        return _plan(
+            dicom_dir,
+            cohort_dir,
+            grid,
+            key,
+            counts_calibration,
+            nuclide,
+            tuple(sorted((roi_names or {}).items())),
+            plan_labels,
+        )
 
 
 def ingest_scan(cohort_dir: str | os.PathLike, scan: PlannedScan) -> list[dict]:
@@ -260,13 +279,22 @@ def _plan(dicom_dir, cohort_dir, grid, key, counts_calibration, nuclide, roi_nam
         known = cohort.timepoint_of(patient, series_key) if patient else None
         timepoint, planned = known or "", ""
         if sources.ct is None:
-            why = ("no CT series of this patient shares its frame of reference or its study"
-                   if sources.ct_pairing == "no CT" else sources.ct_pairing)
+            why = (
+                "no CT series of this patient shares its frame of reference or its study"
+                if sources.ct_pairing == "no CT"
+                else sources.ct_pairing
+            )
             add("error", subject, sources.patient_id, timepoint, "rejected", f"SPECT without CT: {why}")
             continue
         if sources.contours is None:
-            add("error", subject, sources.patient_id, timepoint, "rejected",
-                f"no contours (RTSTRUCT or SEG) reference the CT ({sources.ct.label}) or share its frame of reference")
+            add(
+                "error",
+                subject,
+                sources.patient_id,
+                timepoint,
+                "rejected",
+                f"no contours (RTSTRUCT or SEG) reference the CT ({sources.ct.label}) or share its frame of reference",
+            )
             continue
         source_hash = _source_hash(sources, grid, counts_calibration, nuclide, roi_names)
         if known and _stored_hash(cohort, patient, known) == source_hash:
@@ -276,11 +304,19 @@ def _plan(dicom_dir, cohort_dir, grid, key, counts_calibration, nuclide, roi_nam
             if patient not in next_free:
                 next_free[patient] = timepoint_number(cohort.next_timepoint(patient))
             planned, next_free[patient] = f"tp{next_free[patient]}", next_free[patient] + 1
-        scans.append(PlannedScan(
-            _Job(sources, grid, counts_calibration, nuclide, roi_names), source_hash, patient, redact(subject),
-            series_key, _keyed_hash(key, sources.ct.frame_of_reference_uid), timepoint, planned,
-            discovery.identifying_strings,
-        ))
+        scans.append(
+            PlannedScan(
+                _Job(sources, grid, counts_calibration, nuclide, roi_names),
+                source_hash,
+                patient,
+                redact(subject),
+                series_key,
+                _keyed_hash(key, sources.ct.frame_of_reference_uid),
+                timepoint,
+                planned,
+                discovery.identifying_strings,
+            )
+        )
     return IngestPlan(str(cohort_dir), tuple(scans), tuple(rows))
 
 
@@ -297,6 +333,7 @@ def _label_for(cohort, scan: PlannedScan) -> str:
 def _publish(cohort, scan: PlannedScan, outcome: _Built | IngestError) -> list[dict]:
     """Write one built scan under its label (or report why not); returns its report rows."""
     sources = scan.job.sources
+    assert sources.ct is not None and sources.contours is not None  # _plan makes jobs only of scans with both
     if isinstance(outcome, IngestError):
         timepoint = cohort.timepoint_of(scan.patient, scan.series_key) if scan.patient else None
         return [scan.row("error", outcome.subject, timepoint or "", "rejected", outcome.problem)]
@@ -314,13 +351,27 @@ def _publish(cohort, scan: PlannedScan, outcome: _Built | IngestError) -> list[d
             attrs["cycle"] = cohort.cycle_for(scan.patient, timepoint, attrs["injection_datetime"])
             status = cohort.write_scan(scan.patient, timepoint, outcome.dataset, attrs)
     except LockTimeout as exc:
-        return [scan.row("error", sources.spect.label, scan.timepoint, "rejected",
-                         f"ingest of this scan waited too long to write it: {exc}")]
+        return [
+            scan.row(
+                "error",
+                sources.spect.label,
+                scan.timepoint,
+                "rejected",
+                f"ingest of this scan waited too long to write it: {exc}",
+            )
+        ]
     except (ValueError, TypeError) as exc:
         return [scan.row("error", sources.spect.label, timepoint, "rejected", f"the store refused the scan: {exc}")]
-    rows = [scan.row("info", sources.spect.label, timepoint, status,
-                     f"paired with {sources.ct.label} by {sources.ct_pairing}; contours from {sources.contours.label}; "
-                     f"therapy cycle {attrs['cycle']}")]
+    rows = [
+        scan.row(
+            "info",
+            sources.spect.label,
+            timepoint,
+            status,
+            f"paired with {sources.ct.label} by {sources.ct_pairing}; contours from {sources.contours.label}; "
+            f"therapy cycle {attrs['cycle']}",
+        )
+    ]
     rows += [scan.row("info", sources.spect.label, timepoint, status, note) for note in outcome.info]
     rows += [scan.row("warning", sources.spect.label, timepoint, status, note) for note in outcome.notes]
     return rows
@@ -342,7 +393,7 @@ def _finish(cohort, rows: list[dict]) -> pd.DataFrame:
         for severity, source, timepoint, status, message in notes:
             rows.append(_logged_row(source, patient, timepoint, status, message, severity))
     report = pd.DataFrame(rows, columns=list(REPORT_COLUMNS))
-    report["run_utc"] = datetime.now(timezone.utc).isoformat()
+    report["run_utc"] = datetime.now(UTC).isoformat()
     if len(report):
         cohort.append_table(REPORT_TABLE, report)
     return report
@@ -380,6 +431,7 @@ def _build_or_error(job: _Job) -> _Built | IngestError:
 def _build_scan(job: _Job) -> _Built:
     """Read, check and resample one scan onto its dose grid: ct_hu, density, activity, labels (z, y, x) + attrs."""
     sources = job.sources
+    assert sources.ct is not None and sources.contours is not None  # _plan makes jobs only of scans with both
     notes: list[str] = []
     ct_label = sources.ct.label
     ct = read_ct_series(sources.ct.files, ct_label)
@@ -398,8 +450,10 @@ def _build_scan(job: _Job) -> _Built:
     grid = dose_grid(ct.grid, job.grid)
     tilt = _degrees_off_axes(grid.direction)
     if tilt > 0:
-        notes.append(f"{ct_label}: oblique CT, its axes up to {tilt:.2f} degrees off the patient axes: the dose grid "
-                     "keeps the CT's orientation instead of the standard axial one the dose network was trained on")
+        notes.append(
+            f"{ct_label}: oblique CT, its axes up to {tilt:.2f} degrees off the patient axes: the dose grid "
+            "keeps the CT's orientation instead of the standard axial one the dose network was trained on"
+        )
     activity = resample_to_grid(spect.activity, grid, "activity")
     if activity.array.size and float(activity.array.min()) < 0:  # read_nm clamps; linear resampling keeps signs
         raise IngestError(sources.spect.label, "negative activity on the dose grid after resampling (a defect)")
@@ -417,11 +471,15 @@ def _build_scan(job: _Job) -> _Built:
             f"the CT's extent (at most {100 * OUTSIDE_ACTIVITY_REFUSAL_FRACTION:g} % is accepted)",
         )
     if outside > OUTSIDE_ACTIVITY_WARNING_FRACTION:
-        notes.append(f"{100 * outside:.1f} % of the SPECT's activity lies outside the CT's extent ({ct_label}) and is "
-                     "not ingested")
+        notes.append(
+            f"{100 * outside:.1f} % of the SPECT's activity lies outside the CT's extent ({ct_label}) and is "
+            "not ingested"
+        )
     if sources.ct_pairing != "same frame of reference":
-        notes.append(f"CT paired by {sources.ct_pairing}: the frames of reference differ, so SPECT and CT are assumed "
-                     "to share patient coordinates (no registration is done)")
+        notes.append(
+            f"CT paired by {sources.ct_pairing}: the frames of reference differ, so SPECT and CT are assumed "
+            "to share patient coordinates (no registration is done)"
+        )
     if not labels.names:
         raise IngestError(sources.contours.label, "no VOI keeps a voxel on the dose grid")
     dims = ("z", "y", "x")
@@ -461,11 +519,15 @@ def _build_scan(job: _Job) -> _Built:
     if sources.external_dose is not None:
         dose = read_rtdose(sources.external_dose.files[0], sources.external_dose.label)
         attrs["external_dose"] = {
-            "dose_units": dose.dose.units, "dose_type": dose.dose_type, "summation_type": dose.summation_type,
+            "dose_units": dose.dose.units,
+            "dose_type": dose.dose_type,
+            "summation_type": dose.summation_type,
             "max": float(dose.dose.array.max()),
         }
-        notes.append(f"{sources.external_dose.label}: external dose found ({dose.dose.units}, {dose.dose_type}, "
-                     f"{dose.summation_type}); recorded in attrs, the store has no array for it yet")
+        notes.append(
+            f"{sources.external_dose.label}: external dose found ({dose.dose.units}, {dose.dose_type}, "
+            f"{dose.summation_type}); recorded in attrs, the store has no array for it yet"
+        )
     return _Built(dataset, attrs, notes, [label_map.naming] if label_map.naming else [])
 
 
@@ -493,17 +555,24 @@ def _pydicom_silenced() -> Iterator[None]:
 def _source_hash(sources: ScanSources, grid, counts_calibration, nuclide, roi_names) -> str:
     """Everything a scan is built from: the settings that change its arrays or attrs, and its files' hashes."""
     digest = hashlib.sha256()
-    digest.update(f"ingest {INGEST_VERSION}; grid {grid!r}; counts {counts_calibration!r}; nuclide {nuclide!r}; "
-                  f"roi names {roi_names!r}\n".encode())
-    for role, entry in (("spect", sources.spect), ("ct", sources.ct), ("contours", sources.contours),
-                        ("external_dose", sources.external_dose)):
+    digest.update(
+        f"ingest {INGEST_VERSION}; grid {grid!r}; counts {counts_calibration!r}; nuclide {nuclide!r}; "
+        f"roi names {roi_names!r}\n".encode()
+    )
+    for role, entry in (
+        ("spect", sources.spect),
+        ("ct", sources.ct),
+        ("contours", sources.contours),
+        ("external_dose", sources.external_dose),
+    ):
         for file_hash in sorted(entry.file_sha256) if entry else []:
             digest.update(f"{role} {file_hash}\n".encode())
     return digest.hexdigest()
 
 
-def _cycle_notes(cohort, patient: str, written: dict[str, tuple[str, str]]
-                 ) -> tuple[list[tuple[str, str, str, str, str]], dict[str, tuple[int, int]]]:
+def _cycle_notes(
+    cohort, patient: str, written: dict[str, tuple[str, str]]
+) -> tuple[list[tuple[str, str, str, str, str]], dict[str, tuple[int, int]]]:
     """After writing the scans ``written`` ({timepoint: (SPECT series label, write status)}) of one patient: renumber
     the patient's cycles if an earlier injection arrived after later ones (status ``cycle_renumbered``), and name the
     scans of a cycle whose headers give different injections. Returns the rows (severity, source, timepoint, status,
@@ -514,13 +583,27 @@ def _cycle_notes(cohort, patient: str, written: dict[str, tuple[str, str]]
         for timepoint, (old, new) in cohort.renumber_cycles(patient).items():
             if timepoint in written:
                 renumbered[timepoint] = (old, new)
-                notes.append(("info", written[timepoint][0], timepoint, "cycle_renumbered",
-                              f"therapy cycle {old} -> {new}: written before a scan of an earlier injection of this "
-                              "ingest (its scans are written in parallel)"))
+                notes.append(
+                    (
+                        "info",
+                        written[timepoint][0],
+                        timepoint,
+                        "cycle_renumbered",
+                        f"therapy cycle {old} -> {new}: written before a scan of an earlier injection of this "
+                        "ingest (its scans are written in parallel)",
+                    )
+                )
                 continue
-            notes.append(("warning", f"scan {patient}/{timepoint}", timepoint, "cycle_renumbered",
-                          f"therapy cycle renumbered from {old} to {new}: an earlier injection arrived with this "
-                          "ingest (cycles number the patient's injections in time order)"))
+            notes.append(
+                (
+                    "warning",
+                    f"scan {patient}/{timepoint}",
+                    timepoint,
+                    "cycle_renumbered",
+                    f"therapy cycle renumbered from {old} to {new}: an earlier injection arrived with this "
+                    "ingest (cycles number the patient's injections in time order)",
+                )
+            )
         scans = {t: cohort.scan_attrs(patient, t) for t in cohort.timepoints(patient)}
     by_cycle: dict[int, list[str]] = {}
     for timepoint, attrs in scans.items():
@@ -530,11 +613,20 @@ def _cycle_notes(cohort, patient: str, written: dict[str, tuple[str, str]]
         given = {(scans[t]["injection_datetime"], scans[t]["administered_activity_bq"]) for t in timepoints}
         if not new or len(given) < 2:
             continue
-        listing = "; ".join(f"{t}: injected {scans[t]['injection_datetime']}, "
-                            f"{scans[t]['administered_activity_bq'] / 1e9:.4g} GBq" for t in timepoints)
-        notes.append(("warning", written[new[0]][0], new[0], written[new[0]][1],
-                      f"the scans of therapy cycle {cycle} name different injections ({listing}); they are taken as "
-                      "one cycle (less than 2 days apart) and each scan's hours post injection count from its own"))
+        listing = "; ".join(
+            f"{t}: injected {scans[t]['injection_datetime']}, {scans[t]['administered_activity_bq'] / 1e9:.4g} GBq"
+            for t in timepoints
+        )
+        notes.append(
+            (
+                "warning",
+                written[new[0]][0],
+                new[0],
+                written[new[0]][1],
+                f"the scans of therapy cycle {cycle} name different injections ({listing}); they are taken as "
+                "one cycle (less than 2 days apart) and each scan's hours post injection count from its own",
+            )
+        )
     return notes, renumbered
 
 

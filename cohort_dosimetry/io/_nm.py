@@ -9,6 +9,7 @@ checked like a CT series). Values become Bq/mL by, in this order: a Real World V
 undone (:mod:`._decay`) and negative voxels (filtered back-projection undershoot) are set to zero, counted and reported:
 no dose method ever sees a negative activity. The nuclide is read by :mod:`._radionuclide`; only Lu-177 is accepted.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -19,6 +20,8 @@ from pathlib import Path
 import numpy as np
 from pydicom.dataset import Dataset
 
+from cohort_dosimetry.constants import SYNTHETIC_MODEL_NAME
+from cohort_dosimetry.grid import grid_from_dicom
 from cohort_dosimetry.io._ct import orientation, slice_stack_grid
 from cohort_dosimetry.io._decay import SliceDecay, slice_decay, undo_decay_correction
 from cohort_dosimetry.io._errors import IngestError
@@ -35,8 +38,7 @@ from cohort_dosimetry.io._headers import (
 )
 from cohort_dosimetry.io._radionuclide import half_life_s as icrp107_half_life_s
 from cohort_dosimetry.io._radionuclide import read_nuclide
-from cohort_dosimetry.io._volume import Volume, grid_from_dicom
-from cohort_dosimetry.phantoms._identity import SYNTHETIC_MODEL_NAME
+from cohort_dosimetry.io._volume import Volume
 
 #: Real World Value Mapping units (UCUM code values, compared case-insensitively) that are activity concentration,
 #: with their factor to Bq/mL.
@@ -108,7 +110,9 @@ class SpectImage:
 
 @reader_of_input
 def read_nm(
-    paths: Sequence[Path], counts_calibration: CountsCalibration | None = None, subject: str | None = None,
+    paths: Sequence[Path],
+    counts_calibration: CountsCalibration | None = None,
+    subject: str | None = None,
     nuclide: str | None = None,
 ) -> SpectImage:
     """Read a reconstructed SPECT (one multi-frame NM file, or single-frame NM or PT slices) into Bq/mL at the
@@ -136,12 +140,18 @@ def read_nm(
     units = str(first.get("Units", "") or "").strip().upper()
     if _bq_per_ml_mapping(first, 0 if multiframe else None) is None:
         if modality == "PT" and units != "BQML":
-            raise IngestError(subject, f"PT units {units or '(missing Units (0054,1001))'} are not activity "
-                                       "concentration: PT images are read as SPECT only in BQML or with a Real World "
-                                       "Value Mapping in Bq/ml")
+            raise IngestError(
+                subject,
+                f"PT units {units or '(missing Units (0054,1001))'} are not activity "
+                "concentration: PT images are read as SPECT only in BQML or with a Real World "
+                "Value Mapping in Bq/ml",
+            )
         if units not in ("BQML", "CNTS"):
-            raise IngestError(subject, f"unknown {modality} units {units or '(missing Units (0054,1001))'}: expected "
-                                       "BQML or CNTS, or a Real World Value Mapping (0040,9096) in Bq/ml")
+            raise IngestError(
+                subject,
+                f"unknown {modality} units {units or '(missing Units (0054,1001))'}: expected "
+                "BQML or CNTS, or a Real World Value Mapping (0040,9096) in Bq/ml",
+            )
         if units == "CNTS" and counts_calibration is None:
             raise IngestError(
                 subject,
@@ -192,12 +202,13 @@ def read_nm(
     if value_mapping.startswith("Units CNTS"):
         # counts / (cps/MBq * s) = MBq in the voxel; x 1e6 -> Bq; / voxel volume (mL) -> Bq/mL.
         calibration = counts_calibration
-        scale = 1e6 / (
-            calibration.sensitivity_cps_per_mbq * calibration.acquisition_duration_s * grid.voxel_volume_ml
-        )
+        assert calibration is not None  # Units CNTS without a calibration was refused above
+        scale = 1e6 / (calibration.sensitivity_cps_per_mbq * calibration.acquisition_duration_s * grid.voxel_volume_ml)
         values *= np.float32(scale)
-        value_mapping += (f" / counts calibration ({calibration.sensitivity_cps_per_mbq:g} cps/MBq, "
-                          f"{calibration.acquisition_duration_s:g} s)")
+        value_mapping += (
+            f" / counts calibration ({calibration.sensitivity_cps_per_mbq:g} cps/MBq, "
+            f"{calibration.acquisition_duration_s:g} s)"
+        )
     undone = undo_decay_correction(decays, acquired, injection, icrp107_half_life_s(reading.nuclide))
     if np.any(undone.factors != 1.0):
         values *= undone.factors.astype(np.float32)[:, None, None]
@@ -206,9 +217,11 @@ def read_nm(
     if clamped:
         total_bq = float(values.sum(dtype=np.float64)) * grid.voxel_volume_ml
         share = f"{100 * removed_bq / total_bq:.2g} % of" if total_bq > 0 else "more than"
-        notes.append(f"{clamped} SPECT voxels were negative (filtered back-projection undershoot) and were set to 0 "
-                     f"Bq/mL: {removed_bq:.4g} Bq of negative activity removed ({share} the remaining {total_bq:.4g} "
-                     "Bq)")
+        notes.append(
+            f"{clamped} SPECT voxels were negative (filtered back-projection undershoot) and were set to 0 "
+            f"Bq/mL: {removed_bq:.4g} Bq of negative activity removed ({share} the remaining {total_bq:.4g} "
+            "Bq)"
+        )
     return SpectImage(
         activity=Volume(values, grid, "Bq/mL"),
         units_in_file=units,
@@ -294,24 +307,32 @@ def _value_mapping(ds: Dataset, frame: int | None, units: str, subject: str) -> 
         raise IngestError(subject, f"the slices have different Units ({units} and {own_units})")
     slope = frame_attribute(ds, "RescaleSlope", frame)
     intercept = frame_attribute(ds, "RescaleIntercept", frame)
-    return (1.0 if slope in (None, "") else float(slope), 0.0 if intercept in (None, "") else float(intercept),
-            f"Units {units} x Rescale Slope/Intercept")
+    return (
+        1.0 if slope in (None, "") else float(slope),
+        0.0 if intercept in (None, "") else float(intercept),
+        f"Units {units} x Rescale Slope/Intercept",
+    )
 
 
 def _mapping_disagreement(ds: Dataset, frame: int | None, units: str, value_mapping: str) -> list[str]:
     """A note when a Real World Value Mapping in Bq/ml was used and the Units BQML rescale says otherwise."""
     if units != "BQML" or not value_mapping.startswith("Real World Value Mapping"):
         return []
-    slope, intercept, _ = _bq_per_ml_mapping(ds, frame)
+    mapping = _bq_per_ml_mapping(ds, frame)
+    assert mapping is not None  # value_mapping is this slice's Real World Value Mapping
+    slope, intercept, _ = mapping
     rescale_slope = frame_attribute(ds, "RescaleSlope", frame)
     rescale_intercept = frame_attribute(ds, "RescaleIntercept", frame)
     rescale_slope = 1.0 if rescale_slope in (None, "") else float(rescale_slope)
     rescale_intercept = 0.0 if rescale_intercept in (None, "") else float(rescale_intercept)
-    if abs(rescale_slope / slope - 1) <= MAPPING_AGREEMENT and \
-            abs(rescale_intercept - intercept) <= MAPPING_AGREEMENT * abs(slope):
+    if abs(rescale_slope / slope - 1) <= MAPPING_AGREEMENT and abs(
+        rescale_intercept - intercept
+    ) <= MAPPING_AGREEMENT * abs(slope):
         return []
-    return [f"the Real World Value Mapping (Bq/ml: slope {slope:g}, intercept {intercept:g}) and Units BQML with "
-            f"Rescale Slope {rescale_slope:g} / Intercept {rescale_intercept:g} disagree; the mapping was used"]
+    return [
+        f"the Real World Value Mapping (Bq/ml: slope {slope:g}, intercept {intercept:g}) and Units BQML with "
+        f"Rescale Slope {rescale_slope:g} / Intercept {rescale_intercept:g} disagree; the mapping was used"
+    ]
 
 
 def _frame_acquired(ds: Dataset, frame: int, default: datetime) -> datetime:
@@ -341,8 +362,9 @@ def _multiframe_grid(ds: Dataset, n_frames: int, subject: str):
     geometry = detectors[0] if detectors else ds
     if "ImagePositionPatient" not in geometry or "ImageOrientationPatient" not in geometry:
         raise IngestError(
-            subject, "multi-frame NM without ImagePositionPatient/ImageOrientationPatient in the Detector Information "
-            "Sequence: its position in the patient is unknown"
+            subject,
+            "multi-frame NM without ImagePositionPatient/ImageOrientationPatient in the Detector Information "
+            "Sequence: its position in the patient is unknown",
         )
     row, col, normal = orientation(geometry, subject)
     position = float_triplets(geometry.ImagePositionPatient, 3, subject, "ImagePositionPatient")

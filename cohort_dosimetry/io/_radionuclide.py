@@ -13,6 +13,7 @@ Up to four sources in the sequence's first item name the nuclide:
 Only Lu-177 is dosed. A header naming any other nuclide, or whose sources disagree, is refused naming what it said and
 where; a header naming none is taken as Lu-177 with a warning, unless the user stated the nuclide.
 """
+
 from __future__ import annotations
 
 import re
@@ -33,44 +34,87 @@ HALF_LIFE_TOLERANCE = 0.02
 #: SNOMED CT codes (scheme SCT) of DICOM PS3.16 CID 18 / CID 4020, with the legacy SNOMED-RT codes (scheme SRT) that
 #: PS3.16 maps them to, as pydicom's ``codes.SCT`` and its SCT<->SRT table give them.
 RADIONUCLIDE_CODES: dict[str, str] = {
-    "447553000": "Lu177", "C-101ED": "Lu177",
-    "72454006": "Tc99m", "C-163A8": "Tc99m",
-    "1368003": "I131", "C-114B1": "I131",
-    "21572004": "I123", "C-114A4": "I123",
-    "40937006": "I124", "C-114A5": "I124",
-    "56609000": "In111", "C-145A4": "In111",
-    "14691008": "Y90", "C-162A7": "Y90",
-    "35337001": "Ga68", "C-131A3": "Ga68",
-    "2008008": "Ga67", "C-131A2": "Ga67",
-    "77004003": "F18", "C-111A1": "F18",
-    "60057003": "Tl201", "C-138A9": "Tl201",
-    "3932008": "Cu64", "C-127A2": "Cu64",
-    "63360001": "Zr89", "C-168A4": "Zr89",
-    "423578007": "Re188", "C-1018D": "Re188",
-    "419804008": "Sm153", "C-B1134": "Sm153",
-    "24853006": "Ra223", "C-136A2": "Ra223",
+    "447553000": "Lu177",
+    "C-101ED": "Lu177",
+    "72454006": "Tc99m",
+    "C-163A8": "Tc99m",
+    "1368003": "I131",
+    "C-114B1": "I131",
+    "21572004": "I123",
+    "C-114A4": "I123",
+    "40937006": "I124",
+    "C-114A5": "I124",
+    "56609000": "In111",
+    "C-145A4": "In111",
+    "14691008": "Y90",
+    "C-162A7": "Y90",
+    "35337001": "Ga68",
+    "C-131A3": "Ga68",
+    "2008008": "Ga67",
+    "C-131A2": "Ga67",
+    "77004003": "F18",
+    "C-111A1": "F18",
+    "60057003": "Tl201",
+    "C-138A9": "Tl201",
+    "3932008": "Cu64",
+    "C-127A2": "Cu64",
+    "63360001": "Zr89",
+    "C-168A4": "Zr89",
+    "423578007": "Re188",
+    "C-1018D": "Re188",
+    "419804008": "Sm153",
+    "C-B1134": "Sm153",
+    "24853006": "Ra223",
+    "C-136A2": "Ra223",
 }
 #: Nuclides a header half-life is compared with to say which one it is (the clinical ones above, and Lu-177m).
 _HALF_LIFE_CANDIDATES = tuple(dict.fromkeys([*RADIONUCLIDE_CODES.values(), "Lu177m"]))
 
 _ELEMENT_NAMES = {
-    "lutetium": "Lu", "technetium": "Tc", "iodine": "I", "indium": "In", "yttrium": "Y", "gallium": "Ga",
-    "fluorine": "F", "copper": "Cu", "zirconium": "Zr", "thallium": "Tl", "rhenium": "Re", "samarium": "Sm",
-    "radium": "Ra", "strontium": "Sr", "holmium": "Ho", "actinium": "Ac", "lead": "Pb", "terbium": "Tb",
-    "xenon": "Xe", "krypton": "Kr", "rubidium": "Rb", "carbon": "C", "nitrogen": "N", "oxygen": "O", "cobalt": "Co",
-    "chromium": "Cr", "selenium": "Se", "bismuth": "Bi", "astatine": "At", "scandium": "Sc", "erbium": "Er",
+    "lutetium": "Lu",
+    "technetium": "Tc",
+    "iodine": "I",
+    "indium": "In",
+    "yttrium": "Y",
+    "gallium": "Ga",
+    "fluorine": "F",
+    "copper": "Cu",
+    "zirconium": "Zr",
+    "thallium": "Tl",
+    "rhenium": "Re",
+    "samarium": "Sm",
+    "radium": "Ra",
+    "strontium": "Sr",
+    "holmium": "Ho",
+    "actinium": "Ac",
+    "lead": "Pb",
+    "terbium": "Tb",
+    "xenon": "Xe",
+    "krypton": "Kr",
+    "rubidium": "Rb",
+    "carbon": "C",
+    "nitrogen": "N",
+    "oxygen": "O",
+    "cobalt": "Co",
+    "chromium": "Cr",
+    "selenium": "Se",
+    "bismuth": "Bi",
+    "astatine": "At",
+    "scandium": "Sc",
+    "erbium": "Er",
 }
 _SYMBOLS = sorted(set(_ELEMENT_NAMES.values()), key=len, reverse=True)
 _ELEMENT = "|".join([*_ELEMENT_NAMES, *_SYMBOLS])
 _SEPARATOR = r"[\s_^\-\[\]()]{0,2}"
 # "Lu-177", "Tc99m", "Technetium Tc^99m^", "LU177"; and "177Lu", "99mTc", "^177^Lutetium", "[68Ga]"
-_ELEMENT_FIRST = re.compile(rf"(?<![a-z0-9])(?P<el>{_ELEMENT}){_SEPARATOR}(?P<mass>\d{{1,3}})(?!\d)(?P<m>m(?![a-z]))?",
-                            re.IGNORECASE)
-_MASS_FIRST = re.compile(rf"(?<![a-z0-9.])(?P<mass>\d{{1,3}})(?P<m>m)?{_SEPARATOR}(?P<el>{_ELEMENT})(?![a-z])",
-                         re.IGNORECASE)
+_ELEMENT_FIRST = re.compile(
+    rf"(?<![a-z0-9])(?P<el>{_ELEMENT}){_SEPARATOR}(?P<mass>\d{{1,3}})(?!\d)(?P<m>m(?![a-z]))?", re.IGNORECASE
+)
+_MASS_FIRST = re.compile(
+    rf"(?<![a-z0-9.])(?P<mass>\d{{1,3}})(?P<m>m)?{_SEPARATOR}(?P<el>{_ELEMENT})(?![a-z])", re.IGNORECASE
+)
 #: Product names that name their nuclide only implicitly.
-_PRODUCTS = {"lutathera": "Lu177", "pluvicto": "Lu177", "octreoscan": "In111", "fludeoxyglucose": "F18",
-             "fdg": "F18"}
+_PRODUCTS = {"lutathera": "Lu177", "pluvicto": "Lu177", "octreoscan": "In111", "fludeoxyglucose": "F18", "fdg": "F18"}
 
 
 @dataclass(frozen=True)
@@ -97,7 +141,7 @@ def half_life_s(nuclide: str) -> float:
 
 @lru_cache(maxsize=1)
 def _known_nuclides() -> frozenset[str]:
-    from cohort_dosimetry.physics._nuclide import available_nuclides
+    from cohort_dosimetry.physics import available_nuclides
 
     return frozenset(name.replace("-", "") for name in available_nuclides())
 
@@ -131,8 +175,11 @@ def read_nuclide(item: Dataset | None, subject: str, stated: str | None = None) 
     named = {name for source in said for name in source.names}
     where = "; ".join(source.says for source in said)
     if len(named) > 1:
-        raise IngestError(subject, f"the radionuclide sources disagree: {where}; refused, since the activity and its "
-                                   "decay cannot both be right")
+        raise IngestError(
+            subject,
+            f"the radionuclide sources disagree: {where}; refused, since the activity and its "
+            "decay cannot both be right",
+        )
     if named and named != {DOSED_NUCLIDE}:
         (found,) = named
         found = "an unknown nuclide" if found == _UNKNOWN else display_name(found)
@@ -140,18 +187,27 @@ def read_nuclide(item: Dataset | None, subject: str, stated: str | None = None) 
     if stated_name is not None and stated_name != DOSED_NUCLIDE:
         raise IngestError(subject, f"the stated nuclide {display_name(stated_name)} is not dosed: only Lu-177 is")
     if named:
-        notes = (f"{unrecognised} names no known radionuclide; Lu-177 from the other sources ({where})",) \
-            if unrecognised else ()
+        notes = (
+            (f"{unrecognised} names no known radionuclide; Lu-177 from the other sources ({where})",)
+            if unrecognised
+            else ()
+        )
         return NuclideReading(DOSED_NUCLIDE, ", ".join(source.keyword for source in said), notes)
     if unrecognised:
-        raise IngestError(subject, f"the radionuclide is not recognised: {unrecognised} names no known nuclide, and "
-                                   "no other source (Radiopharmaceutical, Radionuclide Half Life) names one")
+        raise IngestError(
+            subject,
+            f"the radionuclide is not recognised: {unrecognised} names no known nuclide, and "
+            "no other source (Radiopharmaceutical, Radionuclide Half Life) names one",
+        )
     if stated_name is not None:
         return NuclideReading(DOSED_NUCLIDE, "stated by the user (the header names no radionuclide)")
     return NuclideReading(
-        DOSED_NUCLIDE, "assumed (the header names no radionuclide)",
-        ("the header names no radionuclide (no Radionuclide Code Sequence, Radiopharmaceutical or Radionuclide Half "
-         "Life): ingested as Lu-177; state the nuclide (ingest nuclide=..., --nuclide) to confirm",),
+        DOSED_NUCLIDE,
+        "assumed (the header names no radionuclide)",
+        (
+            "the header names no radionuclide (no Radionuclide Code Sequence, Radiopharmaceutical or Radionuclide Half "
+            "Life): ingested as Lu-177; state the nuclide (ingest nuclide=..., --nuclide) to confirm",
+        ),
     )
 
 
@@ -176,8 +232,9 @@ def _stated(stated: str, subject: str) -> str:
     try:
         return icrp107(stated).name.replace("-", "")
     except (ValueError, TypeError) as exc:
-        raise IngestError(subject, f"the stated nuclide {stated!r} is not a nuclide name such as Lu177 ({exc})") \
-            from None
+        raise IngestError(
+            subject, f"the stated nuclide {stated!r} is not a nuclide name such as Lu177 ({exc})"
+        ) from None
 
 
 _UNKNOWN = "?"
@@ -229,9 +286,14 @@ def _sources(item: Dataset) -> tuple[list[_Source], str]:
             add("RadionuclideHalfLife", holds, matches)
         else:
             lu = half_life_s(DOSED_NUCLIDE)
-            said.append(_Source("RadionuclideHalfLife", f"{holds} matches no known nuclide within "
-                                f"{100 * HALF_LIFE_TOLERANCE:g} % (Lu-177: {_duration(lu)}, ICRP-107)",
-                                frozenset({_UNKNOWN})))
+            said.append(
+                _Source(
+                    "RadionuclideHalfLife",
+                    f"{holds} matches no known nuclide within "
+                    f"{100 * HALF_LIFE_TOLERANCE:g} % (Lu-177: {_duration(lu)}, ICRP-107)",
+                    frozenset({_UNKNOWN}),
+                )
+            )
     return said, unrecognised
 
 

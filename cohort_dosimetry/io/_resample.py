@@ -17,6 +17,7 @@ a CT written feet first or prone) is reordered exactly, without interpolation; o
   where there was none), so no VOI loses a voxel to the rescue of another.
 - ``dose``: linear interpolation; 0 outside.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -24,11 +25,11 @@ from collections.abc import Sequence
 import numpy as np
 import SimpleITK as sitk
 
-from cohort_dosimetry.io._volume import Grid, Volume
+from cohort_dosimetry.constants import COMPACT_SPACING_MM, DEFAULT_DOSE_GRID
+from cohort_dosimetry.grid import IDENTITY, Grid
+from cohort_dosimetry.io._volume import Volume
 from cohort_dosimetry.vocabulary import OVERLAP_REGION_START, region_name
 
-#: The compact dose grid spacing (z, y, x) in mm of the virtual patients (``phantoms`` grid "compact").
-COMPACT_SPACING_MM = (3.0, 3.91, 3.91)
 #: CT numbers of air, used outside the CT's field of view.
 AIR_HU = -1000.0
 
@@ -40,10 +41,9 @@ QUANTITIES = ("activity", "ct_hu", "labels", "dose")
 AXIS_ALIGNED_TOLERANCE = 1e-5
 #: Two grids share their voxel centres when these differ by at most this fraction of a voxel spacing.
 SAME_CENTRES_TOLERANCE = 1e-3
-_IDENTITY = ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))
 
 
-def dose_grid(ct: Grid, grid: str | Sequence[float] = "ct") -> Grid:
+def dose_grid(ct: Grid, grid: str | Sequence[float] = DEFAULT_DOSE_GRID) -> Grid:
     """The grid doses are computed on, in standard axial orientation (direction the identity: array axes z, y, x along
     +z, +y, +x of patient space, i.e. superior, posterior, left) whenever the CT's axes are aligned with the patient
     axes (its direction a signed permutation, as for head or feet first, supine or prone, to within
@@ -62,7 +62,7 @@ def dose_grid(ct: Grid, grid: str | Sequence[float] = "ct") -> Grid:
             return ct
         if grid != "compact":
             raise ValueError(f"unknown dose grid {grid!r}: use 'ct', 'compact' or a spacing (z, y, x) in mm")
-        spacing = COMPACT_SPACING_MM
+        spacing: tuple[float, ...] = COMPACT_SPACING_MM
     else:
         spacing = tuple(float(s) for s in grid)
         if len(spacing) != 3 or min(spacing) <= 0:
@@ -81,13 +81,15 @@ def _aligned(grid: Grid) -> Grid:
     """``grid`` with its axes reordered into the identity direction when it is a signed permutation; else ``grid``."""
     direction = np.asarray(grid.direction, dtype=float)
     rounded = np.round(direction)
-    is_permutation = (np.abs(direction - rounded).max() <= AXIS_ALIGNED_TOLERANCE
-                      and np.array_equal(np.abs(rounded).sum(axis=0), np.ones(3))
-                      and np.array_equal(np.abs(rounded).sum(axis=1), np.ones(3)))
+    is_permutation = (
+        np.abs(direction - rounded).max() <= AXIS_ALIGNED_TOLERANCE
+        and np.array_equal(np.abs(rounded).sum(axis=0), np.ones(3))
+        and np.array_equal(np.abs(rounded).sum(axis=1), np.ones(3))
+    )
     if not is_permutation:
         return grid
     if np.array_equal(rounded, np.eye(3)):
-        return Grid(grid.shape, grid.spacing_mm, grid.origin_mm, _IDENTITY)
+        return Grid(grid.shape, grid.spacing_mm, grid.origin_mm, IDENTITY)
     axis_of = np.abs(rounded).argmax(axis=0)  # axis_of[a]: the array axis that runs along patient axis a
     sign = rounded[axis_of, np.arange(3)]
     shape = np.asarray(grid.shape)[axis_of]
@@ -96,8 +98,9 @@ def _aligned(grid: Grid) -> Grid:
     far_corner = (np.asarray(grid.shape) - 1) * np.asarray(grid.spacing_mm, dtype=float)
     steps = np.where(sign[np.argsort(axis_of)] < 0, far_corner, 0.0)  # per old array axis
     origin = np.asarray(grid.origin_mm, dtype=float) + steps @ direction  # an old voxel centre, exactly
-    return Grid(tuple(int(n) for n in shape), tuple(float(v) for v in spacing), tuple(float(v) for v in origin),
-                _IDENTITY)
+    return Grid(
+        tuple(int(n) for n in shape), tuple(float(v) for v in spacing), tuple(float(v) for v in origin), IDENTITY
+    )
 
 
 def _reordering(source: Grid, target: Grid) -> tuple[list[int], list[int]] | None:
@@ -135,7 +138,7 @@ def _reordered(volume: Volume, grid: Grid, quantity: str) -> Volume | None:
     perm, flips = reordering
     array = volume.array
     if perm != [0, 1, 2] or flips:
-        array = np.ascontiguousarray(np.flip(array.transpose(perm), flips))
+        array = np.ascontiguousarray(np.flip(array.transpose(perm), tuple(flips)))
     attrs = dict(volume.attrs)
     if quantity == "activity":
         total_bq = float(volume.array.sum(dtype=np.float64)) * volume.grid.voxel_volume_ml
@@ -174,9 +177,7 @@ def resample_to_grid(volume: Volume, grid: Grid, quantity: str) -> Volume:
     attrs = dict(volume.attrs)
     if quantity == "activity":
         covered = sitk.GetArrayFromImage(
-            sitk.Resample(
-                _ones_like(reference), source, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8
-            )
+            sitk.Resample(_ones_like(reference), source, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
         ).astype(bool)
         total_bq = float(volume.array.sum(dtype=np.float64)) * volume.grid.voxel_volume_ml
         in_grid_bq = float(volume.array[covered].sum(dtype=np.float64)) * volume.grid.voxel_volume_ml
@@ -258,8 +259,11 @@ def _guard_regions(volume: Volume, out: np.ndarray, grid: Grid, source: sitk.Ima
         out[index] = value
         present.add(value)
         rescued.append(name)
-    attrs = {**volume.attrs, "names": {value: n for value, n in names.items() if value in present},
-             "vois": {voi: tuple(v for v in regions if v in present) for voi, regions in vois.items()}}
+    attrs = {
+        **volume.attrs,
+        "names": {value: n for value, n in names.items() if value in present},
+        "vois": {voi: tuple(v for v in regions if v in present) for voi, regions in vois.items()},
+    }
     if rescued:
         attrs["labels_kept_by_guard"] = rescued
     return Volume(out.astype(np.int16), grid, volume.units, attrs)

@@ -1,4 +1,5 @@
 """External (e.g. Monte Carlo) dose imported as RTDOSE, recorded with its units exactly as given."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -6,10 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
+from cohort_dosimetry.grid import grid_from_dicom
 from cohort_dosimetry.io._ct import orientation
 from cohort_dosimetry.io._errors import IngestError
 from cohort_dosimetry.io._headers import check_plausible_size, float_triplets, pixel_array, read_full, reader_of_input
-from cohort_dosimetry.io._volume import Volume, grid_from_dicom
+from cohort_dosimetry.io._volume import Volume
 
 
 @dataclass(frozen=True)

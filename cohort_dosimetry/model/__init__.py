@@ -1,30 +1,21 @@
-"""The residual CNN (DblurDoseNet, Li et al. 2022): network, slice packs, inference, weights + model card,
-training on virtual patients and evaluation.
+"""The residual CNN (DblurDoseNet, Li et al. 2022): network, slice packs, inference, weights + model card.
 
-Public names are resolved lazily from the private modules that define them.
+Training and evaluation on virtual patients are :mod:`cohort_dosimetry.training`.
 """
-from __future__ import annotations
 
-from cohort_dosimetry._lazy import lazy_exports
+from cohort_dosimetry.model._card import SHIPPED_CARD, ModelCard, load_model, save_model
+from cohort_dosimetry.model._inference import predict_dose_rate
+from cohort_dosimetry.model._network import PACK_DEPTH, DblurDoseNet
+from cohort_dosimetry.model._packs import make_packs, pack_indices
 
-_PUBLIC = {
-    "PACK_DEPTH": "_network",
-    "DblurDoseNet": "_network",
-    "make_packs": "_packs",
-    "pack_indices": "_packs",
-    "ModelCard": "_card",
-    "SHIPPED_CARD": "_card",
-    "load_model": "_card",
-    "save_model": "_card",
-    "predict_dose_rate": "_inference",
-    "DataSpec": "_dataset",
-    "make_patient_data": "_dataset",
-    "FitConfig": "_training",
-    "fit": "_training",
-    "train_model": "_pipeline",
-    "evaluate": "_evaluation",
-    "goal_checks": "_evaluation",
-    "mean_bias": "_evaluation",
-}
-
-__getattr__, __all__ = lazy_exports(__name__, _PUBLIC)
+__all__ = [
+    "DblurDoseNet",
+    "ModelCard",
+    "PACK_DEPTH",
+    "SHIPPED_CARD",
+    "load_model",
+    "make_packs",
+    "pack_indices",
+    "predict_dose_rate",
+    "save_model",
+]

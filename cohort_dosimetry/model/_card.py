@@ -10,6 +10,7 @@ The card is the single source of the normalisation used at inference:
 Dividing both by the total activity makes the map independent of the administered activity, which dose-rate is
 linear in; the two constants are set once from the training data and stored here.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -37,7 +38,7 @@ class ModelCard:
     training: dict  # optimiser, epochs, loss, seed, crops; and whether this is a reduced run
     validation_metrics: dict
     # Measured after the weights were fixed, on virtual patients never used in training (empty when not measured):
-    # per SPECT model the accuracy-goal checks and the bias of VOI mean dose-rates (model._evaluation.mean_bias);
+    # per SPECT model the accuracy-goal checks and the bias of VOI mean dose-rates (training.mean_bias);
     # shown in the report's Methods wherever CNN dose-rates of these weights are reported.
     held_out_evaluation: dict = dataclasses.field(default_factory=dict)
     nuclide: str = "Lu177"
@@ -58,14 +59,17 @@ class ModelCard:
         return bool(np.allclose(np.asarray(spacing_mm, dtype=float), self.spacing_mm, rtol=1e-3, atol=0.0))
 
     @classmethod
-    def from_json(cls, path: Path) -> "ModelCard":
+    def from_json(cls, path: Path) -> ModelCard:
         try:
             data = json.loads(Path(path).read_text())
         except (OSError, json.JSONDecodeError) as err:
             raise ValueError(f"model card {path}: cannot be read as JSON ({err})") from err
         names = {f.name for f in dataclasses.fields(cls)}
-        required = [f.name for f in dataclasses.fields(cls)
-                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+        required = [
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        ]
         missing = [name for name in required if name not in data]
         unknown = sorted(set(data) - names)
         if missing or unknown:

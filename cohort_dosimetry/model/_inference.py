@@ -1,4 +1,5 @@
 """Whole-volume CNN dose-rate inference: batched 11-slice packs, one code path for CPU and CUDA."""
+
 from __future__ import annotations
 
 import contextlib
@@ -88,7 +89,7 @@ def _checked_volumes(spect, density, dvk) -> tuple[np.ndarray, np.ndarray, np.nd
     return arrays["spect"], arrays["density"], arrays["dvk"]
 
 
-def _predict(model, card: ModelCard, spect, density, dvk, device, batch_size: int) -> np.ndarray:
+def _predict(model, card: ModelCard, spect, density, dvk, device, batch_size: int | None) -> np.ndarray:
     total_bq = float(spect.sum(dtype=np.float64))
     dose_rate = np.zeros(spect.shape, dtype=np.float32)
     if total_bq == 0.0:
@@ -114,7 +115,8 @@ def _predict(model, card: ModelCard, spect, density, dvk, device, batch_size: in
     if not np.isfinite(dose_rate).all():  # the inputs were checked finite: the network overflowed
         raise FloatingPointError(
             f"the CNN's output is NaN or infinite in {int((~np.isfinite(dose_rate)).sum())} voxels on {device} "
-            f"(autocast {AUTOCAST_DTYPE} on CUDA): inputs far outside the training range?")
+            f"(autocast {AUTOCAST_DTYPE} on CUDA): inputs far outside the training range?"
+        )
     return dose_rate
 
 
@@ -171,8 +173,12 @@ class _FirstConvolution:
                 self.shared[j] = v
         starts = torch.arange(first, first + count, device=device)
         head = self._slices(starts, range(1, 5))
-        out = torch.empty((count, head.shape[1], inner + 2, *head.shape[-2:]), dtype=head.dtype, device=device,
-                          memory_format=torch.channels_last_3d)
+        out = torch.empty(
+            (count, head.shape[1], inner + 2, *head.shape[-2:]),
+            dtype=head.dtype,
+            device=device,
+            memory_format=torch.channels_last_3d,
+        )
         out[:, :, 0] = head
         out[:, :, -1] = self._slices(starts + self.pack_depth - 4, range(0, 4))
         for b in range(count):
@@ -202,8 +208,15 @@ def _resample(volume, spacing_mm, shape_out, spacing_out_mm) -> np.ndarray:
     image.SetOrigin((0.0, 0.0, 0.0))
     origin_out = tuple((so - si) / 2.0 for so, si in zip(spacing_out_mm[::-1], spacing_mm[::-1]))
     resampled = sitk.Resample(
-        image, [int(n) for n in shape_out[::-1]], sitk.Transform(), sitk.sitkLinear, origin_out,
-        tuple(float(s) for s in spacing_out_mm[::-1]), image.GetDirection(), 0.0, sitk.sitkFloat32,
+        image,
+        [int(n) for n in shape_out[::-1]],
+        sitk.Transform(),
+        sitk.sitkLinear,
+        origin_out,
+        tuple(float(s) for s in spacing_out_mm[::-1]),
+        image.GetDirection(),
+        0.0,
+        sitk.sitkFloat32,
         True,  # nearest-neighbour extrapolation for the half voxel at the border
     )
     return sitk.GetArrayFromImage(resampled)

@@ -1,10 +1,12 @@
-"""DblurDoseNet: a depth feature extractor over an 11-slice pack followed by a 2D U-Net (Li et al., Med Phys 49:1216, 2022).
+"""DblurDoseNet: a depth feature extractor over an 11-slice pack followed by a 2D U-Net
+(Li et al., Med Phys 49:1216, 2022).
 
-Layer for layer as described in DESIGN.md section 4. The paper (and DESIGN.md) give 3D kernel sizes in (H, W, D)
+Layer for layer as described in docs/model.md. The paper (and docs/model.md) give 3D kernel sizes in (H, W, D)
 order; torch's ``Conv3d`` works on (N, C, D, H, W), so every (H, W, D) tuple below is written in torch order (D, H, W):
 k(7,7,5) pad(3,3,1) becomes kernel (5,7,7) padding (1,3,3), MaxPool (1,1,2) becomes (2,1,1).
 Depth through the extractor: 11 -> 9 (conv k_D=5, pad 1) -> 5 (max-pool 2, ceil) -> 3 (k_D=3) -> 1 (k_D=3).
 """
+
 from __future__ import annotations
 
 import copy
@@ -15,7 +17,7 @@ from torch.nn import functional as F
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 PACK_DEPTH = 11  # the slice and 5 neighbours on each side (Li et al. 2022)
-_LEAKY_SLOPE = 0.1  # LeakyReLU(0.1) of the published model (DESIGN.md section 4)
+_LEAKY_SLOPE = 0.1  # LeakyReLU(0.1) of the published model (Li et al. 2022)
 
 
 def _hwd_to_dhw(t: tuple[int, int, int]) -> tuple[int, int, int]:
@@ -57,8 +59,10 @@ class DepthFeatureExtractor(nn.Sequential):
         for layer in list(self)[1:]:
             h = layer(h)
         if h.shape[2] != 1:
-            raise ValueError(f"a first-convolution output of depth {depth} left depth {h.shape[2]}; "
-                             f"packs must be {PACK_DEPTH} slices")
+            raise ValueError(
+                f"a first-convolution output of depth {depth} left depth {h.shape[2]}; "
+                f"packs must be {PACK_DEPTH} slices"
+            )
         return h.squeeze(2)
 
 
@@ -67,8 +71,12 @@ class _EncoderBlock(nn.Sequential):
 
     def __init__(self, c_in: int, c_out: int) -> None:
         super().__init__(
-            nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.LeakyReLU(_LEAKY_SLOPE),
-            nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.LeakyReLU(_LEAKY_SLOPE),
+            nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+            nn.BatchNorm2d(c_out),
+            nn.LeakyReLU(_LEAKY_SLOPE),
+            nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
+            nn.BatchNorm2d(c_out),
+            nn.LeakyReLU(_LEAKY_SLOPE),
         )
 
 
@@ -78,8 +86,12 @@ class _DecoderBlock(nn.Sequential):
     def __init__(self, c_in: int, c_out: int) -> None:
         mid = c_in // 2
         super().__init__(
-            nn.Conv2d(c_in, mid, 3, padding=1, bias=False), nn.BatchNorm2d(mid), nn.ReLU(),
-            nn.Conv2d(mid, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(),
+            nn.Conv2d(c_in, mid, 3, padding=1, bias=False),
+            nn.BatchNorm2d(mid),
+            nn.ReLU(),
+            nn.Conv2d(mid, c_out, 3, padding=1, bias=False),
+            nn.BatchNorm2d(c_out),
+            nn.ReLU(),
         )
 
 
@@ -98,9 +110,7 @@ class UNet2d(nn.Module):
         self.encoder = nn.ModuleList(_EncoderBlock(a, b) for a, b in zip(widths[:-1], widths[1:]))
         skips = self.ENCODER_WIDTHS[-2::-1]  # 128, 64, 32, 16
         below = (self.ENCODER_WIDTHS[-1],) + self.DECODER_WIDTHS[:-1]  # 128, 64, 32, 16
-        self.decoder = nn.ModuleList(
-            _DecoderBlock(b + s, out) for b, s, out in zip(below, skips, self.DECODER_WIDTHS)
-        )
+        self.decoder = nn.ModuleList(_DecoderBlock(b + s, out) for b, s, out in zip(below, skips, self.DECODER_WIDTHS))
         self.output = nn.Conv2d(self.DECODER_WIDTHS[-1], 1, 1, bias=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,5 @@
 """Slice packs: every axial slice with its neighbours, the network's input unit (Li et al., Med Phys 49:1216, 2022)."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,37 +1,39 @@
 """Virtual patients: seeded synthetic anatomy, Lu-177 DOTATATE kinetics, two SPECT models, DICOM export.
 
-Synthetic virtual patients stand in for patient data everywhere they are used. Public names are resolved lazily
-from the private modules that define them (DICOM export pulls in highdicom; the SPECT model PyTomography).
+Synthetic virtual patients stand in for patient data everywhere they are used. Grids are
+:mod:`cohort_dosimetry.grid`, VOI names :mod:`cohort_dosimetry.vocabulary`.
 """
-from __future__ import annotations
 
-from cohort_dosimetry._lazy import lazy_exports
+from cohort_dosimetry.phantoms._anatomy import activity_true, make_anatomy
+from cohort_dosimetry.phantoms._calibration import calibrate_fast_model, sphere_phantom
+from cohort_dosimetry.phantoms._dicom_export import cohort_plan, export_cohort, export_dicom, read_ground_truth
+from cohort_dosimetry.phantoms._identity import synthetic_identity
+from cohort_dosimetry.phantoms._kinetics import (
+    ADMINISTERED_ACTIVITY_BQ,
+    compartment_activity_bq,
+    cumulated_activity_bq_s,
+)
+from cohort_dosimetry.phantoms._spect import SPECT_MODELS, simulate_spect
+from cohort_dosimetry.phantoms._spect_acquisition import Acquisition
+from cohort_dosimetry.phantoms._spect_fast import FastModelCalibration
+from cohort_dosimetry.phantoms._virtual_patient import make_virtual_patient
 
-_PUBLIC = {
-    "VOI_NAMES": "_vocabulary",
-    "VOI_TYPES": "_vocabulary",
-    "LESION_LABEL_OFFSET": "_vocabulary",
-    "voi_type": "_vocabulary",
-    "label_of": "_vocabulary",
-    "name_of": "_vocabulary",
-    "Grid": "_grid",
-    "GRIDS": "_grid",
-    "ADMINISTERED_ACTIVITY_BQ": "_kinetics",
-    "compartment_activity_bq": "_kinetics",
-    "cumulated_activity_bq_s": "_kinetics",
-    "make_anatomy": "_anatomy",
-    "activity_true": "_anatomy",
-    "Acquisition": "_spect_acquisition",
-    "SPECT_MODELS": "_spect",
-    "simulate_spect": "_spect",
-    "calibrate_fast_model": "_calibration",
-    "sphere_phantom": "_calibration",
-    "make_virtual_patient": "_virtual_patient",
-    "export_dicom": "_dicom_export",
-    "export_cohort": "_dicom_export",
-    "read_ground_truth": "_dicom_export",
-    "cohort_plan": "_dicom_export",
-    "synthetic_identity": "_identity",
-}
-
-__getattr__, __all__ = lazy_exports(__name__, _PUBLIC)
+__all__ = [
+    "ADMINISTERED_ACTIVITY_BQ",
+    "Acquisition",
+    "FastModelCalibration",
+    "SPECT_MODELS",
+    "activity_true",
+    "calibrate_fast_model",
+    "cohort_plan",
+    "compartment_activity_bq",
+    "cumulated_activity_bq_s",
+    "export_cohort",
+    "export_dicom",
+    "make_anatomy",
+    "make_virtual_patient",
+    "read_ground_truth",
+    "simulate_spect",
+    "sphere_phantom",
+    "synthetic_identity",
+]

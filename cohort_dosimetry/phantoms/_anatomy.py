@@ -7,15 +7,17 @@ is centred on (0, 0, 0) and spans 390 mm in z for both standard grids), so one s
 grid. Region: lung bases, liver, spleen, kidneys, lumbar spine (L2-L5 labelled; the vertebrae above and below are bone
 labelled ``body``), aorta, vena cava and the apex of the heart, with 1-6 lesions in liver, soft tissue and lung.
 """
+
 from __future__ import annotations
 
 import numpy as np
 import torch
 import xarray as xr
 
+from cohort_dosimetry.grid import Grid, resolve_grid
 from cohort_dosimetry.physics import hu_to_density
+from cohort_dosimetry.vocabulary import LESION_LABEL_OFFSET, ORGAN_LABELS, name_of
 
-from ._grid import Grid, resolve_grid
 from ._kinetics import (
     ADMINISTERED_ACTIVITY_BQ,
     compartment_activity_bq,
@@ -23,13 +25,13 @@ from ._kinetics import (
     lu177_half_life_h,
     washout_half_life_for_effective_h,
 )
-from cohort_dosimetry.vocabulary import LESION_LABEL_OFFSET, ORGAN_LABELS, name_of
 
 # Kinetic parameter ranges of Lu-177 DOTATATE, drawn uniformly per patient. Effective half-lives (h):
 #   kidneys 40-60 h: Sandstrom et al., J Nucl Med 54:33 (2013), kidney effective half-life about 50 h (range 34-77);
 #   spleen 55-85 h and healthy liver 50-80 h: same study and Garske-Roman et al., Eur J Nucl Med Mol Imaging
 #   45:970 (2018), organ effective half-lives 2-3.5 d;
-#   tumours 60-110 h: Ilan et al., J Nucl Med 56:177 (2015) and Garske-Roman 2018, tumour effective half-lives 2.5-4.6 d;
+#   tumours 60-110 h: Ilan et al., J Nucl Med 56:177 (2015) and Garske-Roman 2018, tumour effective half-lives
+#   2.5-4.6 d;
 #   blood 1.5-3 h: fast renal clearance of the peptide, blood activity below 10 % of injected at 4 h
 #   (Kwekkeboom et al., Eur J Nucl Med 28:1319 (2001));
 #   red marrow 20-40 h: assumed, between blood and organ values; remainder soft tissue 50-80 h with 10-20 % uptake:
@@ -67,8 +69,7 @@ def _smooth_noise(rng: np.random.Generator, grid: Grid, correlation_mm: float) -
     """
     coarse = [max(2, int(np.ceil(e / correlation_mm)) + 1) for e in grid.extent_mm]
     white = torch.from_numpy(rng.standard_normal(coarse).astype(np.float32))[None, None]
-    field = torch.nn.functional.interpolate(white, size=grid.shape, mode="trilinear", align_corners=True)[0, 0]
-    field = field.numpy()
+    field = torch.nn.functional.interpolate(white, size=grid.shape, mode="trilinear", align_corners=True)[0, 0].numpy()
     return ((field - field.mean()) / max(float(field.std()), 1e-6)).astype(np.float32)
 
 
@@ -77,7 +78,7 @@ class _Space:
 
     def __init__(self, grid: Grid):
         self.grid = grid
-        self.z, self.y, self.x = grid.axes_mm()
+        self.z, self.y, self.x = (a.astype(np.float32) for a in grid.axes_mm())
 
     def _box(self, centre, semi):
         """Index slices (z, y, x) of the bounding box of a shape."""
@@ -106,7 +107,7 @@ class _Space:
         mask[zsel] = (yy[:, None] + xx[None, :] <= 1.0)[None]
         return mask
 
-    def index_of(self, point_mm) -> tuple[int, int, int] | None:
+    def index_of(self, point_mm) -> tuple[int, ...] | None:
         """Nearest voxel index of a point (z, y, x) mm, or None outside the grid."""
         idx = []
         for axis, value in zip((self.z, self.y, self.x), point_mm):
@@ -182,7 +183,7 @@ def make_anatomy(seed: int, grid: str | Grid = "compact") -> xr.Dataset:
     body = space.cylinder((-np.inf, np.inf), (y_body, 0.0), (semi_ap, semi_lr))
     fat_mm = rng.uniform(10, 22) if sex == "M" else rng.uniform(15, 30)
     inner = space.cylinder((-np.inf, np.inf), (y_body, 0.0), (semi_ap - fat_mm, semi_lr - fat_mm))
-    pitch = rng.uniform(32, 37) * size ** 0.3  # vertebral level pitch (body + disc), mm
+    pitch = rng.uniform(32, 37) * size**0.3  # vertebral level pitch (body + disc), mm
     z_l2 = rng.uniform(-40, -20)
     y_spine = y_body + semi_ap - rng.uniform(60, 70)
     vb_semi = (0.38 * pitch, rng.uniform(15, 19), rng.uniform(19, 24))  # vertebral body (z, y, x)
@@ -194,8 +195,9 @@ def make_anatomy(seed: int, grid: str | Grid = "compact") -> xr.Dataset:
         if zc < space.z[0] - pitch or zc > z_top + pitch:
             continue
         vb = space.cylinder((zc - vb_semi[0], zc + vb_semi[0]), (y_spine, 0.0), vb_semi[1:])
-        core = space.cylinder((zc - vb_semi[0] + 2, zc + vb_semi[0] - 2), (y_spine, 0.0),
-                              (vb_semi[1] - 2.5, vb_semi[2] - 2.5))
+        core = space.cylinder(
+            (zc - vb_semi[0] + 2, zc + vb_semi[0] - 2), (y_spine, 0.0), (vb_semi[1] - 2.5, vb_semi[2] - 2.5)
+        )
         arch = space.ellipsoid((zc, y_spine + vb_semi[1] + 14, 0.0), (0.35 * pitch, 10.0, 13.0))
         arch |= space.ellipsoid((zc, y_spine + vb_semi[1] + 30, 0.0), (0.3 * pitch, 12.0, 5.0))  # spinous process
         bone_cortical |= (vb & ~core) | arch
@@ -213,18 +215,28 @@ def make_anatomy(seed: int, grid: str | Grid = "compact") -> xr.Dataset:
     z_dome_right = rng.uniform(100, 130)
     z_dome_left = z_dome_right - rng.uniform(5, 20)
     lung_semi_z = 160.0
-    lung_right = space.ellipsoid((z_dome_right + lung_semi_z, y_body + 0.1 * semi_ap, -0.47 * semi_lr),
-                                 (lung_semi_z, 0.72 * semi_ap, 0.36 * semi_lr))
-    lung_left = space.ellipsoid((z_dome_left + lung_semi_z, y_body + 0.1 * semi_ap, 0.47 * semi_lr),
-                                (lung_semi_z, 0.72 * semi_ap, 0.36 * semi_lr))
+    lung_right = space.ellipsoid(
+        (z_dome_right + lung_semi_z, y_body + 0.1 * semi_ap, -0.47 * semi_lr),
+        (lung_semi_z, 0.72 * semi_ap, 0.36 * semi_lr),
+    )
+    lung_left = space.ellipsoid(
+        (z_dome_left + lung_semi_z, y_body + 0.1 * semi_ap, 0.47 * semi_lr),
+        (lung_semi_z, 0.72 * semi_ap, 0.36 * semi_lr),
+    )
     s_liver = size * rng.uniform(0.85, 1.15)
-    liver = space.ellipsoid((z_dome_right - 70 * s_liver, y_body - 0.05 * semi_ap, -0.38 * semi_lr),
-                            (75 * s_liver, 0.68 * semi_ap, 0.5 * semi_lr))
-    liver |= space.ellipsoid((z_dome_right - 45 * s_liver, y_body - 0.38 * semi_ap, 0.05 * semi_lr),
-                             (40 * s_liver, 0.33 * semi_ap, 0.33 * semi_lr))
+    liver = space.ellipsoid(
+        (z_dome_right - 70 * s_liver, y_body - 0.05 * semi_ap, -0.38 * semi_lr),
+        (75 * s_liver, 0.68 * semi_ap, 0.5 * semi_lr),
+    )
+    liver |= space.ellipsoid(
+        (z_dome_right - 45 * s_liver, y_body - 0.38 * semi_ap, 0.05 * semi_lr),
+        (40 * s_liver, 0.33 * semi_ap, 0.33 * semi_lr),
+    )
     s_spleen = np.sqrt(size) * rng.uniform(0.8, 1.2)
-    spleen = space.ellipsoid((z_dome_left - 55 * s_spleen, y_body + 0.35 * semi_ap, 0.6 * semi_lr),
-                             (55 * s_spleen, 48 * s_spleen, 28 * s_spleen))
+    spleen = space.ellipsoid(
+        (z_dome_left - 55 * s_spleen, y_body + 0.35 * semi_ap, 0.6 * semi_lr),
+        (55 * s_spleen, 48 * s_spleen, 28 * s_spleen),
+    )
     kidneys, medullas = {}, {}
     for side, sign, dz in (("right", -1.0, 0.0), ("left", 1.0, rng.uniform(8, 20))):
         s_kidney = np.sqrt(size) * rng.uniform(0.9, 1.1)
@@ -236,9 +248,14 @@ def make_anatomy(seed: int, grid: str | Grid = "compact") -> xr.Dataset:
 
     labels = np.zeros(grid.shape, dtype=np.int16)
     labels[body] = ORGAN_LABELS["body"]
-    for name, mask in (("lung_right", lung_right & soft), ("lung_left", lung_left & soft & ~lung_right),
-                       ("liver", liver & soft), ("spleen", spleen & soft), ("kidney_right", kidneys["right"] & soft),
-                       ("kidney_left", kidneys["left"] & soft)):
+    for name, mask in (
+        ("lung_right", lung_right & soft),
+        ("lung_left", lung_left & soft & ~lung_right),
+        ("liver", liver & soft),
+        ("spleen", spleen & soft),
+        ("kidney_right", kidneys["right"] & soft),
+        ("kidney_left", kidneys["left"] & soft),
+    ):
         labels[mask] = ORGAN_LABELS[name]
     for name, mask in vertebrae.items():
         labels[mask & body] = ORGAN_LABELS[name]
@@ -343,8 +360,11 @@ def make_anatomy(seed: int, grid: str | Grid = "compact") -> xr.Dataset:
     add("blood", blood_weight, *draw("blood"))
     remainder = (labels == ORGAN_LABELS["body"]) & ~vessels
     tissue_factor = np.where(ct_hu < -50, 0.3, 1.0) * np.where(bone, 0.3, 1.0)
-    add("remainder", (remainder * tissue_factor * texture(0.3)).astype(np.float32)
-        + 0.2 * lungs * density, *draw("remainder"))
+    add(
+        "remainder",
+        (remainder * tissue_factor * texture(0.3)).astype(np.float32) + 0.2 * lungs * density,
+        *draw("remainder"),
+    )
     for organ in ("liver", "spleen"):
         add(organ, (labels == ORGAN_LABELS[organ]) * texture(0.3), *draw(organ))
     f_kidney, up_kidney, eff_kidney = draw("kidney")
@@ -370,26 +390,41 @@ def make_anatomy(seed: int, grid: str | Grid = "compact") -> xr.Dataset:
         if lesion["core"].any():
             relative = rng.uniform(*_NECROSIS_RELATIVE_UPTAKE)
             up_core = rng.uniform(*_NECROSIS_UPTAKE_HALF_LIFE_H)
-            add(f"{lesion['name']}_necrosis", lesion["core"].astype(np.float32),
-                relative * per_ml * lesion["core"].sum() * voxel_ml, up_core, eff_lesion)
+            add(
+                f"{lesion['name']}_necrosis",
+                lesion["core"].astype(np.float32),
+                relative * per_ml * lesion["core"].sum() * voxel_ml,
+                up_core,
+                eff_lesion,
+            )
 
     names_by_label = {int(label): name_of(label) for label in np.unique(labels) if label != 0}
 
-    z, y, x = grid.axes_mm()
-    coords = {"z": ("z", z, {"units": "mm"}), "y": ("y", y, {"units": "mm"}), "x": ("x", x, {"units": "mm"}),
-              "compartment": np.array(names)}
+    z, y, x = (a.astype(np.float32) for a in grid.axes_mm())
+    coords = {
+        "z": ("z", z, {"units": "mm"}),
+        "y": ("y", y, {"units": "mm"}),
+        "x": ("x", x, {"units": "mm"}),
+        "compartment": np.array(names),
+    }
     physical_h = lu177_half_life_h()
-    effectives = np.asarray(effectives)
-    washouts = washout_half_life_for_effective_h(effectives)
+    assert grid.origin_mm is not None  # Grid.__post_init__ fills it
+    washouts = washout_half_life_for_effective_h(np.asarray(effectives))
     ds = xr.Dataset(
         {
             "ct_hu": (("z", "y", "x"), ct_hu, {"units": "HU"}),
             "density": (("z", "y", "x"), density, {"units": "g/cm3"}),
             "labels": (("z", "y", "x"), labels, {"units": "1", "names": names_by_label}),
-            "compartments": (("compartment", "z", "y", "x"), np.stack(shapes), {
-                "units": "1", "long_name": "uptake shape of each kinetic compartment (sums to 1 over the volume)"}),
-            "fraction": ("compartment", np.asarray(fractions), {
-                "units": "1", "long_name": "fraction of the administered activity taken up (model amplitude)"}),
+            "compartments": (
+                ("compartment", "z", "y", "x"),
+                np.stack(shapes),
+                {"units": "1", "long_name": "uptake shape of each kinetic compartment (sums to 1 over the volume)"},
+            ),
+            "fraction": (
+                "compartment",
+                np.asarray(fractions),
+                {"units": "1", "long_name": "fraction of the administered activity taken up (model amplitude)"},
+            ),
             "uptake_half_life_h": ("compartment", np.asarray(uptakes), {"units": "h"}),
             "washout_half_life_h": ("compartment", washouts, {"units": "h", "long_name": "biological washout"}),
             "effective_half_life_h": ("compartment", effective_half_life_h(washouts), {"units": "h"}),
@@ -425,7 +460,11 @@ def activity_true(anatomy: xr.Dataset, hours) -> xr.DataArray:
     return xr.DataArray(
         values,
         dims=("timepoint", "z", "y", "x"),
-        coords={"hours_post_injection": ("timepoint", per_compartment["hours_post_injection"].values),
-                "z": anatomy["z"], "y": anatomy["y"], "x": anatomy["x"]},
+        coords={
+            "hours_post_injection": ("timepoint", per_compartment["hours_post_injection"].values),
+            "z": anatomy["z"],
+            "y": anatomy["y"],
+            "x": anatomy["x"],
+        },
         attrs={"units": "Bq/mL", "long_name": "true activity concentration"},
     )

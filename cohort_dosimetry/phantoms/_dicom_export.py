@@ -46,6 +46,7 @@ CLOSED_PLANAR contours, and a voxel belongs to the ROI when its centre lies insi
 rule). Contours run through the midpoints between voxel centres, so rasterising them at voxel centres gives the
 label mask back. A label that is named but absent from the map gets neither an ROI nor a segment.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -53,6 +54,7 @@ import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import highdicom as hd
 import numpy as np
@@ -61,15 +63,20 @@ from contourpy import LineType, contour_generator
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sr.codedict import codes
 from pydicom.uid import (
-    PYDICOM_IMPLEMENTATION_UID, CTImageStorage, ExplicitVRLittleEndian, NuclearMedicineImageStorage,
-    RTStructureSetStorage, generate_uid,
+    PYDICOM_IMPLEMENTATION_UID,
+    CTImageStorage,
+    ExplicitVRLittleEndian,
+    NuclearMedicineImageStorage,
+    RTStructureSetStorage,
+    generate_uid,
 )
 from tqdm.auto import tqdm
 
 from cohort_dosimetry import __version__
-from cohort_dosimetry.phantoms._identity import SYNTHETIC_MODEL_NAME, SyntheticIdentity, synthetic_identity
-from cohort_dosimetry.vocabulary import label_of, voi_type
+from cohort_dosimetry.constants import SYNTHETIC_MODEL_NAME
+from cohort_dosimetry.phantoms._identity import SyntheticIdentity, synthetic_identity
 from cohort_dosimetry.physics import nuclide
+from cohort_dosimetry.vocabulary import label_of, voi_type
 
 # RT Referenced Study Sequence items reference the study with the (retired) Detached Study Management SOP Class,
 # as PS3.3 C.8.8.5 prescribes.
@@ -182,11 +189,29 @@ def export_dicom(
         nm_file = _write_nm(scan, patient_ds["activity"].isel(timepoint=k).values, study_dir / "NM" / "NM.dcm")
         rs_file = _write_rtstruct(scan, ct_slices, contours, study_dir / "RTSTRUCT" / "RS.dcm")
         seg_file = _write_seg(scan, ct_slices, segments, study_dir / "SEG" / "SEG.dcm")
-        scans.append(ScanExport(float(hours), scan.acquired, scan.study_uid, scan.frame_of_reference_uid,
-                                study_dir / "CT", nm_file, rs_file, seg_file))
+        scans.append(
+            ScanExport(
+                float(hours),
+                scan.acquired,
+                scan.study_uid,
+                scan.frame_of_reference_uid,
+                study_dir / "CT",
+                nm_file,
+                rs_file,
+                seg_file,
+            )
+        )
     truth = _write_ground_truth(patient, patient_ds, scans, out_dir / "ground_truth")
-    return PatientExport(patient_index, patient.seed, patient.identity.patient_id, patient.injection, dicom_dir,
-                         truth, tuple(scans), patient.layout.position)
+    return PatientExport(
+        patient_index,
+        patient.seed,
+        patient.identity.patient_id,
+        patient.injection,
+        dicom_dir,
+        truth,
+        tuple(scans),
+        patient.layout.position,
+    )
 
 
 def export_cohort(
@@ -226,8 +251,9 @@ def export_cohort(
     jobs = [(out_dir, index, patient_seed, hours, grid, spect) for index, (patient_seed, hours) in enumerate(plans)]
     workers = min(workers or os.cpu_count() or 1, n_patients)
     results = []
-    with tqdm(total=sum(len(h) for _, h in plans), unit="scan", disable=not progress,
-              desc=f"virtual patients -> {out_dir}") as bar:
+    with tqdm(
+        total=sum(len(h) for _, h in plans), unit="scan", disable=not progress, desc=f"virtual patients -> {out_dir}"
+    ) as bar:
         if workers == 1:
             for job in jobs:
                 results.append(_generate_and_export(job))
@@ -236,9 +262,12 @@ def export_cohort(
             import multiprocessing
 
             # spawn: workers must not inherit the parent's torch thread pool; one torch thread per core each.
-            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                     initializer=_limit_threads, initargs=(max(1, (os.cpu_count() or 1) // workers),)
-                                     ) as pool:
+            with ProcessPoolExecutor(
+                workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_limit_threads,
+                initargs=(max(1, (os.cpu_count() or 1) // workers),),
+            ) as pool:
                 for result in pool.map(_generate_and_export, jobs):
                     results.append(result)
                     bar.update(len(result.scans))
@@ -256,7 +285,7 @@ def cohort_plan(n_patients: int, seed: int) -> list[tuple[int, tuple[float, ...]
         hours = tuple(DEFAULT_HOURS)
         if index in three_scans:
             missed = int(rng.integers(len(hours)))
-            hours = hours[:missed] + hours[missed + 1:]
+            hours = hours[:missed] + hours[missed + 1 :]
         plans.append((int(np.random.SeedSequence([seed, index]).generate_state(1)[0]), hours))
     return plans
 
@@ -309,7 +338,7 @@ class _StoredLayout:
 
     def stored(self, array: np.ndarray) -> np.ndarray:
         """A (z, y, x) array in stored (slice, row, column) order (its own inverse)."""
-        return np.flip(array, axis=[axis for axis, sign in enumerate(self.signs) if sign < 0])
+        return np.flip(array, axis=tuple(axis for axis, sign in enumerate(self.signs) if sign < 0))
 
     def patient_index(self, axis: int, k: int, n: int) -> int:
         """The patient-order index along ``axis`` (0 = z, 1 = y, 2 = x) of stored index ``k`` of ``n``."""
@@ -325,8 +354,8 @@ class _PatientContext:
     administered_activity_bq: float
     nuclide: str
     half_life_s: float
-    spacing_mm: tuple[float, float, float]
-    origin_mm: tuple[float, float, float]
+    spacing_mm: tuple[float, ...]
+    origin_mm: tuple[float, ...]
     labels: np.ndarray
     label_names: dict[int, str]
     hours: tuple[float, ...]
@@ -334,13 +363,15 @@ class _PatientContext:
     layout: _StoredLayout
 
     @classmethod
-    def from_dataset(cls, ds: xr.Dataset, patient_index: int, injection: dt.datetime | None,
-                     patient_position: str = "HFS") -> _PatientContext:
+    def from_dataset(
+        cls, ds: xr.Dataset, patient_index: int, injection: dt.datetime | None, patient_position: str = "HFS"
+    ) -> _PatientContext:
         where = f"virtual patient {patient_index} (seed {ds.attrs.get('seed')})"
         layout = _StoredLayout.of(patient_position, where)
         missing = [v for v in ("ct_hu", "labels", "activity", "activity_true", "density") if v not in ds]
-        missing += [a for a in ("seed", "spacing_mm", "origin_mm", "administered_activity_bq", "nuclide")
-                    if a not in ds.attrs]
+        missing += [
+            a for a in ("seed", "spacing_mm", "origin_mm", "administered_activity_bq", "nuclide") if a not in ds.attrs
+        ]
         if "hours_post_injection" not in ds.coords:
             missing.append("hours_post_injection")
         if missing:
@@ -351,21 +382,30 @@ class _PatientContext:
                 raise ValueError(f"{where}: {name} has shape {ds[name].shape}, ct_hu has {shape}")
         for name in ("activity", "activity_true"):
             if ds[name].dims != ("timepoint", "z", "y", "x") or ds[name].shape[1:] != shape:
-                raise ValueError(f"{where}: {name} must be (timepoint, z, y, x) on the ct_hu grid {shape}, "
-                                 f"got {ds[name].dims} {ds[name].shape}")
+                raise ValueError(
+                    f"{where}: {name} must be (timepoint, z, y, x) on the ct_hu grid {shape}, "
+                    f"got {ds[name].dims} {ds[name].shape}"
+                )
         hours = tuple(float(h) for h in ds["hours_post_injection"].values)
         if list(hours) != sorted(hours) or len(set(hours)) != len(hours) or hours[0] < 0:
             raise ValueError(f"{where}: hours_post_injection {hours} must be distinct, >= 0 and increasing")
         ct_hu = ds["ct_hu"].values
-        if not np.isfinite(ct_hu).all() or ct_hu.min() < -32768 + _CT_RESCALE_INTERCEPT \
-                or ct_hu.max() > 32767 + _CT_RESCALE_INTERCEPT:
-            raise ValueError(f"{where}: ct_hu spans {ct_hu.min()}..{ct_hu.max()} HU, beyond int16 storage "
-                             f"with intercept {_CT_RESCALE_INTERCEPT}")
+        if (
+            not np.isfinite(ct_hu).all()
+            or ct_hu.min() < -32768 + _CT_RESCALE_INTERCEPT
+            or ct_hu.max() > 32767 + _CT_RESCALE_INTERCEPT
+        ):
+            raise ValueError(
+                f"{where}: ct_hu spans {ct_hu.min()}..{ct_hu.max()} HU, beyond int16 storage "
+                f"with intercept {_CT_RESCALE_INTERCEPT}"
+            )
         for k, h in enumerate(hours):
             activity = ds["activity"].isel(timepoint=k).values
             if not np.isfinite(activity).all() or activity.min() < 0:
-                raise ValueError(f"{where}, scan {k + 1} ({h:g} h): activity must be finite and >= 0 Bq/mL "
-                                 f"(a reconstructed SPECT in BQML), got min {activity.min():.4g}")
+                raise ValueError(
+                    f"{where}, scan {k + 1} ({h:g} h): activity must be finite and >= 0 Bq/mL "
+                    f"(a reconstructed SPECT in BQML), got min {activity.min():.4g}"
+                )
         names = {int(k): str(v) for k, v in ds["labels"].attrs.get("names", {}).items()}
         labels = np.asarray(ds["labels"].values)
         unnamed = sorted(set(np.unique(labels).tolist()) - set(names) - {0})
@@ -376,24 +416,37 @@ class _PatientContext:
             injection = _default_injection_datetime(seed)
         nuclide_name = str(ds.attrs["nuclide"])
         if nuclide_name not in _RADIONUCLIDE_CODES:
-            raise ValueError(f"{where}: no DICOM radionuclide code for {nuclide_name!r} "
-                             f"(known: {', '.join(_RADIONUCLIDE_CODES)})")
+            raise ValueError(
+                f"{where}: no DICOM radionuclide code for {nuclide_name!r} (known: {', '.join(_RADIONUCLIDE_CODES)})"
+            )
         return cls(
-            seed=seed, where=where, identity=synthetic_identity(seed, ds.attrs.get("sex")),
+            seed=seed,
+            where=where,
+            identity=synthetic_identity(seed, ds.attrs.get("sex")),
             injection=injection.replace(microsecond=0),
             administered_activity_bq=float(ds.attrs["administered_activity_bq"]),
-            nuclide=nuclide_name, half_life_s=float(nuclide(nuclide_name).half_life_s),
+            nuclide=nuclide_name,
+            half_life_s=float(nuclide(nuclide_name).half_life_s),
             spacing_mm=tuple(float(s) for s in ds.attrs["spacing_mm"]),
             origin_mm=tuple(float(o) for o in ds.attrs["origin_mm"]),
-            labels=labels, label_names={k: names[k] for k in sorted(names)}, hours=hours,
-            spect_model=str(ds.attrs.get("spect_model", "")), layout=layout,
+            labels=labels,
+            label_names={k: names[k] for k in sorted(names)},
+            hours=hours,
+            spect_model=str(ds.attrs.get("spect_model", "")),
+            layout=layout,
         )
 
     def uid(self, *parts) -> str:
         """A UID determined by the patient's seed, grid, SPECT model and patient position and by ``parts`` (what the
         UID identifies); head first supine adds nothing to the key."""
-        key = ["cohort-dosimetry", f"seed={self.seed}", f"shape={self.labels.shape}",
-               f"spacing={self.spacing_mm}", f"origin={self.origin_mm}", f"spect={self.spect_model}"]
+        key = [
+            "cohort-dosimetry",
+            f"seed={self.seed}",
+            f"shape={self.labels.shape}",
+            f"spacing={self.spacing_mm}",
+            f"origin={self.origin_mm}",
+            f"spect={self.spect_model}",
+        ]
         if self.layout.position != "HFS":
             key.append(f"position={self.layout.position}")
         return generate_uid(entropy_srcs=key + [str(p) for p in parts])
@@ -404,8 +457,11 @@ class _PatientContext:
         dz, dy, dx = self.spacing_mm
         z0, y0, x0 = self.origin_mm
         _, sign_y, sign_x = self.layout.signs
-        return (x0 if sign_x > 0 else x0 + (nx - 1) * dx, y0 if sign_y > 0 else y0 + (ny - 1) * dy,
-                z0 + self.layout.patient_index(0, k, nz) * dz)
+        return (
+            x0 if sign_x > 0 else x0 + (nx - 1) * dx,
+            y0 if sign_y > 0 else y0 + (ny - 1) * dy,
+            z0 + self.layout.patient_index(0, k, nz) * dz,
+        )
 
 
 class _ScanContext:
@@ -423,13 +479,21 @@ class _ScanContext:
     def uid(self, *parts) -> str:
         return self.patient.uid(self.hours, *parts)
 
-    def new_file(self, sop_class_uid: str, sop_instance_uid: str, modality: str, series_uid: str,
-                 series_number: int, series_description: str) -> Dataset:
+    def new_file(
+        self,
+        sop_class_uid: str,
+        sop_instance_uid: str,
+        modality: str,
+        series_uid: str,
+        series_number: int,
+        series_description: str,
+    ) -> Dataset:
         """A dataset with file meta, SOP Common, Patient, General Study, General Series and Equipment filled in."""
         p, ident = self.patient, self.patient.identity
         meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = sop_class_uid
-        meta.MediaStorageSOPInstanceUID = sop_instance_uid
+        # pydicom hints these as UID; assigning a str is supported (the UI element value becomes a UID)
+        meta.MediaStorageSOPClassUID = sop_class_uid  # type: ignore[assignment]
+        meta.MediaStorageSOPInstanceUID = sop_instance_uid  # type: ignore[assignment]
         meta.TransferSyntaxUID = ExplicitVRLittleEndian
         meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
         ds = Dataset()
@@ -477,8 +541,7 @@ def _write_ct(scan: _ScanContext, ct_hu: np.ndarray, folder: Path) -> list[Datas
     dz, dy, dx = p.spacing_mm
     slices = []
     for k in range(stored.shape[0]):
-        ds = scan.new_file(CTImageStorage, scan.uid("ct-image", k), "CT", series_uid, 2,
-                           "CT low dose, attenuation map")
+        ds = scan.new_file(CTImageStorage, scan.uid("ct-image", k), "CT", series_uid, 2, "CT low dose, attenuation map")
         ds.PatientPosition = p.layout.position
         ds.BodyPartExamined = "ABDOMEN"
         ds.FrameOfReferenceUID = scan.frame_of_reference_uid
@@ -528,8 +591,14 @@ def _write_nm(scan: _ScanContext, activity: np.ndarray, path: Path) -> Path:
     head_first = p.layout.position.startswith("HF")
     supine = p.layout.position.endswith("S")
 
-    ds = scan.new_file(NuclearMedicineImageStorage, scan.uid("nm-image"), "NM", scan.uid("nm-series"), 3,
-                       f"SPECT {p.nuclide} 208 keV OSEM Bq/mL")
+    ds = scan.new_file(
+        NuclearMedicineImageStorage,
+        scan.uid("nm-image"),
+        "NM",
+        scan.uid("nm-series"),
+        3,
+        f"SPECT {p.nuclide} 208 keV OSEM Bq/mL",
+    )
     ds.BodyPartExamined = "ABDOMEN"
     ds.FrameOfReferenceUID = scan.frame_of_reference_uid
     ds.PositionReferenceIndicator = ""
@@ -541,9 +610,11 @@ def _write_nm(scan: _ScanContext, activity: np.ndarray, path: Path) -> Path:
     ds.PatientOrientationCodeSequence = [_code_item(codes.cid19.Recumbent)]
     # NM states the patient position by codes (PS3.3 C.8.4.6), not by Patient Position (0018,5100).
     ds.PatientOrientationCodeSequence[0].PatientOrientationModifierCodeSequence = [
-        _code_item(codes.cid20.Supine if supine else codes.cid20.Prone)]
+        _code_item(codes.cid20.Supine if supine else codes.cid20.Prone)
+    ]
     ds.PatientGantryRelationshipCodeSequence = [
-        _code_item(codes.cid21.Headfirst if head_first else codes.cid21.FeetFirst)]
+        _code_item(codes.cid21.Headfirst if head_first else codes.cid21.FeetFirst)
+    ]
     ds.AcquisitionContextSequence = []
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
@@ -561,9 +632,16 @@ def _write_nm(scan: _ScanContext, activity: np.ndarray, path: Path) -> Path:
     ds.Units = "BQML"
     ds.RescaleIntercept = 0
     ds.RescaleSlope = _ds(slope)
-    ds.RealWorldValueMappingSequence = [hd.pm.RealWorldValueMapping(
-        lut_label="BQML", lut_explanation="activity concentration", unit=codes.UCUM.BecquerelsPerMilliliter,
-        value_range=(0, _NM_MAX_STORED), slope=slope, intercept=0.0)]
+    ds.RealWorldValueMappingSequence = [
+        hd.pm.RealWorldValueMapping(
+            lut_label="BQML",
+            lut_explanation="activity concentration",
+            unit=codes.UCUM.BecquerelsPerMilliliter,
+            value_range=(0, _NM_MAX_STORED),
+            slope=slope,
+            intercept=0.0,
+        )
+    ]
 
     window = Dataset()
     window.EnergyWindowRangeSequence = [Dataset()]
@@ -632,7 +710,7 @@ def _trace_contours(labels: np.ndarray, names: dict[int, str]) -> dict[int, list
             polygons = []
             if mask[k].any():
                 gen = contour_generator(z=mask[k].astype(np.float64), line_type=LineType.Separate)
-                for line in gen.lines(0.5):
+                for line in cast("list[np.ndarray]", gen.lines(0.5)):  # LineType.Separate: a list of (n, 2) arrays
                     rc = _drop_collinear(line[:-1, ::-1] - 1.0)  # (x, y) of the padded slice -> (row, col)
                     polygons.append(rc)
             per_slice.append(polygons)
@@ -653,8 +731,14 @@ def _write_rtstruct(scan: _ScanContext, ct_slices: list[Dataset], contours: dict
     dz, dy, dx = p.spacing_mm
     z0, y0, x0 = p.origin_mm
     ct_series_uid = ct_slices[0].SeriesInstanceUID
-    ds = scan.new_file(RTStructureSetStorage, scan.uid("rtstruct"), "RTSTRUCT", scan.uid("rtstruct-series"), 4,
-                       "VOIs of the virtual patient")
+    ds = scan.new_file(
+        RTStructureSetStorage,
+        scan.uid("rtstruct"),
+        "RTSTRUCT",
+        scan.uid("rtstruct-series"),
+        4,
+        "VOIs of the virtual patient",
+    )
     ds.FrameOfReferenceUID = scan.frame_of_reference_uid
     ds.PositionReferenceIndicator = ""
     ds.InstanceNumber = 1
@@ -729,7 +813,7 @@ def _segment_descriptions(names: dict[int, str], where: str) -> dict[int, tuple[
         "kidney_right": (codes.SCT.Kidney, codes.SCT.Right),
         "spleen": (codes.SCT.Spleen, None),
     }
-    described = {}
+    described: dict[int, tuple[str, object, object, object]] = {}
     for value, name in names.items():
         try:
             label_of(name)  # a virtual patient's VOI (organs, vertebra_L2-L5, lesion_k): SNOMED codes below
@@ -755,25 +839,40 @@ def _write_seg(scan: _ScanContext, ct_slices: list[Dataset], segments: dict, pat
     # The labels are the phantom's definition, drawn from geometric shapes; CID 7162 has no "synthetic phantom"
     # family, morphological operations is the closest baseline one.
     algorithm = hd.AlgorithmIdentificationSequence(
-        name="cohort-dosimetry virtual patient", family=codes.cid7162.MorphologicalOperations, version=__version__)
+        name="cohort-dosimetry virtual patient", family=codes.cid7162.MorphologicalOperations, version=__version__
+    )
     descriptions = []
     for number, value in enumerate(present, start=1):
         segment_map[labels == value] = number
         name, category, property_type, laterality = segments[value]
         description = hd.seg.SegmentDescription(
-            segment_number=number, segment_label=name, segmented_property_category=category,
-            segmented_property_type=property_type, algorithm_type="AUTOMATIC",
-            algorithm_identification=algorithm)
+            segment_number=number,
+            segment_label=name,
+            segmented_property_category=category,
+            segmented_property_type=property_type,
+            algorithm_type="AUTOMATIC",
+            algorithm_identification=algorithm,
+        )
         if laterality is not None:
             description.SegmentedPropertyTypeCodeSequence[0].SegmentedPropertyTypeModifierCodeSequence = [
-                hd.sr.CodedConcept.from_code(laterality)]
+                hd.sr.CodedConcept.from_code(laterality)
+            ]
         descriptions.append(description)
     seg = hd.seg.Segmentation(
-        source_images=ct_slices, pixel_array=segment_map, segmentation_type="BINARY",
-        segment_descriptions=descriptions, series_instance_uid=scan.uid("seg-series"), series_number=5,
-        sop_instance_uid=scan.uid("seg"), instance_number=1, manufacturer=_MANUFACTURER,
-        manufacturer_model_name="cohort_dosimetry.phantoms", software_versions=__version__,
-        device_serial_number="0", content_label="VOIS", content_description="VOIs of the virtual patient",
+        source_images=ct_slices,
+        pixel_array=segment_map,
+        segmentation_type="BINARY",
+        segment_descriptions=descriptions,
+        series_instance_uid=scan.uid("seg-series"),
+        series_number=5,
+        sop_instance_uid=scan.uid("seg"),
+        instance_number=1,
+        manufacturer=_MANUFACTURER,
+        manufacturer_model_name="cohort_dosimetry.phantoms",
+        software_versions=__version__,
+        device_serial_number="0",
+        content_label="VOIS",
+        content_description="VOIs of the virtual patient",
     )
     seg.SeriesDescription = "VOIs of the virtual patient"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -790,8 +889,11 @@ def _write_ground_truth(patient: _PatientContext, ds: xr.Dataset, scans: list[Sc
     names = {str(k): v for k, v in patient.label_names.items()}
     truth = xr.Dataset(
         {
-            "activity_true": (("timepoint", "z", "y", "x"), ds["activity_true"].values.astype(np.float32),
-                              {"units": "Bq/mL"}),
+            "activity_true": (
+                ("timepoint", "z", "y", "x"),
+                ds["activity_true"].values.astype(np.float32),
+                {"units": "Bq/mL"},
+            ),
             "density": (("z", "y", "x"), ds["density"].values.astype(np.float32), {"units": "g/cm3"}),
             "labels": (("z", "y", "x"), patient.labels, {"names": names}),
         },
@@ -813,8 +915,9 @@ def _write_ground_truth(patient: _PatientContext, ds: xr.Dataset, scans: list[Sc
     path = folder / f"{patient.identity.patient_id}.zarr"
     folder.mkdir(parents=True, exist_ok=True)
     shape = patient.labels.shape
-    truth.to_zarr(path, mode="w", zarr_format=3, consolidated=False,
-                  encoding={"activity_true": {"chunks": (1, *shape)}})
+    truth.to_zarr(
+        path, mode="w", zarr_format=3, consolidated=False, encoding={"activity_true": {"chunks": (1, *shape)}}
+    )
     return path
 
 

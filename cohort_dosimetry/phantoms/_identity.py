@@ -5,6 +5,7 @@ included: the ingest pseudonymises it, and its tests need real-looking names, ID
 Every identity is derived from the patient's seed alone, so re-exporting a patient gives the same identity.
 The family names are deliberately fake-sounding so that nobody mistakes a virtual patient for a real one.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -12,13 +13,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
-#: ManufacturerModelName of every DICOM object the virtual-patient exporter writes. The ingest reads it to mark a
-#: scan ``synthetic`` in the store, so that every table and report built on it can say it is not patient data.
-SYNTHETIC_MODEL_NAME = "cohort_dosimetry.phantoms"
-
 _FAMILY_NAMES = (
-    "Fakename", "Mockridge", "Samplesen", "Testwood", "Dummler", "Proxmire", "Fictorius", "Phantomsky",
-    "Simulatti", "Placeholt", "Surrogato", "Voxelberg",
+    "Fakename",
+    "Mockridge",
+    "Samplesen",
+    "Testwood",
+    "Dummler",
+    "Proxmire",
+    "Fictorius",
+    "Phantomsky",
+    "Simulatti",
+    "Placeholt",
+    "Surrogato",
+    "Voxelberg",
 )
 _GIVEN_NAMES = {
     "F": ("Anna", "Maria", "Elena", "Sofia", "Ingrid", "Claire", "Hanna", "Lucia", "Greta", "Nora"),

@@ -9,12 +9,14 @@ biological uptake and washout rate constants and ``lambda_p`` the Lu-177 physica
 (observed) half-life of the washout phase is ``ln 2 / (k_w + lambda_p)``; the time integral from 0 to infinity is
 ``f_c * A_0 * (1/(k_w + lambda_p) - 1/(k_u + lambda_p))``.
 """
+
 from __future__ import annotations
 
 import numpy as np
 import xarray as xr
 
-#: Administered activity of one Lu-177 DOTATATE cycle, Bq (7.4 GBq; DESIGN.md section 1, NETTER-1 standard dose).
+#: Administered activity of one Lu-177 DOTATATE cycle, Bq (7.4 GBq, the NETTER-1 standard dose, Strosberg et al.,
+#: N Engl J Med 376:125, 2017).
 ADMINISTERED_ACTIVITY_BQ = 7.4e9
 
 

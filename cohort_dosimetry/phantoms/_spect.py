@@ -1,5 +1,8 @@
 """One interface to the two SPECT models of a virtual patient: ``fast`` (default) and ``pytomography``."""
+
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -11,8 +14,9 @@ from ._spect_pytomography import reconstruct_pytomography
 SPECT_MODELS = ("fast", "pytomography")
 
 
-def natural_counts(activity_bq_ml: np.ndarray, density: np.ndarray, spacing_mm,
-                   acquisition: Acquisition = Acquisition()) -> np.ndarray:
+def natural_counts(
+    activity_bq_ml: np.ndarray, density: np.ndarray, spacing_mm, acquisition: Acquisition = Acquisition()
+) -> np.ndarray:
     """Expected total counts of each time point's scan: activity x attenuation x sensitivity x acquisition time.
 
     Attenuation is averaged over four orthogonal views (:func:`mean_transmission`), the fast model's stand-in for the
@@ -70,8 +74,9 @@ def simulate_spect(
     hours = np.atleast_1d(np.asarray(hours, dtype=np.float64))
     density = anatomy["density"].values
     if activity.ndim != 4 or activity.shape[1:] != density.shape or activity.shape[0] != len(hours):
-        raise ValueError(f"{where}: activity must be (timepoint, z, y, x) = ({len(hours)}, {density.shape}), "
-                         f"got {activity.shape}")
+        raise ValueError(
+            f"{where}: activity must be (timepoint, z, y, x) = ({len(hours)}, {density.shape}), got {activity.shape}"
+        )
     if not np.all(np.isfinite(activity)) or activity.min() < 0:
         raise ValueError(f"{where}: true activity must be finite and >= 0")
     spacing = tuple(float(s) for s in anatomy.attrs["spacing_mm"])
@@ -80,23 +85,36 @@ def simulate_spect(
         counts = np.broadcast_to(np.asarray(counts, dtype=np.float64), hours.shape).copy()
         if np.any(counts <= 0):
             raise ValueError(f"{where}: counts must be > 0, got {counts}")
-    attrs = {"units": "Bq/mL", "long_name": "reconstructed SPECT activity concentration", "spect_model": model}
+    attrs: dict[str, Any] = {
+        "units": "Bq/mL",
+        "long_name": "reconstructed SPECT activity concentration",
+        "spect_model": model,
+    }
     if model == "fast":
         if counts is None:
             counts = natural_counts(activity, density, spacing, acquisition)
-        values = reconstruct_fast(activity, density, spacing, counts, seed=seed, realisations=realisations,
-                                  device=device)
+        values = reconstruct_fast(
+            activity, density, spacing, counts, seed=seed, realisations=realisations, device=device
+        )
         attrs["counts"] = [float(c) for c in counts]
         attrs["fast_model_calibration"] = FastModelCalibration.stored().__dict__
     else:
-        values, expected, measured = reconstruct_pytomography(activity, density, spacing, counts=counts, seed=seed,
-                                                              realisations=realisations, acquisition=acquisition,
-                                                              device=device)
+        values, expected, measured = reconstruct_pytomography(
+            activity,
+            density,
+            spacing,
+            counts=counts,
+            seed=seed,
+            realisations=realisations,
+            acquisition=acquisition,
+            device=device,
+        )
         attrs["counts"] = [float(c) for c in expected]
         attrs["measured_counts"] = measured.tolist()
-    attrs.update(n_views=acquisition.n_views, osem_iterations=acquisition.osem_iterations,
-                 osem_subsets=acquisition.osem_subsets)
-    dims = ("realisation", "timepoint", "z", "y", "x")
+    attrs.update(
+        n_views=acquisition.n_views, osem_iterations=acquisition.osem_iterations, osem_subsets=acquisition.osem_subsets
+    )
+    dims: tuple[str, ...] = ("realisation", "timepoint", "z", "y", "x")
     coords = {"hours_post_injection": ("timepoint", hours)}
     if realisations == 1:
         values, dims = values[0], dims[1:]

@@ -1,17 +1,18 @@
 """The simulated Lu-177 SPECT acquisition shared by both SPECT models: camera, protocol and attenuation.
 
-Camera: dual-head, medium-energy parallel-hole collimator, 20 % window on the 208.37 keV photopeak (DESIGN.md
-section 4, Li et al. 2022), 120 views (60 per head) over 360 degrees on a circular orbit, step-and-shoot, as in the
+Camera: dual-head, medium-energy parallel-hole collimator, 20 % window on the 208.37 keV photopeak (Li et al.,
+Med Phys 49:1216, 2022), 120 views (60 per head) over 360 degrees on a circular orbit, step-and-shoot, as in the
 MRTDosimetry multi-centre Lu-177 protocol (Tran-Gia et al., EJNMMI Phys 8:55, 2021, Table 2). Only primary photons
 are simulated: the reconstruction corresponds to an ideally scatter-corrected acquisition.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
 
-#: Lu-177 photopeak imaged, keV (ICRP-107; DESIGN.md section 4).
+#: Lu-177 photopeak imaged, keV (ICRP-107; docs/physics.md).
 PHOTOPEAK_KEV = 208.37
 
 #: Planar sensitivity of one head for 208 keV primary photons, counts per second per MBq in air, medium-energy
@@ -63,7 +64,7 @@ def mu_208kev_per_cm(density_g_cm3: np.ndarray) -> np.ndarray:
     """Linear attenuation coefficient at 208.37 keV (1/cm) from mass density (g/cm3), float32, same shape.
 
     Water-equivalent: mu = rho * (mu/rho)_water(208.37 keV); (mu/rho)_water = 0.1351 cm2/g from xraydb (matches NIST
-    XCOM, 0.1350 cm2/g; DESIGN.md section 4). Bone differs from water by about 2 % at this energy.
+    XCOM, 0.1350 cm2/g; docs/physics.md). Bone differs from water by about 2 % at this energy.
     """
     import xraydb
 

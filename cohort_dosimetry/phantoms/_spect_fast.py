@@ -9,6 +9,7 @@ convergence and the 4.8 mm SPECT voxel together); ``n`` is white Gaussian noise 
 (density > 0.1 g/cm3), ``m`` the mean of ``B(a)`` over the body. ``kappa`` and ``p`` come from the calibration.
 Values are clamped at 0 like OSEM's. Everything runs in torch on the chosen device.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,7 +23,7 @@ from cohort_dosimetry.physics import resolve_device
 
 _CALIBRATION_FILE = "fast_spect_calibration.json"
 
-#: Voxels below this density are outside the body (the DVK's threshold, DESIGN.md section 1).
+#: Voxels below this density are outside the body (the DVK's threshold, Li et al. 2022).
 BODY_DENSITY_G_CM3 = 0.1
 
 _FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
@@ -38,7 +39,7 @@ class FastModelCalibration:
     noise_power: float
 
     @classmethod
-    def stored(cls) -> "FastModelCalibration":
+    def stored(cls) -> FastModelCalibration:
         """The calibration shipped with the package (``fast_spect_calibration.json``)."""
         text = resources.files("cohort_dosimetry.phantoms").joinpath(_CALIBRATION_FILE).read_text()
         constants = json.loads(text)["constants"]
@@ -76,7 +77,7 @@ def correlated_noise(shape, fwhm_mm: float, spacing_mm, generator: torch.Generat
         half = max(1, int(np.ceil(3.5 * sigma)))
         k = np.exp(-0.5 * (np.arange(-half, half + 1) / sigma) ** 2)
         k /= k.sum()
-        norm *= float((k ** 2).sum())
+        norm *= float((k**2).sum())
     return smooth / np.sqrt(norm)
 
 
@@ -119,8 +120,12 @@ def reconstruct_fast(
         blurred = gaussian_blur(torch.from_numpy(activity[t]).to(device), calibration.resolution_fwhm_mm, spacing_mm)
         body_mean = blurred[body].mean().clamp_min(1e-30)
         local = blurred.clamp_min(1e-6 * float(body_mean))
-        sigma = (calibration.noise_kappa * local * (body_mean / local) ** calibration.noise_power
-                 / np.sqrt(counts[t] / body_ml))
+        sigma = (
+            calibration.noise_kappa
+            * local
+            * (body_mean / local) ** calibration.noise_power
+            / np.sqrt(counts[t] / body_ml)
+        )
         for r in range(realisations):
             generator = torch.Generator(device=device).manual_seed(scan_seed(seed, r, t))
             noise = correlated_noise(blurred.shape, calibration.noise_fwhm_mm, spacing_mm, generator, device)

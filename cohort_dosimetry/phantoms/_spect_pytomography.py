@@ -7,6 +7,7 @@ reconstructs ``a * S * t_view``; dividing by ``S * t_view`` and the SPECT voxel 
 applies its camera calibration factor. When a count level is imposed the projections are scaled by
 ``counts / sum(H a S t_view)``, an equivalent change of acquisition time, and the calibration factor with them.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -81,13 +82,22 @@ def _system_matrix(pytomography, mu_xyz: torch.Tensor, acquisition: Acquisition)
     shape = tuple(mu_xyz.shape)
     object_meta = SPECTObjectMeta(dr=[voxel_cm] * 3, shape=list(shape))
     angles = np.linspace(0.0, 360.0, acquisition.n_views, endpoint=False)
-    proj_meta = SPECTProjMeta(projection_shape=(shape[1], shape[2]), dr=[voxel_cm, voxel_cm], angles=angles,
-                              radii=np.full(acquisition.n_views, acquisition.orbit_radius_cm))
-    psf_meta = get_psfmeta_from_scanner_params(COLLIMATOR, PHOTOPEAK_KEV,
-                                               intrinsic_resolution_140keV=INTRINSIC_FWHM_140KEV_CM)
+    proj_meta = SPECTProjMeta(
+        projection_shape=(shape[1], shape[2]),
+        dr=[voxel_cm, voxel_cm],
+        angles=angles,
+        radii=np.full(acquisition.n_views, acquisition.orbit_radius_cm),
+    )
+    psf_meta = get_psfmeta_from_scanner_params(
+        COLLIMATOR, PHOTOPEAK_KEV, intrinsic_resolution_140keV=INTRINSIC_FWHM_140KEV_CM
+    )
     psf = SPECTPSFTransform(psf_meta)
-    system = SPECTSystemMatrix(obj2obj_transforms=[SPECTAttenuationTransform(attenuation_map=mu_xyz), psf],
-                               proj2proj_transforms=[], object_meta=object_meta, proj_meta=proj_meta)
+    system = SPECTSystemMatrix(
+        obj2obj_transforms=[SPECTAttenuationTransform(attenuation_map=mu_xyz), psf],
+        proj2proj_transforms=[],
+        object_meta=object_meta,
+        proj_meta=proj_meta,
+    )
     # the system matrix configured the PSF's per-radius blur (separable 1D Gaussians, one kernel per plane); run its
     # convolutions as banded products, same kernels, same result
     for blur in psf.layers.values():
@@ -112,9 +122,16 @@ class BandedConv1d(torch.nn.Module):
     def __init__(self, conv: torch.nn.Conv1d) -> None:
         super().__init__()
         channels, per_group, width = conv.weight.shape
-        if (conv.groups != channels or per_group != 1 or width % 2 == 0 or conv.bias is not None
-                or conv.padding != "same" or conv.padding_mode != "zeros" or conv.stride != (1,)
-                or conv.dilation != (1,)):
+        if (
+            conv.groups != channels
+            or per_group != 1
+            or width % 2 == 0
+            or conv.bias is not None
+            or conv.padding != "same"
+            or conv.padding_mode != "zeros"
+            or conv.stride != (1,)
+            or conv.dilation != (1,)
+        ):
             raise ValueError(f"not a depthwise, odd-kernel, zero-padded 'same' Conv1d without bias: {conv}")
         self.kernels = conv.weight.detach()[:, 0, :]  # (C, K)
         self._bands: dict[int, torch.Tensor] = {}
@@ -132,8 +149,9 @@ class BandedConv1d(torch.nn.Module):
     def as_conv1d(self) -> torch.nn.Conv1d:
         """The torch ``Conv1d`` this stands for (PyTomography's own layer), for tests and bench/synth.py."""
         channels, width = self.kernels.shape
-        conv = torch.nn.Conv1d(channels, channels, width, groups=channels, padding="same", bias=False,
-                               device=self.kernels.device)
+        conv = torch.nn.Conv1d(
+            channels, channels, width, groups=channels, padding="same", bias=False, device=self.kernels.device
+        )
         with torch.no_grad():
             conv.weight.copy_(self.kernels[:, None, :])
         return conv

@@ -1,11 +1,13 @@
 """A complete virtual patient: anatomy, true activity and reconstructed SPECT at every time point (synthetic)."""
+
 from __future__ import annotations
 
 import numpy as np
 import xarray as xr
 
+from cohort_dosimetry.grid import Grid
+
 from ._anatomy import activity_true, make_anatomy
-from ._grid import Grid
 from ._spect import simulate_spect
 from ._spect_acquisition import Acquisition
 
@@ -46,26 +48,43 @@ def make_virtual_patient(
         raise ValueError(f"virtual patient seed {seed}: hours post injection must be > 0 and increasing, got {hours}")
     anatomy = make_anatomy(seed, grid)
     truth = activity_true(anatomy, hours)
-    spect = simulate_spect(truth.values, anatomy, hours, model=spect, counts=counts, seed=seed,
-                           realisations=realisations, acquisition=acquisition, device=device)
+    simulated = simulate_spect(
+        truth.values,
+        anatomy,
+        hours,
+        model=spect,
+        counts=counts,
+        seed=seed,
+        realisations=realisations,
+        acquisition=acquisition,
+        device=device,
+    )
     timepoints = [f"tp{k + 1}" for k in range(len(hours))]
     attrs = dict(anatomy.attrs)
-    attrs.update(spect_model=spect.attrs["spect_model"], counts=spect.attrs["counts"],
-                 n_views=spect.attrs["n_views"], osem_iterations=spect.attrs["osem_iterations"],
-                 osem_subsets=spect.attrs["osem_subsets"])
-    if "measured_counts" in spect.attrs:
-        attrs["measured_counts"] = spect.attrs["measured_counts"]
-    spect_attrs = {k: v for k, v in spect.attrs.items() if k in ("units", "long_name", "spect_model")}
+    attrs.update(
+        spect_model=simulated.attrs["spect_model"],
+        counts=simulated.attrs["counts"],
+        n_views=simulated.attrs["n_views"],
+        osem_iterations=simulated.attrs["osem_iterations"],
+        osem_subsets=simulated.attrs["osem_subsets"],
+    )
+    if "measured_counts" in simulated.attrs:
+        attrs["measured_counts"] = simulated.attrs["measured_counts"]
+    spect_attrs = {k: v for k, v in simulated.attrs.items() if k in ("units", "long_name", "spect_model")}
     return xr.Dataset(
         {
             "ct_hu": anatomy["ct_hu"],
             "density": anatomy["density"],
             "labels": anatomy["labels"],
-            "activity": (spect.dims, spect.values, spect_attrs),
+            "activity": (simulated.dims, simulated.values, spect_attrs),
             "activity_true": (truth.dims, truth.values, truth.attrs),
         },
-        coords={"timepoint": ("timepoint", timepoints), "hours_post_injection": ("timepoint", hours,
-                                                                              {"units": "h"}),
-                "z": anatomy["z"], "y": anatomy["y"], "x": anatomy["x"]},
+        coords={
+            "timepoint": ("timepoint", timepoints),
+            "hours_post_injection": ("timepoint", hours, {"units": "h"}),
+            "z": anatomy["z"],
+            "y": anatomy["y"],
+            "x": anatomy["x"],
+        },
         attrs=attrs,
     )

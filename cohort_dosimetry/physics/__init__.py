@@ -1,29 +1,37 @@
-"""Physics: nuclide data, CT density calibration, the Monte Carlo engine, dose voxel kernels and the DVK method.
+"""Physics: nuclide data, CT density calibration, the Monte Carlo engine, dose voxel kernels and the DVK method."""
 
-Public names are resolved lazily from the private modules that define them, so importing one part (say
-``hu_to_density``) does not pay for torch start-up of another.
-"""
-from __future__ import annotations
+from cohort_dosimetry.physics._density import AIR_DENSITY_G_CM3, LI_2022, DensityCurve, hu_to_density
+from cohort_dosimetry.physics._device import resolve_device
+from cohort_dosimetry.physics._dvk import dose_rate_dvk
+from cohort_dosimetry.physics._kernels import (
+    default_kernel_shape,
+    generate_kernel,
+    load_kernel_npy_pair,
+    load_kernel_octant_text,
+    shipped_kernels,
+    voxel_kernel,
+)
+from cohort_dosimetry.physics._montecarlo import ENGINE_VERSION, MCResult, dose_rate_mc, run_monte_carlo
+from cohort_dosimetry.physics._nuclide import Nuclide, available_nuclides, nuclide
 
-from cohort_dosimetry._lazy import lazy_exports
-
-_PUBLIC = {
-    "AIR_DENSITY_G_CM3": "_density",
-    "LI_2022": "_density",
-    "DensityCurve": "_density",
-    "hu_to_density": "_density",
-    "resolve_device": "_device",
-    "Nuclide": "_nuclide",
-    "nuclide": "_nuclide",
-    "MCResult": "_montecarlo",
-    "ENGINE_VERSION": "_montecarlo",
-    "run_monte_carlo": "_montecarlo",
-    "dose_rate_mc": "_montecarlo",
-    "voxel_kernel": "_kernels",
-    "default_kernel_shape": "_kernels",
-    "load_kernel_npy_pair": "_kernels",
-    "load_kernel_octant_text": "_kernels",
-    "dose_rate_dvk": "_dvk",
-}
-
-__getattr__, __all__ = lazy_exports(__name__, _PUBLIC)
+__all__ = [
+    "generate_kernel",
+    "shipped_kernels",
+    "available_nuclides",
+    "AIR_DENSITY_G_CM3",
+    "DensityCurve",
+    "ENGINE_VERSION",
+    "LI_2022",
+    "MCResult",
+    "Nuclide",
+    "default_kernel_shape",
+    "dose_rate_dvk",
+    "dose_rate_mc",
+    "hu_to_density",
+    "load_kernel_npy_pair",
+    "load_kernel_octant_text",
+    "nuclide",
+    "resolve_device",
+    "run_monte_carlo",
+    "voxel_kernel",
+]

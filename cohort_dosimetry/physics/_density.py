@@ -11,6 +11,7 @@ density of dry air at 20 C, 0.0012 g/cm3 (NIST), because that is what the scanne
 The DVK zeroes its output wherever rho < 0.1 g/cm3, so the clamp only changes which small positive number air gets;
 the Monte Carlo engine treats anything below 0.1 g/cm3 as air.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

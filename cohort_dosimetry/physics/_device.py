@@ -1,4 +1,5 @@
 """Run-time device choice: one rule for every torch computation in the package (no global device state)."""
+
 from __future__ import annotations
 
 import torch

@@ -9,7 +9,7 @@ Known limit, bone: the 1.04/rho scaling holds for energy absorbed where it is re
 whose energy absorbed per gram of cortical bone is 1.5-5 times soft tissue's at Lu-177's scattered photons and Hf K
 x-rays (55-113 keV; mu_en/rho of the transport materials). For the same activity the Monte Carlo engine gives 15-30 %
 more dose-rate than this method in the lumbar vertebrae of virtual patients, where photons carry 20-36 % of it, and
-agrees within 1.5 % in liver, kidneys, spleen and lesions (``docs/dvk_bone/``).
+agrees within 1.5 % in liver, kidneys, spleen and lesions (docs/physics.md, "DVK against Monte Carlo in bone").
 
 The convolution is linear (zero padding: activity outside the volume is zero, nothing wraps around) and done with
 real FFTs in torch on the CPU or on CUDA. For a "same"-size linear convolution with a kernel of half-width ``c`` it is
@@ -21,6 +21,7 @@ buffer costs its page faults on every call, about a quarter of the run time on t
 volume with a 99^3 kernel: the workspace and each cached spectrum are float32-sized buffers of 180x576x576 (about
 240 MB each), the output and the density 136 MB each, so no chunking is needed.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -31,11 +32,10 @@ import numpy as np
 import scipy.fft
 import torch
 
+from cohort_dosimetry.constants import KERNEL_TISSUE_DENSITY_G_CM3
+
 from ._device import resolve_device
 
-#: Density of the kernels' medium, soft tissue, g/cm3 (ICRU 44 soft tissue as used by Lanconelli et al.,
-#: Phys Med Biol 57:517 (2012), and by Li et al. 2022 for the 1.04/rho scaling).
-KERNEL_TISSUE_DENSITY_G_CM3 = 1.04
 #: Below this density a voxel is air and gets zero dose-rate (Li et al. 2022).
 AIR_CUT_DENSITY_G_CM3 = 0.1
 #: mGy/(MBq s) -> Gy/(Bq s): 1e-3 Gy / 1e6 Bq.
@@ -74,8 +74,10 @@ def dose_rate_dvk(activity_bq, density, spacing_mm, nuclide: str = "Lu177", devi
     activity = _as_volume(activity_bq, "activity_bq")
     rho = _as_volume(density, "density")
     if activity.shape != rho.shape:
-        raise ValueError(f"activity_bq has shape {activity.shape} but density has shape {rho.shape}; "
-                         "both must be on the same (z, y, x) grid")
+        raise ValueError(
+            f"activity_bq has shape {activity.shape} but density has shape {rho.shape}; "
+            "both must be on the same (z, y, x) grid"
+        )
     spacing = _check_spacing(spacing_mm)
     _check_finite_nonnegative(activity, "activity_bq", "Bq per voxel")
     _check_finite_nonnegative(rho, "density", "g/cm3")
@@ -116,8 +118,9 @@ def _workspace_for(shape: tuple[int, int, int], kernel: np.ndarray, device: torc
     The kernel is cropped to at most 2n - 1 per axis (larger offsets never connect two voxels of the volume), and
     each axis is padded to a fast FFT length of at least n + c for a kernel half-width c.
     """
-    crop = tuple(slice(max(0, (k - (2 * n - 1)) // 2), k - max(0, (k - (2 * n - 1)) // 2))
-                 for k, n in zip(kernel.shape, shape))
+    crop = tuple(
+        slice(max(0, (k - (2 * n - 1)) // 2), k - max(0, (k - (2 * n - 1)) // 2)) for k, n in zip(kernel.shape, shape)
+    )
     kernel = kernel[crop]
     half = tuple(k // 2 for k in kernel.shape)
     fft_shape = tuple(scipy.fft.next_fast_len(n + c, real=True) for n, c in zip(shape, half))
@@ -176,13 +179,16 @@ def _check_finite_nonnegative(volume: np.ndarray, name: str, unit: str) -> None:
     bad = ~np.isfinite(volume)
     if bad.any():
         where = tuple(int(i) for i in np.argwhere(bad)[0])
-        raise ValueError(f"{name} has {int(bad.sum())} non-finite (NaN or inf) voxels, "
-                         f"the first at (z, y, x) = {where}")
+        raise ValueError(
+            f"{name} has {int(bad.sum())} non-finite (NaN or inf) voxels, the first at (z, y, x) = {where}"
+        )
     negative = volume < 0
     if negative.any():
         where = tuple(int(i) for i in np.argwhere(negative)[0])
-        raise ValueError(f"{name} has {int(negative.sum())} negative voxels, the first at (z, y, x) = {where} "
-                         f"with {float(volume[where]):.6g} {unit}; it must be >= 0")
+        raise ValueError(
+            f"{name} has {int(negative.sum())} negative voxels, the first at (z, y, x) = {where} "
+            f"with {float(volume[where]):.6g} {unit}; it must be >= 0"
+        )
 
 
 def _check_kernel(kernel) -> np.ndarray:

@@ -19,6 +19,7 @@ Lookup order: the disk cache (``$COHORT_DOSIMETRY_CACHE`` or ``~/.cache/cohort-d
 (nuclide, spacing, shape, kind, n_decays, ENGINE_VERSION); then the kernels shipped in ``kernel_data/`` (only on an
 exact key match, engine version included); then a fresh Monte Carlo run, written atomically to the cache.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -28,14 +29,19 @@ import os
 import re
 import tempfile
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
-from ._dvk import KERNEL_TISSUE_DENSITY_G_CM3
+from cohort_dosimetry.constants import COMPACT_SPACING_MM, J_PER_MEV, KERNEL_TISSUE_DENSITY_G_CM3
 
 KINDS = ("beta", "photon", "total")
 #: Emissions the engine transports for each generated kind (architecture.md: "electron" = beta + IC + Auger).
 _EMISSIONS = {"beta": ("electron",), "photon": ("photon",)}
+#: Kinds :func:`generate_kernel` also makes on request (never shipped, cached or summed into "total"):
+#: "beta_spectrum" = the ICRP-107 beta spectrum alone, without conversion and Auger electrons, to compare like with
+#: like against published tables whose source is the beta spectrum only (cohort_dosimetry.validation).
+_GENERATED_EMISSIONS = {**_EMISSIONS, "beta_spectrum": ("beta",)}
 #: Decays per generated kernel kind when none are asked for. On the shipped (3, 3.91, 3.91) mm grid they give the
 #: symmetrised beta kernel 0.04 % relative uncertainty at the centre and < 0.5 % at the face neighbours (where
 #: nearly all its dose is), and the photon kernel 0.2-0.9 % at the centre and its neighbours, 7 % per voxel at 50 mm
@@ -50,18 +56,20 @@ MAX_DEFAULT_KERNEL_SIZE = 99
 _KERNEL_SEED = 0
 #: Source activity of a kernel run; the kernel is normalised by it, so only its presence matters.
 _SOURCE_MBQ = 1.0
-_MEV_TO_J = 1.602176634e-13  # CODATA 2018 (exact SI)
 _DATA_DIR = Path(__file__).parent / "kernel_data"
 
 
-def default_kernel_shape(spacing_mm) -> tuple[int, int, int]:
+def default_kernel_shape(spacing_mm) -> tuple[int, ...]:
     """Odd (z, y, x) kernel size reaching +-100 mm from the source, capped at 99 voxels per axis."""
-    return tuple(min(2 * int(np.ceil(DEFAULT_KERNEL_HALF_WIDTH_MM / s - 1e-9)) + 1, MAX_DEFAULT_KERNEL_SIZE)
-                 for s in _spacing(spacing_mm))
+    return tuple(
+        min(2 * int(np.ceil(DEFAULT_KERNEL_HALF_WIDTH_MM / s - 1e-9)) + 1, MAX_DEFAULT_KERNEL_SIZE)
+        for s in _spacing(spacing_mm)
+    )
 
 
-def voxel_kernel(nuclide: str, spacing_mm, shape, kind: str = "total", n_decays: int | None = None,
-                 device=None) -> np.ndarray:
+def voxel_kernel(
+    nuclide: str, spacing_mm, shape, kind: str = "total", n_decays: int | None = None, device=None
+) -> np.ndarray:
     """Soft-tissue dose voxel kernel of a nuclide, from the cache, the shipped data or a Monte Carlo run.
 
     Parameters
@@ -81,8 +89,9 @@ def voxel_kernel(nuclide: str, spacing_mm, shape, kind: str = "total", n_decays:
     if kind not in KINDS:
         raise ValueError(f"kernel kind must be one of {KINDS}, got {kind!r}")
     if kind == "total":
-        return (voxel_kernel(nuclide, spacing_mm, shape, "beta", n_decays, device)
-                + voxel_kernel(nuclide, spacing_mm, shape, "photon", n_decays, device))
+        return voxel_kernel(nuclide, spacing_mm, shape, "beta", n_decays, device) + voxel_kernel(
+            nuclide, spacing_mm, shape, "photon", n_decays, device
+        )
     key = _Key.make(nuclide, spacing_mm, shape, kind, n_decays)
     path = _cache_dir() / f"{key.stem}.npy"
     if path.exists():
@@ -95,34 +104,51 @@ def voxel_kernel(nuclide: str, spacing_mm, shape, kind: str = "total", n_decays:
     return kernel
 
 
-def generate_kernel(nuclide: str, spacing_mm, shape, kind: str, n_decays: int, device=None
-                    ) -> tuple[np.ndarray, dict]:
+def generate_kernel(
+    nuclide: str,
+    spacing_mm,
+    shape,
+    kind: str,
+    n_decays: int,
+    device=None,
+    density_g_cm3: float = KERNEL_TISSUE_DENSITY_G_CM3,
+) -> tuple[np.ndarray, dict]:
     """Run the engine for one kernel (no cache). Returns (kernel float32 (z, y, x) mGy/(MBq s), provenance dict).
 
+    kind: "beta" (all electrons), "photon" or "beta_spectrum" (the beta spectrum alone: see ``_GENERATED_EMISSIONS``).
     The provenance holds the key, the engine version, the energy bookkeeping per decay (MeV) and the relative
     statistical uncertainty (1 sigma) of the symmetrised kernel at the centre and at its face, edge and corner
-    neighbours.
+    neighbours. ``density_g_cm3``: the soft-tissue medium's density (the kernels the package uses are at the default,
+    1.04 g/cm3; another density serves comparisons with published tables).
     """
-    kernel, _, info = _run_kernel(nuclide, spacing_mm, shape, kind, n_decays, device)
+    kernel, _, info = _run_kernel(nuclide, spacing_mm, shape, kind, n_decays, device, density_g_cm3)
     return kernel, info
 
 
-def _run_kernel(nuclide, spacing_mm, shape, kind, n_decays, device):
+def _run_kernel(nuclide, spacing_mm, shape, kind, n_decays, device, density_g_cm3=KERNEL_TISSUE_DENSITY_G_CM3):
     """(kernel float32, its 1-sigma statistical uncertainty float64 (z, y, x) mGy/(MBq s), provenance dict)."""
     from ._montecarlo import ENGINE_VERSION, run_monte_carlo
     from ._nuclide import nuclide as load_nuclide
 
     nuclide = load_nuclide(nuclide).name
-    if kind not in _EMISSIONS:
-        raise ValueError(f"generated kernel kind must be one of {tuple(_EMISSIONS)}, got {kind!r}")
+    if kind not in _GENERATED_EMISSIONS:
+        raise ValueError(f"generated kernel kind must be one of {tuple(_GENERATED_EMISSIONS)}, got {kind!r}")
     spacing = _spacing(spacing_mm)
     shape = _odd_shape(shape)
     activity = np.zeros(shape, dtype=np.float32)
     centre = tuple(s // 2 for s in shape)
     activity[centre] = _SOURCE_MBQ * 1e6
-    density = np.full(shape, KERNEL_TISSUE_DENSITY_G_CM3, dtype=np.float32)
-    result = run_monte_carlo(activity, density, spacing, nuclide=nuclide, n_decays=int(n_decays),
-                             seed=_KERNEL_SEED, device=device, emissions=_EMISSIONS[kind])
+    density = np.full(shape, density_g_cm3, dtype=np.float32)
+    result = run_monte_carlo(
+        activity,
+        density,
+        spacing,
+        nuclide=nuclide,
+        n_decays=int(n_decays),
+        seed=_KERNEL_SEED,
+        device=device,
+        emissions=_GENERATED_EMISSIONS[kind],
+    )
     # Gy/s per MBq -> mGy/(MBq s)
     raw = np.asarray(result.dose_rate_gy_s, dtype=np.float64) * 1e3 / _SOURCE_MBQ
     # The engine gives NaN uncertainty where no dose was tallied: no dose, no spread.
@@ -133,27 +159,36 @@ def _run_kernel(nuclide, spacing_mm, shape, kind, n_decays, device):
     rel = np.divide(sigma_sym, kernel, out=np.zeros_like(kernel), where=kernel > 0)
     decays_per_s = _SOURCE_MBQ * 1e6
     info = {
-        "nuclide": nuclide, "spacing_mm": list(spacing), "shape": list(shape), "kind": kind,
-        "n_decays": int(n_decays), "engine_version": ENGINE_VERSION, "seed": _KERNEL_SEED,
-        "medium": f"homogeneous soft tissue {KERNEL_TISSUE_DENSITY_G_CM3} g/cm3",
+        "nuclide": nuclide,
+        "spacing_mm": list(spacing),
+        "shape": list(shape),
+        "kind": kind,
+        "n_decays": int(n_decays),
+        "engine_version": ENGINE_VERSION,
+        "seed": _KERNEL_SEED,
+        "medium": f"homogeneous soft tissue {density_g_cm3} g/cm3",
         "units": "mGy/(MBq s)",
         "symmetrised_over": _symmetry_description(shape, spacing),
         "energy_per_decay_mev": {
-            "emitted": result.energy_emitted_j / decays_per_s / _MEV_TO_J,
-            "deposited_in_grid": result.energy_deposited_j / decays_per_s / _MEV_TO_J,
-            "escaped_from_grid": result.energy_escaped_j / decays_per_s / _MEV_TO_J,
+            "emitted": result.energy_emitted_j / decays_per_s / J_PER_MEV,
+            "deposited_in_grid": result.energy_deposited_j / decays_per_s / J_PER_MEV,
+            "escaped_from_grid": result.energy_escaped_j / decays_per_s / J_PER_MEV,
         },
-        "relative_uncertainty": {name: float(rel[tuple(c + o for c, o in zip(centre, off))])
-                                 for name, off in {**_NEIGHBOURS, "x_half_way": (0, 0, shape[2] // 4),
-                                                   "x_edge": (0, 0, shape[2] // 2)}.items()
-                                 if all(0 <= c + o < s for c, o, s in zip(centre, off, shape))},
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "relative_uncertainty": {
+            name: float(rel[tuple(c + o for c, o in zip(centre, off))])
+            for name, off in {
+                **_NEIGHBOURS,
+                "x_half_way": (0, 0, shape[2] // 4),
+                "x_edge": (0, 0, shape[2] // 2),
+            }.items()
+            if all(0 <= c + o < s for c, o, s in zip(centre, off, shape))
+        },
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
     return kernel.astype(np.float32), sigma_sym, info
 
 
-_NEIGHBOURS = {"centre": (0, 0, 0), "face_x": (0, 0, 1), "face_z": (1, 0, 0), "edge_yx": (0, 1, 1),
-               "corner": (1, 1, 1)}
+_NEIGHBOURS = {"centre": (0, 0, 0), "face_x": (0, 0, 1), "face_z": (1, 0, 0), "edge_yx": (0, 1, 1), "corner": (1, 1, 1)}
 
 
 def symmetrise(kernel: np.ndarray, spacing_mm) -> np.ndarray:
@@ -162,13 +197,16 @@ def symmetrise(kernel: np.ndarray, spacing_mm) -> np.ndarray:
     for axis in range(3):
         k = 0.5 * (k + np.flip(k, axis=axis))
     perms = _grid_permutations(k.shape, _spacing(spacing_mm))
-    return sum(np.transpose(k, p) for p in perms) / len(perms)
+    return cast(np.ndarray, sum(np.transpose(k, p) for p in perms) / len(perms))  # perms holds the identity at least
 
 
-def _grid_permutations(shape, spacing) -> list[tuple[int, int, int]]:
+def _grid_permutations(shape, spacing) -> list[tuple[int, ...]]:
     """Axis permutations p with shape[p[i]] == shape[i] and spacing[p[i]] == spacing[i] (the grid's own)."""
-    return [p for p in itertools.permutations(range(3))
-            if all(shape[p[i]] == shape[i] and np.isclose(spacing[p[i]], spacing[i], rtol=1e-9) for i in range(3))]
+    return [
+        p
+        for p in itertools.permutations(range(3))
+        if all(shape[p[i]] == shape[i] and np.isclose(spacing[p[i]], spacing[i], rtol=1e-9) for i in range(3))
+    ]
 
 
 def _orbit_sizes(shape, spacing) -> np.ndarray:
@@ -207,10 +245,14 @@ class _Key:
         return cls(load_nuclide(nuclide).name, _spacing(spacing_mm), _odd_shape(shape), kind, n, str(ENGINE_VERSION))
 
     def matches(self, entry: dict) -> bool:
-        return (entry["nuclide"] == self.nuclide and entry["kind"] == self.kind
-                and tuple(entry["shape"]) == self.shape and int(entry["n_decays"]) == self.n_decays
-                and str(entry["engine_version"]) == self.engine_version
-                and np.allclose(entry["spacing_mm"], self.spacing_mm, rtol=1e-9, atol=0))
+        return (
+            entry["nuclide"] == self.nuclide
+            and entry["kind"] == self.kind
+            and tuple(entry["shape"]) == self.shape
+            and int(entry["n_decays"]) == self.n_decays
+            and str(entry["engine_version"]) == self.engine_version
+            and np.allclose(entry["spacing_mm"], self.spacing_mm, rtol=1e-9, atol=0)
+        )
 
     @property
     def stem(self) -> str:
@@ -228,8 +270,10 @@ def _cache_dir() -> Path:
 def _write_atomic(path: Path, kernel: np.ndarray, info: dict) -> None:
     """Write ``path`` (.npy) and its ``.json`` provenance so that readers never see a partial file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    for target, write in ((path.with_suffix(".json"), lambda f: f.write(json.dumps(info, indent=1).encode())),
-                          (path, lambda f: np.save(f, kernel))):
+    for target, write in (
+        (path.with_suffix(".json"), lambda f: f.write(json.dumps(info, indent=1).encode())),
+        (path, lambda f: np.save(f, kernel)),
+    ):
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{target.name}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as f:
@@ -297,8 +341,11 @@ def load_kernel_npy_pair(beta_path, photon_path, spacing_mm, nuclide: str = "Lu1
     return total.astype(np.float32)
 
 
-_UNIT = re.compile(r"(?P<dose>[mu\u00b5]?)gy\s*/\s*\(?\s*(?P<act>[kmg]?)bq"
-                   r"\s*(?:[*\u00b7.\-/]|\s)\s*(?P<time>s|sec|h)\b", re.IGNORECASE)
+_UNIT = re.compile(
+    r"(?P<dose>[mu\u00b5]?)gy\s*/\s*\(?\s*(?P<act>[kmg]?)bq"
+    r"\s*(?:[*\u00b7.\-/]|\s)\s*(?P<time>s|sec|h)\b",
+    re.IGNORECASE,
+)
 _DOSE_IN_MGY = {"": 1e3, "m": 1.0, "u": 1e-3}
 _BQ_PER_MBQ = {"": 1e6, "k": 1e3, "m": 1.0, "g": 1e-3}
 _PER_S = {"s": 1.0, "sec": 1.0, "h": 1.0 / 3600.0}
@@ -332,8 +379,11 @@ def load_kernel_octant_text(path, spacing_mm, nuclide: str = "Lu177") -> np.ndar
             unit = _UNIT.search(text)
             if unit and factor is None:
                 # Case is dropped: "M" of MBq is mega (no table is per mBq), "m" of mGy is milli.
-                factor = (_DOSE_IN_MGY[unit["dose"].lower().replace("\u00b5", "u")]
-                          * _BQ_PER_MBQ[unit["act"].lower()] * _PER_S[unit["time"].lower()])
+                factor = (
+                    _DOSE_IN_MGY[unit["dose"].lower().replace("\u00b5", "u")]
+                    * _BQ_PER_MBQ[unit["act"].lower()]
+                    * _PER_S[unit["time"].lower()]
+                )
             continue
         if text.startswith("#"):
             continue
@@ -361,9 +411,11 @@ def load_kernel_octant_text(path, spacing_mm, nuclide: str = "Lu177") -> np.ndar
         octant[key] = value
     if np.isnan(octant).any():
         missing = tuple(int(v) for v in np.argwhere(np.isnan(octant))[0])
-        raise ValueError(f"{path}: the octant 0..{size[0] - 1} x 0..{size[1] - 1} x 0..{size[2] - 1} is incomplete: "
-                         f"{int(np.isnan(octant).sum())} offsets missing, the first ({missing[0]}, {missing[1]}, "
-                         f"{missing[2]})")
+        raise ValueError(
+            f"{path}: the octant 0..{size[0] - 1} x 0..{size[1] - 1} x 0..{size[2] - 1} is incomplete: "
+            f"{int(np.isnan(octant).sum())} offsets missing, the first ({missing[0]}, {missing[1]}, "
+            f"{missing[2]})"
+        )
     kernel = expand_octant(octant * factor)
     return _checked_external(kernel, path, _spacing(spacing_mm), nuclide, "total").astype(np.float32)
 
@@ -373,22 +425,24 @@ def _checked_external(kernel, path, spacing, nuclide_name: str, emitted: str) ->
 
     k = np.asarray(kernel)
     if k.ndim != 3 or any(s % 2 == 0 for s in k.shape):
-        raise ValueError(f"{path}: a kernel must be 3-D (z, y, x) with odd sizes (source at the centre), "
-                         f"got shape {k.shape}")
+        raise ValueError(
+            f"{path}: a kernel must be 3-D (z, y, x) with odd sizes (source at the centre), got shape {k.shape}"
+        )
     if not np.issubdtype(k.dtype, np.floating) and not np.issubdtype(k.dtype, np.integer):
         raise ValueError(f"{path}: kernel values must be numeric, got dtype {k.dtype}")
     k = k.astype(np.float64)
     if not np.isfinite(k).all() or (k < 0).any():
         raise ValueError(f"{path}: kernel values must be finite and >= 0 (mGy/(MBq s))")
     voxel_mass_kg = np.prod(spacing) * 1e-3 * KERNEL_TISSUE_DENSITY_G_CM3 * 1e-3  # mm3 -> cm3, g -> kg
-    deposited_mev = k.sum() * 1e-9 * voxel_mass_kg / _MEV_TO_J  # mGy/(MBq s) = 1e-9 Gy per decay
+    deposited_mev = k.sum() * 1e-9 * voxel_mass_kg / J_PER_MEV  # mGy/(MBq s) = 1e-9 Gy per decay
     available_mev = nuclide(nuclide_name).energy_per_decay_mev(emitted)
     # 2 % margin for statistical noise in the kernel and for a different tissue composition.
     if deposited_mev > 1.02 * available_mev:
         raise ValueError(
             f"{path}: with {spacing} mm voxels of {KERNEL_TISSUE_DENSITY_G_CM3} g/cm3 this kernel deposits "
             f"{deposited_mev:.4g} MeV per decay, more than the {available_mev:.4g} MeV {nuclide_name} emits "
-            f"({emitted}); check that it is in mGy/(MBq s) and that spacing_mm is its voxel size")
+            f"({emitted}); check that it is in mGy/(MBq s) and that spacing_mm is its voxel size"
+        )
     return k
 
 
@@ -407,7 +461,7 @@ def _spacing(spacing_mm) -> tuple[float, float, float]:
     return spacing
 
 
-def _odd_shape(shape) -> tuple[int, int, int]:
+def _odd_shape(shape) -> tuple[int, ...]:
     dims = (shape,) * 3 if np.ndim(shape) == 0 else tuple(shape)
     if len(dims) != 3 or not all(int(d) == d and d >= 1 and int(d) % 2 == 1 for d in dims):
         raise ValueError(f"kernel shape must be an odd int or three odd ints (z, y, x), got {shape!r}")
@@ -416,7 +470,7 @@ def _odd_shape(shape) -> tuple[int, int, int]:
 
 def _build_shipped_kernels() -> None:
     """Regenerate ``kernel_data/`` (run ``python -m cohort_dosimetry.physics._kernels``; takes minutes)."""
-    spacing = (3.0, 3.91, 3.91)  # the compact virtual-patient grid of the demo
+    spacing = COMPACT_SPACING_MM  # the compact virtual-patient grid of the demo
     shape = default_kernel_shape(spacing)
     entries = []
     _DATA_DIR.mkdir(exist_ok=True)
@@ -424,16 +478,24 @@ def _build_shipped_kernels() -> None:
         kernel, info = generate_kernel("Lu177", spacing, shape, kind, DEFAULT_KERNEL_DECAYS[kind])
         name = f"Lu177_{kind}_{'x'.join(f'{s:g}' for s in spacing)}mm_{'x'.join(map(str, shape))}_octant.npy"
         np.save(_DATA_DIR / name, kernel[tuple(slice(s // 2, None) for s in shape)])
-        entries.append({"file": name, "storage": "octant z,y,x >= 0 of the symmetrised kernel; expand by reflection",
-                        **info})
-    (_DATA_DIR / "index.json").write_text(json.dumps({
-        "description": "Lu-177 soft-tissue dose voxel kernels shipped with cohort-dosimetry, generated by "
-                       "cohort_dosimetry.physics._kernels._build_shipped_kernels with the package's own Monte Carlo "
-                       "engine: 1 MBq uniformly in the centre voxel of a grid of the kernel's shape, homogeneous soft "
-                       "tissue 1.04 g/cm3; energy carried out of the grid is not in the kernel (escaped_from_grid); "
-                       "the tally is averaged over the grid's symmetries (symmetrised_over). Total = beta + photon. "
-                       "relative_uncertainty: 1 sigma of the symmetrised kernel at the named voxels.",
-        "kernels": entries}, indent=1) + "\n")
+        entries.append(
+            {"file": name, "storage": "octant z,y,x >= 0 of the symmetrised kernel; expand by reflection", **info}
+        )
+    (_DATA_DIR / "index.json").write_text(
+        json.dumps(
+            {
+                "description": "Lu-177 soft-tissue dose voxel kernels shipped with cohort-dosimetry, generated by "
+                "cohort_dosimetry.physics._kernels._build_shipped_kernels with the package's own Monte Carlo "
+                "engine: 1 MBq uniformly in the centre voxel of a grid of the kernel's shape, homogeneous soft "
+                "tissue 1.04 g/cm3; energy carried out of the grid is not in the kernel (escaped_from_grid); "
+                "the tally is averaged over the grid's symmetries (symmetrised_over). Total = beta + photon. "
+                "relative_uncertainty: 1 sigma of the symmetrised kernel at the named voxels.",
+                "kernels": entries,
+            },
+            indent=1,
+        )
+        + "\n"
+    )
 
 
 if __name__ == "__main__":

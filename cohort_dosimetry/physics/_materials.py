@@ -19,11 +19,13 @@ with the Sternheimer-Peierls general density-effect correction (Phys Rev B 3:368
 neglected (below 1 % of the total stopping power in tissue under 1 MeV, ICRU-37), so the CSDA range is the integral
 of 1/S_col.
 """
+
 from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
+from typing import Any
 
 import numpy as np
 import xraydb
@@ -41,9 +43,17 @@ DENSITY_THRESHOLDS_G_CM3 = (0.1, 0.8, 1.2)
 # the other elements take 1.13 x their elemental I-value (ICRU-37 Table 4.3: Na 149, Mg 156, P 173, S 180,
 # K 190, Ca 191).
 _I_IN_COMPOUND_EV = {
-    "H": 19.2, "C": 81.0, "N": 82.0, "O": 106.0, "Cl": 180.0,
-    "Na": 1.13 * 149.0, "Mg": 1.13 * 156.0, "P": 1.13 * 173.0, "S": 1.13 * 180.0,
-    "K": 1.13 * 190.0, "Ca": 1.13 * 191.0,
+    "H": 19.2,
+    "C": 81.0,
+    "N": 82.0,
+    "O": 106.0,
+    "Cl": 180.0,
+    "Na": 1.13 * 149.0,
+    "Mg": 1.13 * 156.0,
+    "P": 1.13 * 173.0,
+    "S": 1.13 * 180.0,
+    "K": 1.13 * 190.0,
+    "Ca": 1.13 * 191.0,
 }
 
 
@@ -74,20 +84,32 @@ class Material:
         """Mean excitation energy I in eV (given, or Bragg additivity, ICRU-37 eq. 4.9)."""
         if self.mean_excitation_ev is not None:
             return self.mean_excitation_ev
-        num = sum(w * xraydb.atomic_number(el) / xraydb.atomic_mass(el) * np.log(_I_IN_COMPOUND_EV[el])
-                  for el, w in self.mass_fractions.items())
+        num = sum(
+            w * xraydb.atomic_number(el) / xraydb.atomic_mass(el) * np.log(_I_IN_COMPOUND_EV[el])
+            for el, w in self.mass_fractions.items()
+        )
         return float(np.exp(num / self.z_over_a))
 
 
 # NIST/ICRU-44 compositions (mass fractions). Air and water carry the NIST ESTAR I-values (85.7 eV, 75.0 eV).
-AIR = Material("air", {"C": 0.000124, "N": 0.755268, "O": 0.231781, "Ar": 0.012827}, 0.001205,
-               mean_excitation_ev=85.7, gas=True)
-LUNG = Material("lung", {"H": 0.103, "C": 0.105, "N": 0.031, "O": 0.749, "Na": 0.002, "P": 0.002, "S": 0.003,
-                         "Cl": 0.003, "K": 0.002}, 1.05)
-SOFT_TISSUE = Material("soft_tissue", {"H": 0.102, "C": 0.143, "N": 0.034, "O": 0.708, "Na": 0.002, "P": 0.003,
-                                       "S": 0.003, "Cl": 0.002, "K": 0.003}, 1.06)
-BONE = Material("bone", {"H": 0.034, "C": 0.155, "N": 0.042, "O": 0.435, "Na": 0.001, "Mg": 0.002, "P": 0.103,
-                         "S": 0.003, "Ca": 0.225}, 1.92)
+AIR = Material(
+    "air", {"C": 0.000124, "N": 0.755268, "O": 0.231781, "Ar": 0.012827}, 0.001205, mean_excitation_ev=85.7, gas=True
+)
+LUNG = Material(
+    "lung",
+    {"H": 0.103, "C": 0.105, "N": 0.031, "O": 0.749, "Na": 0.002, "P": 0.002, "S": 0.003, "Cl": 0.003, "K": 0.002},
+    1.05,
+)
+SOFT_TISSUE = Material(
+    "soft_tissue",
+    {"H": 0.102, "C": 0.143, "N": 0.034, "O": 0.708, "Na": 0.002, "P": 0.003, "S": 0.003, "Cl": 0.002, "K": 0.003},
+    1.06,
+)
+BONE = Material(
+    "bone",
+    {"H": 0.034, "C": 0.155, "N": 0.042, "O": 0.435, "Na": 0.001, "Mg": 0.002, "P": 0.103, "S": 0.003, "Ca": 0.225},
+    1.92,
+)
 WATER = Material("water", {"H": 0.111894, "O": 0.888106}, 1.0, mean_excitation_ev=75.0)
 
 #: The engine's materials, in material-index order (see :func:`material_index`).
@@ -113,8 +135,11 @@ def klein_nishina_cross_section_cm2(energy_mev) -> np.ndarray:
     """Klein-Nishina total cross section per free electron (cm2); energy in MeV (Klein & Nishina 1929)."""
     k = np.asarray(energy_mev, dtype=np.float64) / ELECTRON_MASS_MEV
     a = 1.0 + 2.0 * k
-    sigma = 2.0 * np.pi * CLASSICAL_ELECTRON_RADIUS_CM**2 * (
-        (1.0 + k) / k**2 * (2.0 * (1.0 + k) / a - np.log(a) / k) + np.log(a) / (2.0 * k) - (1.0 + 3.0 * k) / a**2
+    sigma = (
+        2.0
+        * np.pi
+        * CLASSICAL_ELECTRON_RADIUS_CM**2
+        * ((1.0 + k) / k**2 * (2.0 * (1.0 + k) / a - np.log(a) / k) + np.log(a) / (2.0 * k) - (1.0 + 3.0 * k) / a**2)
     )
     return sigma
 
@@ -128,12 +153,14 @@ def photon_mass_coefficients(material: Material, energy_mev) -> dict[str, np.nda
     if e.min() < 1e-3 or e.max() > 3.0:
         raise ValueError(f"photon energies must lie in 1 keV .. 3 MeV, got {e.min():g} .. {e.max():g} MeV")
     e_elam = np.minimum(e, _ELAM_MAX_MEV) * 1e6
-    out = {}
+    out: dict[str, Any] = {}  # sum() of arrays: typed "ndarray | Literal[0]"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for kind, key in (("photo", "photoelectric"), ("incoh", "incoherent"), ("coh", "coherent")):
-            out[key] = sum(w * np.asarray(xraydb.mu_elam(el, e_elam, kind=kind), dtype=np.float64)
-                           for el, w in material.mass_fractions.items())
+            out[key] = sum(
+                w * np.asarray(xraydb.mu_elam(el, e_elam, kind=kind), dtype=np.float64)
+                for el, w in material.mass_fractions.items()
+            )
     high = e > _ELAM_MAX_MEV
     if high.any():
         electrons_per_g = AVOGADRO_PER_MOL * material.z_over_a
@@ -146,13 +173,20 @@ def photon_mass_coefficients(material: Material, energy_mev) -> dict[str, np.nda
 
 # --- electrons ----------------------------------------------------------------------------------------------------
 
+
 def _density_effect(material: Material, energy_mev: np.ndarray) -> np.ndarray:
     """Sternheimer-Peierls general formula for the density-effect correction delta (Phys Rev B 3:3681, 1971)."""
     plasma_ev = 28.816 * np.sqrt(material.nominal_density_g_cm3 * material.z_over_a)
     c_bar = 2.0 * np.log(material.i_value_ev / plasma_ev) + 1.0
     if material.gas:
-        table = ((10.0, 1.6, 4.0), (10.5, 1.7, 4.0), (11.0, 1.8, 4.0), (11.5, 1.9, 4.0), (12.25, 2.0, 4.0),
-                 (13.804, 2.0, 5.0))
+        table = (
+            (10.0, 1.6, 4.0),
+            (10.5, 1.7, 4.0),
+            (11.0, 1.8, 4.0),
+            (11.5, 1.9, 4.0),
+            (12.25, 2.0, 4.0),
+            (13.804, 2.0, 5.0),
+        )
         x0, x1 = 0.326 * c_bar - 2.5, 5.0
         for c_max, t0, t1 in table:
             if c_bar < c_max:
@@ -168,8 +202,7 @@ def _density_effect(material: Material, energy_mev: np.ndarray) -> np.ndarray:
     a = (c_bar - 4.606 * x0) / (x1 - x0) ** m
     tau = energy_mev / ELECTRON_MASS_MEV
     x = np.log10(np.sqrt(tau * (tau + 2.0)))  # log10(beta gamma) = log10(p / m c)
-    return np.where(x >= x1, 4.606 * x - c_bar,
-                    np.where(x >= x0, 4.606 * x - c_bar + a * (x1 - x) ** m, 0.0))
+    return np.where(x >= x1, 4.606 * x - c_bar, np.where(x >= x0, 4.606 * x - c_bar + a * (x1 - x) ** m, 0.0))
 
 
 def collision_stopping_power(material: Material, energy_mev) -> np.ndarray:
@@ -192,7 +225,7 @@ def collision_stopping_power(material: Material, energy_mev) -> np.ndarray:
 _RANGE_TABLE_MIN_MEV = 1e-3
 
 
-@lru_cache(maxsize=None)
+@cache
 def _range_table(material: Material, max_mev: float = 3.0, n: int = 4000) -> tuple[np.ndarray, np.ndarray]:
     e = np.geomspace(_RANGE_TABLE_MIN_MEV, max_mev, n)
     inv_s = 1.0 / collision_stopping_power(material, e)

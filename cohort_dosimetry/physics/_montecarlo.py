@@ -19,17 +19,22 @@ Statistics: the decays are split into ``n_batches`` independent batches of equal
 the batch estimates and its relative uncertainty the standard error of that mean over the batches divided by the
 mean. Voxels without dose get uncertainty NaN.
 """
+
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
+from cohort_dosimetry.constants import J_PER_MEV, MC_DECAYS
+
 from ._device import resolve_device
 from ._materials import material_index
-from ._nuclide import Nuclide, nuclide as load_nuclide
+from ._nuclide import Nuclide
+from ._nuclide import nuclide as load_nuclide
 from ._transport import (
     ELECTRON_CUTOFF_MEV,
     PHOTON_CUTOFF_MEV,
@@ -45,14 +50,15 @@ from ._transport import (
 #: Bump when the engine's physics changes: it keys the voxel-kernel cache.
 ENGINE_VERSION = "1.1.0"
 
-#: Joules per MeV (SI 2019, exact elementary charge).
-JOULE_PER_MEV = 1.602176634e-13
 #: Decays simulated at a time: bounds memory (bench/mc.py, 130x128x128 voxels: 0.7 GiB resident at peak).
 CHUNK_DECAYS = 1 << 20
 #: Largest relative mismatch tolerated between emitted and deposited + escaped energy in a run.
 ENERGY_BALANCE_TOLERANCE = 1e-6
 
-_EMISSIONS = ("electron", "photon")
+#: Emission sets a run can transport: "electron" = beta spectrum + internal conversion + Auger electrons,
+#: "photon" = gammas + x-rays (+ annihilation photons), "beta" = the beta spectrum alone (a subset of "electron", for
+#: comparison with published kernels whose source is only the beta spectrum; never together with "electron").
+_EMISSIONS = ("electron", "photon", "beta")
 
 
 @dataclass
@@ -90,17 +96,18 @@ class _Source:
     local_mev_per_decay: float  # lines below the cutoffs, deposited at the decay site
 
     @classmethod
-    def of(cls, nuc: Nuclide, emissions: tuple[str, ...], device: torch.device) -> "_Source":
-        f32 = dict(dtype=torch.float32, device=device)
+    def of(cls, nuc: Nuclide, emissions: tuple[str, ...], device: torch.device) -> _Source:
+        f32: dict[str, Any] = dict(dtype=torch.float32, device=device)
         local = 0.0
         beta_e, beta_p, beta_c = (torch.zeros(0, **f32),) * 3
         beta_yield = 0.0
         el_e, el_y = np.zeros(0), np.zeros(0)
         ph_e, ph_y = np.zeros(0), np.zeros(0)
-        if "electron" in emissions:
+        if "electron" in emissions or "beta" in emissions:
             if nuc.beta_yield > 0:
                 beta_e, beta_p, beta_c = (torch.as_tensor(a, **f32) for a in nuc.beta_sampling_table())
                 beta_yield = nuc.beta_yield
+        if "electron" in emissions:
             e = np.concatenate([nuc.ic_energy_mev, nuc.auger_energy_mev])
             y = np.concatenate([nuc.ic_yield, nuc.auger_yield])
             low = e < ELECTRON_CUTOFF_MEV
@@ -109,15 +116,24 @@ class _Source:
         if "photon" in emissions:
             e, y = nuc.photon_energy_mev, nuc.photon_yield
             if e.size and e.max() > 3.0:
-                raise ValueError(f"nuclide {nuc.name}: photons above 3 MeV ({e.max():g} MeV) are outside the "
-                                 "engine's cross-section tables")
+                raise ValueError(
+                    f"nuclide {nuc.name}: photons above 3 MeV ({e.max():g} MeV) are outside the "
+                    "engine's cross-section tables"
+                )
             low = e < PHOTON_CUTOFF_MEV
             local += float(np.dot(e[low], y[low]))
             ph_e, ph_y = e[~low], y[~low]
-        return cls(beta_e, beta_p, beta_c, beta_yield,
-                   torch.as_tensor(el_e, **f32), torch.as_tensor(el_y, dtype=torch.float64, device=device),
-                   torch.as_tensor(ph_e, dtype=torch.float64, device=device),
-                   torch.as_tensor(ph_y, dtype=torch.float64, device=device), local)
+        return cls(
+            beta_e,
+            beta_p,
+            beta_c,
+            beta_yield,
+            torch.as_tensor(el_e, **f32),
+            torch.as_tensor(el_y, dtype=torch.float64, device=device),
+            torch.as_tensor(ph_e, dtype=torch.float64, device=device),
+            torch.as_tensor(ph_y, dtype=torch.float64, device=device),
+            local,
+        )
 
     def sample_beta(self, u: torch.Tensor) -> torch.Tensor:
         """Energies (MeV, float32) at the spectrum's quantiles ``u`` (n,) in [0, 1): the piecewise-linear CDF
@@ -180,18 +196,30 @@ def _validate(activity_bq, density, spacing_mm, n_decays, emissions, n_batches):
     if len(spacing) != 3 or not all(math.isfinite(s) and s > 0 for s in spacing):
         raise ValueError(f"spacing_mm must be three positive finite numbers (z, y, x), got {spacing_mm!r}")
     if not np.all(np.isfinite(activity)) or np.any(activity < 0):
-        raise ValueError("activity_bq must be finite and >= 0 everywhere "
-                         f"(found {np.count_nonzero(~np.isfinite(activity))} non-finite, "
-                         f"{np.count_nonzero(activity < 0)} negative voxels)")
+        raise ValueError(
+            "activity_bq must be finite and >= 0 everywhere "
+            f"(found {np.count_nonzero(~np.isfinite(activity))} non-finite, "
+            f"{np.count_nonzero(activity < 0)} negative voxels)"
+        )
     if not np.all(np.isfinite(rho)) or np.any(rho <= 0):
-        raise ValueError("density must be finite and > 0 g/cm3 everywhere "
-                         f"(found {np.count_nonzero(~np.isfinite(rho))} non-finite, "
-                         f"{np.count_nonzero(rho <= 0)} non-positive voxels)")
+        raise ValueError(
+            "density must be finite and > 0 g/cm3 everywhere "
+            f"(found {np.count_nonzero(~np.isfinite(rho))} non-finite, "
+            f"{np.count_nonzero(rho <= 0)} non-positive voxels)"
+        )
     if isinstance(emissions, str):
         emissions = (emissions,)
     emissions = tuple(emissions)
-    if not emissions or any(e not in _EMISSIONS for e in emissions) or len(set(emissions)) != len(emissions):
-        raise ValueError(f"emissions must be a non-empty subset of {_EMISSIONS}, got {emissions!r}")
+    if (
+        not emissions
+        or any(e not in _EMISSIONS for e in emissions)
+        or len(set(emissions)) != len(emissions)
+        or {"beta", "electron"} <= set(emissions)
+    ):
+        raise ValueError(
+            f"emissions must be a non-empty subset of {_EMISSIONS} without both 'beta' and "
+            f"'electron' ('electron' includes the beta spectrum), got {emissions!r}"
+        )
     if int(n_batches) != n_batches or n_batches < 2:
         raise ValueError(f"n_batches must be an integer >= 2, got {n_batches!r}")
     if int(n_decays) != n_decays or n_decays < n_batches:
@@ -199,8 +227,17 @@ def _validate(activity_bq, density, spacing_mm, n_decays, emissions, n_batches):
     return activity.astype(np.float64), rho.astype(np.float32), spacing, emissions
 
 
-def run_monte_carlo(activity_bq, density, spacing_mm, nuclide="Lu177", n_decays=1_000_000, seed=0, device=None,
-                    emissions=("electron", "photon"), n_batches=10) -> MCResult:
+def run_monte_carlo(
+    activity_bq,
+    density,
+    spacing_mm,
+    nuclide="Lu177",
+    n_decays=MC_DECAYS,
+    seed=0,
+    device=None,
+    emissions=("electron", "photon"),
+    n_batches=10,
+) -> MCResult:
     """Monte Carlo dose-rate of an activity map.
 
     Parameters
@@ -212,8 +249,8 @@ def run_monte_carlo(activity_bq, density, spacing_mm, nuclide="Lu177", n_decays=
     n_decays : decays to simulate (rounded up to a multiple of ``n_batches``).
     seed : seeds a ``torch.Generator`` on the device; a run is reproducible on a given device.
     device : torch device or name; None = CUDA when available.
-    emissions : subset of ("electron", "photon"); "electron" = beta + internal conversion + Auger,
-        "photon" = gamma + x-rays (+ annihilation photons).
+    emissions : subset of ("electron", "photon", "beta"); "electron" = beta + internal conversion + Auger,
+        "photon" = gamma + x-rays (+ annihilation photons), "beta" = the beta spectrum alone (not with "electron").
     n_batches : independent batches for the statistical uncertainty (>= 2).
 
     Returns
@@ -224,8 +261,10 @@ def run_monte_carlo(activity_bq, density, spacing_mm, nuclide="Lu177", n_decays=
     activity, rho, spacing_mm, emissions = _validate(activity_bq, density, spacing_mm, n_decays, emissions, n_batches)
     nuc = nuclide if isinstance(nuclide, Nuclide) else load_nuclide(nuclide)
     if nuc.alpha_energy_mev > 0:
-        raise ValueError(f"nuclide {nuc.name} emits alpha particles ({nuc.alpha_energy_mev:.3g} MeV per decay); "
-                         "the engine transports electrons and photons only")
+        raise ValueError(
+            f"nuclide {nuc.name} emits alpha particles ({nuc.alpha_energy_mev:.3g} MeV per decay); "
+            "the engine transports electrons and photons only"
+        )
     dev = resolve_device(device)
     n_batches = int(n_batches)
     per_batch = -(-int(n_decays) // n_batches)
@@ -256,7 +295,7 @@ def run_monte_carlo(activity_bq, density, spacing_mm, nuclide="Lu177", n_decays=
     escaped = torch.zeros((), dtype=torch.float64, device=dev)
     deposited = torch.zeros((), dtype=torch.float64, device=dev)
     mass_kg = torch.as_tensor(rho.reshape(-1), dtype=torch.float64, device=dev) * voxel_volume_cm3 * 1e-3
-    gy_s_per_mev = a_total / per_batch * JOULE_PER_MEV / mass_kg  # per batch: MeV tallied -> Gy/s
+    gy_s_per_mev = a_total / per_batch * J_PER_MEV / mass_kg  # per batch: MeV tallied -> Gy/s
     for _ in range(n_batches):
         tally.zero_()
         remaining = per_batch
@@ -274,13 +313,15 @@ def run_monte_carlo(activity_bq, density, spacing_mm, nuclide="Lu177", n_decays=
     emitted_mev, deposited_mev, escaped_mev = emitted.item(), deposited.item(), escaped.item()
     mismatch = abs(emitted_mev - deposited_mev - escaped_mev)
     if mismatch > ENERGY_BALANCE_TOLERANCE * max(emitted_mev, 1e-300):
-        raise RuntimeError(f"Monte Carlo energy bookkeeping failed: emitted {emitted_mev:.9g} MeV, deposited "
-                           f"{deposited_mev:.9g} MeV, escaped {escaped_mev:.9g} MeV (relative mismatch "
-                           f"{mismatch / emitted_mev:.3g} > {ENERGY_BALANCE_TOLERANCE:g})")
+        raise RuntimeError(
+            f"Monte Carlo energy bookkeeping failed: emitted {emitted_mev:.9g} MeV, deposited "
+            f"{deposited_mev:.9g} MeV, escaped {escaped_mev:.9g} MeV (relative mismatch "
+            f"{mismatch / emitted_mev:.3g} > {ENERGY_BALANCE_TOLERANCE:g})"
+        )
     mean = dose_sum / n_batches
     var_of_mean = (dose_sq / n_batches - mean * mean).clamp(min=0.0) * (n_batches / (n_batches - 1)) / n_batches
     rel = torch.where(mean > 0, torch.sqrt(var_of_mean) / mean.clamp(min=1e-300), torch.full_like(mean, math.nan))
-    to_w = a_total / total_decays * JOULE_PER_MEV  # MeV over all decays -> J per second of decays
+    to_w = a_total / total_decays * J_PER_MEV  # MeV over all decays -> J per second of decays
     return MCResult(
         dose_rate_gy_s=mean.reshape(shape).float().cpu().numpy(),
         relative_uncertainty=rel.reshape(shape).float().cpu().numpy(),
@@ -291,8 +332,7 @@ def run_monte_carlo(activity_bq, density, spacing_mm, nuclide="Lu177", n_decays=
     )
 
 
-def _simulate_chunk(n: int, source: _Source, grid: Grid, tables: Tables, majorants, src_prob, src_voxels, tally,
-                    gen):
+def _simulate_chunk(n: int, source: _Source, grid: Grid, tables: Tables, majorants, src_prob, src_voxels, tally, gen):
     """Simulate ``n`` decays (in expectation); returns (emitted MeV, escaped MeV) as float64 scalars and deposits
     into ``tally``. Decays per source voxel are stratified, floor(n p + u) with u uniform, so their expected number
     is n p exactly without multinomial noise; the caller normalises by ``n``."""
@@ -311,6 +351,7 @@ def _simulate_chunk(n: int, source: _Source, grid: Grid, tables: Tables, majoran
     if n_sites == 0:
         return emitted, torch.zeros((), dtype=torch.float64, device=dev)
 
+    e_energy: list[torch.Tensor] | torch.Tensor  # the energies per line kind, then all of them
     e_counts, e_energy = [], []
     if source.beta_yield > 0:
         n_beta = _line_counts(n_sites, torch.tensor([source.beta_yield], dtype=torch.float64, device=dev), gen)
@@ -337,21 +378,43 @@ def _simulate_chunk(n: int, source: _Source, grid: Grid, tables: Tables, majoran
         p_energy = torch.repeat_interleave(source.photon_lines, counts)
         emitted += p_energy.sum()
         p_pos = sites[_systematic_sites(counts, n_sites, gen)]
-        esc, recoils = transport_photons(p_pos, isotropic_directions(p_energy.numel(), gen, dev),
-                                         p_energy, grid, tables, majorants, tally, gen)
+        esc, recoils = transport_photons(
+            p_pos, isotropic_directions(p_energy.numel(), gen, dev), p_energy, grid, tables, majorants, tally, gen
+        )
         escaped += esc
-        electrons = Electrons(torch.cat([electrons.pos, recoils.pos]), torch.cat([electrons.dir, recoils.dir]),
-                              torch.cat([electrons.energy, recoils.energy]))
+        electrons = Electrons(
+            torch.cat([electrons.pos, recoils.pos]),
+            torch.cat([electrons.dir, recoils.dir]),
+            torch.cat([electrons.energy, recoils.energy]),
+        )
     escaped += transport_electrons(electrons, grid, tables, tally, gen)
     return emitted, escaped
 
 
-def dose_rate_mc(activity_bq, density, spacing_mm, nuclide="Lu177", n_decays=1_000_000, seed=0, device=None,
-                 emissions=("electron", "photon"), n_batches=10) -> tuple[np.ndarray, np.ndarray]:
+def dose_rate_mc(
+    activity_bq,
+    density,
+    spacing_mm,
+    nuclide="Lu177",
+    n_decays=MC_DECAYS,
+    seed=0,
+    device=None,
+    emissions=("electron", "photon"),
+    n_batches=10,
+) -> tuple[np.ndarray, np.ndarray]:
     """Monte Carlo dose-rate (Gy/s) and its relative uncertainty, float32 (z, y, x) arrays.
 
     Same arguments as :func:`run_monte_carlo` (activity in Bq per voxel, density g/cm3, spacing mm (z, y, x)).
     """
-    result = run_monte_carlo(activity_bq, density, spacing_mm, nuclide=nuclide, n_decays=n_decays, seed=seed,
-                             device=device, emissions=emissions, n_batches=n_batches)
+    result = run_monte_carlo(
+        activity_bq,
+        density,
+        spacing_mm,
+        nuclide=nuclide,
+        n_decays=n_decays,
+        seed=seed,
+        device=device,
+        emissions=emissions,
+        n_batches=n_batches,
+    )
     return result.dose_rate_gy_s, result.relative_uncertainty

@@ -4,19 +4,19 @@ All yields are the ICRP-107 values (Eckerman & Endo, ICRP Publication 107, Ann. 
 Lu-177 the two main gammas are 208.37 keV at 11.0 % and 112.95 keV at 6.4 % (ENSDF gives 10.38 % / 6.20 %).
 Energies are in MeV, yields are per decay.
 """
+
 from __future__ import annotations
 
 import difflib
 import json
 import re
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
+import icrp107_database
 import numpy as np
 from scipy.interpolate import PchipInterpolator
-
-import icrp107_database
 
 _DATA_DIR = Path(icrp107_database.__file__).parent / "icrp107"
 
@@ -114,7 +114,7 @@ class Nuclide:
 
 
 def _canonical(name: str) -> str:
-    """"Lu177", "lu-177", "Lu-177m" -> "Lu-177" / "Lu-177m" (the file names of the package)."""
+    """ "Lu177", "lu-177", "Lu-177m" -> "Lu-177" / "Lu-177m" (the file names of the package)."""
     m = re.fullmatch(r"\s*([A-Za-z]{1,2})\s*-?\s*(\d+)\s*([mn]?)\s*", name)
     if not m:
         return name.strip()
@@ -136,7 +136,7 @@ def nuclide(name: str) -> Nuclide:
     return _load(_canonical(name), name)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _load(canonical: str, given: str) -> Nuclide:
     path = _DATA_DIR / f"{canonical}.json"
     if not path.exists():

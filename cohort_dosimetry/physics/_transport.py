@@ -32,6 +32,7 @@ Physics (constants cited where defined in :mod:`._materials`):
   steps may reach the ball's radius instead of a fraction of a voxel (dose to air is not used). Without this, a
   low-energy photon or an electron leaving the body needs thousands of steps to cross the air around it.
 """
+
 from __future__ import annotations
 
 import math
@@ -84,8 +85,9 @@ class Grid:
         self.extent_cm = self.spacing_cm * torch.tensor(self.shape, dtype=torch.float32, device=self.density.device)
 
     @classmethod
-    def build(cls, density: np.ndarray, material: np.ndarray, spacing_mm: tuple[float, float, float],
-              device: torch.device) -> "Grid":
+    def build(
+        cls, density: np.ndarray, material: np.ndarray, spacing_mm: tuple[float, float, float], device: torch.device
+    ) -> Grid:
         """Grid from density (z, y, x) g/cm3, material index (z, y, x) and spacing (mm), on ``device``.
 
         The all-air radius of an air voxel is its centre's distance to the nearest non-air voxel centre (exact
@@ -97,12 +99,14 @@ class Grid:
             safe_mm = np.maximum(distance_transform_edt(air, sampling=spacing_mm) - diagonal, 0.0).astype(np.float32)
         elif air.all():
             safe_mm[:] = float(np.linalg.norm(np.multiply(density.shape, spacing_mm)))  # the whole grid is air
-        return cls(shape=density.shape,
-                   spacing_cm=torch.tensor([s / 10.0 for s in spacing_mm], dtype=torch.float32, device=device),
-                   density=torch.as_tensor(density.reshape(-1), dtype=torch.float32, device=device),
-                   material=torch.as_tensor(material.reshape(-1).astype(np.int64), device=device),
-                   max_step_cm=STEP_VOXEL_FRACTION * min(spacing_mm) / 10.0,
-                   safe_cm=torch.as_tensor(safe_mm.reshape(-1) / 10.0, device=device))
+        return cls(
+            shape=density.shape,
+            spacing_cm=torch.tensor([s / 10.0 for s in spacing_mm], dtype=torch.float32, device=device),
+            density=torch.as_tensor(density.reshape(-1), dtype=torch.float32, device=device),
+            material=torch.as_tensor(material.reshape(-1).astype(np.int64), device=device),
+            max_step_cm=STEP_VOXEL_FRACTION * min(spacing_mm) / 10.0,
+            safe_cm=torch.as_tensor(safe_mm.reshape(-1) / 10.0, device=device),
+        )
 
     def voxel_index(self, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(integer voxel coordinates (n, 3) clamped to the grid, flat (z, y, x) index (n,)) of positions (n, 3) cm.
@@ -118,7 +122,7 @@ class Grid:
 
 
 @lru_cache(maxsize=4)
-def tables_on(device: torch.device) -> "Tables":
+def tables_on(device: torch.device) -> Tables:
     """The material tables on ``device``, built once per process and device."""
     return Tables(device)
 
@@ -239,8 +243,9 @@ def sample_klein_nishina(energy: torch.Tensor, gen: torch.Generator) -> tuple[to
         eta2 = (2.0 * kk + 1.0) / (1.0 + 2.0 * kk * r[:, 1])
         eta = torch.where(branch1, eta1, eta2)
         cos_t = 1.0 - (eta - 1.0) / kk
-        accept = torch.where(branch1, r[:, 2] <= 4.0 * (1.0 / eta - 1.0 / eta**2),
-                             r[:, 2] <= 0.5 * (cos_t * cos_t + 1.0 / eta))
+        accept = torch.where(
+            branch1, r[:, 2] <= 4.0 * (1.0 / eta - 1.0 / eta**2), r[:, 2] <= 0.5 * (cos_t * cos_t + 1.0 / eta)
+        )
         inv_ratio[todo[accept]] = eta[accept]
         todo = todo[~accept]
     return 1.0 / inv_ratio, (1.0 - (inv_ratio - 1.0) / k).clamp(-1.0, 1.0)
@@ -255,8 +260,16 @@ class Electrons:
     energy: torch.Tensor
 
 
-def transport_photons(pos, direction, energy, grid: Grid, tables: Tables, majorants: torch.Tensor,
-                      tally: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, Electrons]:
+def transport_photons(
+    pos,
+    direction,
+    energy,
+    grid: Grid,
+    tables: Tables,
+    majorants: torch.Tensor,
+    tally: torch.Tensor,
+    gen: torch.Generator,
+) -> tuple[torch.Tensor, Electrons]:
     """Woodcock-track photons (positions (n,3) cm, directions (n,3), energies (n,) MeV float64) to absorption or
     escape, with ``majorants`` from :meth:`Tables.majorants`. Deposits into ``tally`` (float64 (n_voxels,), MeV);
     returns (escaped energy MeV float64 scalar, Compton recoil electrons to transport)."""
@@ -318,8 +331,9 @@ def transport_photons(pos, direction, energy, grid: Grid, tables: Tables, majora
     return escaped, Electrons(torch.cat(rec_pos), torch.cat(rec_dir), torch.cat(rec_e))
 
 
-def transport_electrons(electrons: Electrons, grid: Grid, tables: Tables, tally: torch.Tensor,
-                        gen: torch.Generator) -> torch.Tensor:
+def transport_electrons(
+    electrons: Electrons, grid: Grid, tables: Tables, tally: torch.Tensor, gen: torch.Generator
+) -> torch.Tensor:
     """Condensed-history transport of electrons to rest or escape; deposits into ``tally`` (float64, MeV).
 
     Returns the escaped energy (MeV, float64 scalar)."""
@@ -344,8 +358,9 @@ def transport_electrons(electrons: Electrons, grid: Grid, tables: Tables, tally:
         residual = range_g - step * rho
         final = stop_here | (residual <= range_cut)
         step = torch.where(stop_here, 0.0, torch.where(final, (range_g - range_cut) / rho, step))
-        new_energy = torch.where(final, 0.0,
-                                 torch.minimum(tables.energy_at_range(mat, torch.maximum(residual, range_cut)), energy))
+        new_energy = torch.where(
+            final, 0.0, torch.minimum(tables.energy_at_range(mat, torch.maximum(residual, range_cut)), energy)
+        )
         loss = energy.double() - new_energy.double()
         mid = pos + direction * (0.5 * step)[:, None]
         mid_flat, mid_inside = grid.voxel_of(mid)

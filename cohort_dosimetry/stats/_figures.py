@@ -4,6 +4,7 @@ Every function returns a :class:`matplotlib.figure.Figure` (created without pypl
 figures are freed with their last reference). Dose-rates are plotted in mGy/h (1 Gy/s = 3.6e6 mGy/h) and absorbed
 doses in Gy; axis labels say so.
 """
+
 from __future__ import annotations
 
 import math
@@ -30,8 +31,14 @@ def _figure(n_panels: int, columns: int = 4, panel_size=(3.2, 2.6)) -> tuple[Fig
     figure = Figure(figsize=(panel_size[0] * columns, panel_size[1] * rows + 0.4))
     FigureCanvasAgg(figure)
     # Fixed margins: constrained layout costs more than the drawing itself on a cohort's worth of panels.
-    figure.subplots_adjust(left=0.07, right=0.98, bottom=0.4 / (panel_size[1] * rows + 0.4) + 0.08 / rows,
-                           top=1 - 0.4 / (panel_size[1] * rows + 0.4) - 0.02, wspace=0.35, hspace=0.6)
+    figure.subplots_adjust(
+        left=0.07,
+        right=0.98,
+        bottom=0.4 / (panel_size[1] * rows + 0.4) + 0.08 / rows,
+        top=1 - 0.4 / (panel_size[1] * rows + 0.4) - 0.02,
+        wspace=0.35,
+        hspace=0.6,
+    )
     axes = figure.subplots(rows, columns, squeeze=False).ravel()
     for ax in axes[n_panels:]:
         ax.set_visible(False)
@@ -68,8 +75,16 @@ def plot_drvh(curves: Mapping[str, xr.DataArray], title: str = "") -> Figure:
     return figure
 
 
-def plot_joint_histogram(counts: np.ndarray, edges_a: np.ndarray, edges_b: np.ndarray, label_a: str, label_b: str,
-                         pearson_r2: float, ccc: float, title: str = "") -> Figure:
+def plot_joint_histogram(
+    counts: np.ndarray,
+    edges_a: np.ndarray,
+    edges_b: np.ndarray,
+    label_a: str,
+    label_b: str,
+    pearson_r2: float,
+    ccc: float,
+    title: str = "",
+) -> Figure:
     """Joint histogram of two methods' voxel dose-rates, log colour scale, with the identity line, R^2 and CCC.
 
     ``counts`` (len(edges_a) - 1, len(edges_b) - 1) voxel counts; ``edges_*`` in Gy/s; ``label_a`` is plotted on
@@ -83,15 +98,28 @@ def plot_joint_histogram(counts: np.ndarray, edges_a: np.ndarray, edges_b: np.nd
     density[density == 0] = np.nan
     scale_a, scale_b = edges_a * MGY_PER_H_PER_GY_PER_S, edges_b * MGY_PER_H_PER_GY_PER_S
     finite = density[np.isfinite(density)]
-    mesh = ax.pcolormesh(scale_b, scale_a, density, cmap="viridis",
-                         norm=LogNorm(vmin=1, vmax=max(float(finite.max()) if finite.size else 1.0, 2.0)))
+    mesh = ax.pcolormesh(
+        scale_b,
+        scale_a,
+        density,
+        cmap="viridis",
+        norm=LogNorm(vmin=1, vmax=max(float(finite.max()) if finite.size else 1.0, 2.0)),
+    )
     figure.colorbar(mesh, ax=ax, label="voxels per bin")
     top = min(scale_a[-1], scale_b[-1])
     ax.plot([0, top], [0, top], color="white", lw=0.8, ls="--", label="identity")
     ax.set_xlabel(f"{label_b} dose-rate (mGy/h)")
     ax.set_ylabel(f"{label_a} dose-rate (mGy/h)")
-    ax.text(0.03, 0.97, f"Pearson $R^2$ = {pearson_r2:.3f}\nLin's CCC = {ccc:.3f}", transform=ax.transAxes,
-            va="top", fontsize=9, color="black", bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none"})
+    ax.text(
+        0.03,
+        0.97,
+        f"Pearson $R^2$ = {pearson_r2:.3f}\nLin's CCC = {ccc:.3f}",
+        transform=ax.transAxes,
+        va="top",
+        fontsize=9,
+        color="black",
+        bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none"},
+    )
     ax.set_facecolor("#f4f4f4")
     if title:
         ax.set_title(title, fontsize=10)
@@ -112,9 +140,14 @@ def plot_time_activity(fits: Mapping[str, TimeActivityFit], title: str = "") -> 
             if not model_fit.fitted:
                 continue
             chosen = model == fit.selected
-            ax.plot(t, model_fit.dose_rate(t) * MGY_PER_H_PER_GY_PER_S, ls="-" if chosen else styles[model],
-                    lw=1.8 if chosen else 0.9, color="black" if chosen else "grey",
-                    label=f"{model} {model_fit.absorbed_dose_gy:.3g} Gy" + (" (chosen)" if chosen else ""))
+            ax.plot(
+                t,
+                model_fit.dose_rate(t) * MGY_PER_H_PER_GY_PER_S,
+                ls="-" if chosen else styles[model],
+                lw=1.8 if chosen else 0.9,
+                color="black" if chosen else "grey",
+                label=f"{model} {model_fit.absorbed_dose_gy:.3g} Gy" + (" (chosen)" if chosen else ""),
+            )
         ax.plot(fit.hours, fit.dose_rate_gy_s * MGY_PER_H_PER_GY_PER_S, "o", color="tab:red", ms=4)
         ax.set_title(voi, fontsize=9)
         ax.set_xlabel("hours post injection", fontsize=8)

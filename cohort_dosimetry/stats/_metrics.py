@@ -1,6 +1,6 @@
 """Voxel statistics of dose-rate maps: per-VOI metrics, dose-rate volume histograms, errors and agreement.
 
-Definitions follow Li et al., DblurDoseNet, Med Phys 49:1216 (2022) (DESIGN.md section 4):
+Definitions follow Li et al., DblurDoseNet, Med Phys 49:1216 (2022) (docs/physics.md):
 
 - ``DRx``: the minimum dose-rate received by x % of the VOI's volume (DR10 high, DR90 low). Every voxel of a VOI has
   the same volume, so volume fractions are voxel-count fractions. With the VOI's ``n`` voxel values sorted in
@@ -34,6 +34,7 @@ accept numpy, dask or xarray arrays (a lazy array is loaded once, whole; call th
 are grouped by VOI once per label map (:class:`VoiIndex`, a stable argsort of the VOI labels, reused for every map
 of the scan); sums are bincounts and order statistics come from sorting each VOI's contiguous segment.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -42,6 +43,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 import xarray as xr
+
+from cohort_dosimetry.vocabulary import label_table, voi_regions
 
 #: The x of the DRx metrics reported per VOI (Li et al. 2022).
 DR_PERCENTS = (10, 30, 70, 90)
@@ -61,33 +64,6 @@ def _as_numpy(array) -> np.ndarray:
     return np.asarray(array)
 
 
-def normalise_voi_names(names: Mapping) -> dict[int, str]:
-    """``{label: name}`` with int keys, whether the keys came as ints or as strings (zarr/JSON attributes)."""
-    out = {}
-    for key, name in names.items():
-        try:
-            label = int(key)
-        except (TypeError, ValueError):
-            raise ValueError(f"VOI name table key {key!r} is not an integer label") from None
-        if label <= 0:
-            raise ValueError(f"VOI {name!r} has label {label}; labels of VOIs must be positive (0 is background)")
-        out[label] = str(name)
-    if len(set(out.values())) != len(out):
-        raise ValueError(f"VOI names are not unique: {sorted(out.values())}")
-    return dict(sorted(out.items()))
-
-
-def _region_names(names: Mapping) -> dict[int, str]:
-    """``{region value: name}`` with int keys; unlike VOI names, region names need not be unique."""
-    out = {}
-    for key, name in names.items():
-        try:
-            out[int(key)] = str(name)
-        except (TypeError, ValueError):
-            raise ValueError(f"label table key {key!r} is not an integer label") from None
-    return dict(sorted(out.items()))
-
-
 class VoiIndex:
     """The voxels of every VOI of one label map, gathered once and reused for several dose-rate maps of that scan.
 
@@ -98,11 +74,14 @@ class VoiIndex:
     regions).
     """
 
+    regions: dict[str, tuple[int, ...]]
+    labels: np.ndarray | None
+
     def __init__(self, labels, names: Mapping, vois: Mapping | None = None):
         label_map = _as_numpy(labels)
         if not np.issubdtype(label_map.dtype, np.integer):
             raise ValueError(f"labels must be an integer map, got dtype {label_map.dtype}")
-        voi_names = normalise_voi_names(names) if vois is None else _region_names(names)
+        voi_names = label_table(names, unique_names=vois is None)
         flat = label_map.ravel()
         if flat.size and flat.min() < 0:
             raise ValueError(f"labels contain negative values (min {flat.min()})")
@@ -131,8 +110,6 @@ class VoiIndex:
         self._start = np.concatenate([[0], np.cumsum(self.n_voxels)[:-1]]).astype(np.int64)
 
     def _index_regions(self, flat: np.ndarray, counts: np.ndarray, region_names: dict[int, str], vois: Mapping):
-        from cohort_dosimetry.vocabulary import voi_regions
-
         self.regions = voi_regions(region_names, vois)
         self.labels = None
         self.names = list(self.regions)
@@ -140,8 +117,9 @@ class VoiIndex:
         voxels = np.flatnonzero(flat)
         by_region = voxels[np.argsort(flat[voxels], kind="stable")]
         region_start = np.concatenate([[0], np.cumsum(counts[1:])])  # region r: by_region[start[r-1]:start[r]]
-        segments = [[by_region[region_start[r - 1]:region_start[r]] for r in regions]
-                    for regions in self.regions.values()]
+        segments = [
+            [by_region[region_start[r - 1] : region_start[r]] for r in regions] for regions in self.regions.values()
+        ]
         self.n_voxels = np.array([sum(len(part) for part in parts) for parts in segments], dtype=np.int64)
         self._voxels = np.concatenate([part for parts in segments for part in parts] or [np.zeros(0, np.int64)])
         self._position = np.repeat(np.arange(len(self.names), dtype=np.int64), self.n_voxels)
@@ -158,7 +136,7 @@ class VoiIndex:
         out = np.zeros(int(np.prod(self.shape)), dtype=bool)
         for i, name in enumerate(self.names):
             if name in names:
-                out[self._voxels[self._start[i]:self._start[i] + self.n_voxels[i]]] = True
+                out[self._voxels[self._start[i] : self._start[i] + self.n_voxels[i]]] = True
         return out.reshape(self.shape)
 
     def values(self, dose_rate, what: str = "dose-rate map") -> np.ndarray:
@@ -182,15 +160,18 @@ class VoiIndex:
         bad = n_bad > 0
         if bad.any():
             listing = ", ".join(f"{name} ({n} voxels)" for name, n in zip(self.names, n_bad) if n)
-            warnings.warn(f"{what}: non-finite values in VOI {listing}; their statistics are NaN",
-                          NonFiniteDoseRateWarning, stacklevel=3)
+            warnings.warn(
+                f"{what}: non-finite values in VOI {listing}; their statistics are NaN",
+                NonFiniteDoseRateWarning,
+                stacklevel=3,
+            )
         return bad
 
     def sorted_values(self, values: np.ndarray) -> np.ndarray:
         """Values (as :meth:`values` returns them) sorted ascending within each VOI's segment (NaN last)."""
         ordered = values.copy()
         for start, n in zip(self._start, self.n_voxels):  # contiguous segments, not whole-volume masks
-            ordered[start:start + n].sort()
+            ordered[start : start + n].sort()
         return ordered
 
 
@@ -200,8 +181,15 @@ def _order_statistic(sorted_values: np.ndarray, start: np.ndarray, index: np.nda
     return out
 
 
-def voi_metrics(dose_rate, labels, names: Mapping, spacing_mm: Sequence[float], *, index: VoiIndex | None = None,
-                what: str = "dose-rate map") -> pd.DataFrame:
+def voi_metrics(
+    dose_rate,
+    labels,
+    names: Mapping,
+    spacing_mm: Sequence[float],
+    *,
+    index: VoiIndex | None = None,
+    what: str = "dose-rate map",
+) -> pd.DataFrame:
     """Per-VOI volume and dose-rate statistics of one map, all VOIs in one pass.
 
     ``dose_rate`` (z, y, x) (Gy/s), ``labels`` (z, y, x) int, ``names`` {label: VOI name}, ``spacing_mm`` (z, y, x).
@@ -221,8 +209,9 @@ def voi_metrics(dose_rate, labels, names: Mapping, spacing_mm: Sequence[float], 
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = index.sums(values) / n
     mean[~valid] = np.nan
-    median = 0.5 * (_order_statistic(ordered, start, (n - 1) // 2, valid)
-                    + _order_statistic(ordered, start, n // 2, valid))
+    median = 0.5 * (
+        _order_statistic(ordered, start, (n - 1) // 2, valid) + _order_statistic(ordered, start, n // 2, valid)
+    )
     row = {
         "voi": index.names,
         "volume_ml": n * float(np.prod(spacing_mm)) / 1000.0,
@@ -236,8 +225,15 @@ def voi_metrics(dose_rate, labels, names: Mapping, spacing_mm: Sequence[float], 
     return pd.DataFrame(row, columns=list(VOI_METRIC_COLUMNS))
 
 
-def drvh(dose_rate, labels, names: Mapping, dose_rate_levels=None, *, index: VoiIndex | None = None,
-         what: str = "dose-rate map") -> xr.DataArray:
+def drvh(
+    dose_rate,
+    labels,
+    names: Mapping,
+    dose_rate_levels=None,
+    *,
+    index: VoiIndex | None = None,
+    what: str = "dose-rate map",
+) -> xr.DataArray:
     """Cumulative dose-rate volume histograms of every VOI, in one pass.
 
     Returns ``volume_fraction`` (voi, dose_rate): the fraction of the VOI's voxels whose dose-rate is ``>=`` each
@@ -265,13 +261,18 @@ def drvh(dose_rate, labels, names: Mapping, dose_rate_levels=None, *, index: Voi
     with np.errstate(invalid="ignore", divide="ignore"):
         fraction = at_or_above / index.n_voxels[:, None]
     fraction[bad | (index.n_voxels == 0)] = np.nan
-    return xr.DataArray(fraction, dims=("voi", "dose_rate"),
-                        coords={"voi": index.names, "dose_rate": levels},
-                        name="volume_fraction", attrs={"units": "1", "long_name": "fraction of VOI volume >= level"})
+    return xr.DataArray(
+        fraction,
+        dims=("voi", "dose_rate"),
+        coords={"voi": index.names, "dose_rate": levels},
+        name="volume_fraction",
+        attrs={"units": "1", "long_name": "fraction of VOI volume >= level"},
+    )
 
 
-def voi_concordance(estimate, reference, labels, names: Mapping, *, index: VoiIndex | None = None,
-                    what: str = "dose-rate maps") -> pd.DataFrame:
+def voi_concordance(
+    estimate, reference, labels, names: Mapping, *, index: VoiIndex | None = None, what: str = "dose-rate maps"
+) -> pd.DataFrame:
     """Per-VOI agreement of two dose-rate maps (z, y, x) over each VOI's voxels, all VOIs in one pass.
 
     Columns: ``voi, n_voxels, pearson_r2, ccc, slope, intercept, nrmse, mean_error``. ``slope``/``intercept``: the
@@ -297,8 +298,18 @@ def voi_concordance(estimate, reference, labels, names: Mapping, *, index: VoiIn
         intercept = mean_a - slope * mean_b
         nrmse_voi = np.sqrt(index.sums((a - b) ** 2) / index.sums(b * b))
         mean_error_voi = np.abs(mean_a - mean_b) / mean_b
-    table = pd.DataFrame({"voi": index.names, "n_voxels": index.n_voxels, "pearson_r2": r2, "ccc": ccc,
-                          "slope": slope, "intercept": intercept, "nrmse": nrmse_voi, "mean_error": mean_error_voi})
+    table = pd.DataFrame(
+        {
+            "voi": index.names,
+            "n_voxels": index.n_voxels,
+            "pearson_r2": r2,
+            "ccc": ccc,
+            "slope": slope,
+            "intercept": intercept,
+            "nrmse": nrmse_voi,
+            "mean_error": mean_error_voi,
+        }
+    )
     table.loc[bad, table.columns[2:]] = np.nan
     return table
 
@@ -384,11 +395,16 @@ def joint_histogram(a, b, mask=None, bins=128, range=None) -> tuple[np.ndarray, 
 
 
 def concordance(a, b) -> dict[str, float]:
-    """Agreement of paired samples: ``{"n", "pearson_r2", "ccc", "slope", "intercept"}`` (``a = slope b + intercept``)."""
+    """Agreement of paired samples: ``{"n", "pearson_r2", "ccc", "slope", "intercept"}``
+    (``a = slope b + intercept``)."""
     x, y = _paired(a, b, "concordance")
     dx, dy = x - x.mean(), y - y.mean()
     with np.errstate(invalid="ignore", divide="ignore"):
         slope = float(np.dot(dx, dy) / np.dot(dy, dy))
-    return {"n": int(x.size), "pearson_r2": pearson_r2(x, y), "ccc": lins_ccc(x, y), "slope": slope,
-            "intercept": float(x.mean() - slope * y.mean())}
-
+    return {
+        "n": int(x.size),
+        "pearson_r2": pearson_r2(x, y),
+        "ccc": lins_ccc(x, y),
+        "slope": slope,
+        "intercept": float(x.mean() - slope * y.mean()),
+    }

@@ -8,6 +8,7 @@ per therapy cycle with the time-integration model chosen per VOI and why (and th
 integrated, with the reason), absorbed doses summed over each patient's cycles, time-activity curves (one figure per
 patient and cycle), DRVHs, methods and provenance.
 """
+
 from __future__ import annotations
 
 import base64
@@ -15,17 +16,15 @@ import html
 import io
 import json
 import os
-from datetime import datetime, timezone
-from importlib import metadata
 from collections.abc import Sequence
+from datetime import UTC, datetime
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from cohort_dosimetry.physics import _dvk
-
-from . import _metrics, _time_integration
+from . import _metrics
 from ._figures import MGY_PER_H_PER_GY_PER_S, plot_drvh, plot_joint_histogram, plot_time_activity
 from ._metrics import DR_PERCENTS, VoiIndex, drvh
 from ._tables import METHODS, NOT_INTEGRATED, scan_methods
@@ -52,21 +51,81 @@ img { max-width: 100%; }
 code { background: #f4f4f4; }
 """
 
-_PACKAGES = ("numpy", "scipy", "pandas", "xarray", "zarr", "dask", "matplotlib", "torch", "pydicom", "SimpleITK",
-             "pytomography", "icrp107-database", "prefect")
+_PACKAGES = (
+    "numpy",
+    "scipy",
+    "pandas",
+    "xarray",
+    "zarr",
+    "dask",
+    "matplotlib",
+    "torch",
+    "pydicom",
+    "SimpleITK",
+    "pytomography",
+    "icrp107-database",
+    "prefect",
+)
+
+# The report's own prose: what a reader of the report needs to read its numbers. The exact definitions are in the
+# docstrings of ``stats._metrics``, ``stats._time_integration`` and ``physics._dvk``, with their sources.
+SELECTION_RULE = (
+    "among the fitted models with at least one residual degree of freedom (mono-exponential from 3 time points, "
+    "bi-exponential from 4), the lowest AICc wins, or the lowest AIC where AICc is undefined for one of them "
+    "(4 time points); without such a model the trapezoid with a physical-decay tail is used, and with a single "
+    "time point Hänscheid's formula. Each row of the absorbed-dose table names its model and the reason."
+)
+
+METHODS_TEXT = (
+    """
+<h3>Metrics</h3>
+<ul>
+<li>Mean dose-rate: over every voxel of the VOI (where VOIs overlap, a voxel counts in each of them).</li>
+<li>DRx: the lowest dose-rate among the hottest x % of the VOI's voxels (DR10 high, DR90 low); always a value some
+voxel has, no interpolation.</li>
+<li>NRMSE of an estimate against a reference over a VOI's voxels: root mean squared difference divided by the root
+mean square of the reference. Mean dose-rate error: |mean<sub>A</sub> &minus; mean<sub>B</sub>| / mean<sub>B</sub>.
+</li>
+<li>Agreement: Pearson R<sup>2</sup> and Lin's concordance correlation coefficient (Lin, Biometrics 45:255, 1989)
+over the VOI's voxels.</li>
+<li>A VOI with any NaN or infinite dose-rate gets NaN statistics and a warning naming it; nothing is dropped. A
+named VOI without voxels gets a row with volume 0 and NaN statistics.</li>
+</ul>
+<h3>Absorbed dose</h3>
+<p>Per patient, therapy cycle, VOI and method, the VOI's mean dose-rate at each time point (hours from the cycle's
+injection) is integrated from injection to infinity with one of: a mono-exponential, a bi-exponential with uptake
+(both with washout no slower than Lu-177's physical decay, ICRP-107), a trapezoid from zero at injection with a
+physical-decay tail after the last point, or with one time point Hänscheid's formula (J Nucl Med 59:75, 2018:
+D = r(t) 2t / ln 2, published for a measurement at about 4 days). Fits minimise relative residuals. Model choice:
+"""
+    + SELECTION_RULE
+    + """ Uncertainties (1 sigma) come from the fit's parameter covariance; the trapezoid and
+Hänscheid's formula have none (their error is that of their assumptions).</p>
+<h3>DVK dose-rates in bone</h3>
+<p>The dose voxel kernel method scales soft-tissue kernels by 1.04/&rho;. That holds for the betas, absorbed where
+they are released, not for photons, which bone absorbs 1.5&ndash;5 times more per gram than soft tissue at Lu-177's
+scattered photons and Hf K x-rays, and the kernels' soft tissue does not hold lung's longer electron paths. For the
+same activity on virtual patients, DVK's VOI means are within about 2 % of the Monte Carlo's in liver, kidneys,
+spleen and lesions, but far below it in the lumbar vertebrae and far above it in the lungs (docs/validation,
+section 3).</p>
+"""
+)
 
 
-def write_report(cohort, notes: Sequence[str] = ()) -> Path:
+def write_report(cohort, notes: Sequence[str] = (), model_card: dict | None = None) -> Path:
     """Write ``reports/cohort_report.html`` for a :class:`cohort_dosimetry.store.Cohort` and return its path.
 
     Needs the ``voi_stats`` table (``cohort-dosimetry stats COHORT_DIR``); ``concordance`` and ``absorbed_dose``
     sections are included when their tables have rows. ``notes``: sentences about the run (e.g. which scans had
-    Monte Carlo), listed under the summary.
+    Monte Carlo), listed under the summary. ``model_card``: the data of the CNN weights' model card (its
+    ``weights_sha256`` and ``held_out_evaluation``), whose held-out accuracy the report states for the CNN maps made
+    with those weights; None: the report says no evaluation of the weights is known to it.
     """
     voi_stats = cohort.voi_stats()
     if voi_stats.empty:
-        raise ValueError(f"cohort {cohort.path}: the voi_stats table is empty; run "
-                         f"`cohort-dosimetry stats {cohort.path}` first")
+        raise ValueError(
+            f"cohort {cohort.path}: the voi_stats table is empty; run `cohort-dosimetry stats {cohort.path}` first"
+        )
     concordance = cohort.concordance()
     absorbed = cohort.absorbed_dose()
     totals = cohort.absorbed_dose_total()
@@ -82,7 +141,7 @@ def write_report(cohort, notes: Sequence[str] = ()) -> Path:
         _synthetic_statement(scan_attrs),
         f"<p>{len(set(p for p, _ in scans))} patients, {n_cycles} therapy cycles, {len(scans)} scans, "
         "dose-rate methods: "
-        f"{', '.join(m.upper() for m in methods)}. Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC.</p>",
+        f"{', '.join(m.upper() for m in methods)}. Generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC.</p>",
         "".join(f"<p>Note: {html.escape(note)}</p>" for note in notes),
         "<h2>Table 1. Cohort summary: dose-rate per VOI class and method</h2>",
         "<p>Mean (min&ndash;max) over all scans and VOIs of the class, in mGy/h (1 Gy/s = 3.6&times;10<sup>6</sup> "
@@ -90,44 +149,74 @@ def write_report(cohort, notes: Sequence[str] = ()) -> Path:
         _table_html(cohort_summary_table(voi_stats)),
     ]
     if not concordance.empty:
-        parts += ["<h2>Agreement between methods</h2>",
-                  "<p>Per pair of methods (B the reference) and VOI class: voxel-wise Pearson R<sup>2</sup> and "
-                  "Lin's CCC within each VOI, and the VOI mean dose-rate error |mean<sub>A</sub> &minus; "
-                  "mean<sub>B</sub>| / mean<sub>B</sub> and NRMSE, as median or mean (min&ndash;max) over scans and "
-                  "VOIs.</p>",
-                  _table_html(concordance_summary(concordance, voi_type_of))]
+        parts += [
+            "<h2>Agreement between methods</h2>",
+            "<p>Per pair of methods (B the reference) and VOI class: voxel-wise Pearson R<sup>2</sup> and "
+            "Lin's CCC within each VOI, and the VOI mean dose-rate error |mean<sub>A</sub> &minus; "
+            "mean<sub>B</sub>| / mean<sub>B</sub> and NRMSE, as median or mean (min&ndash;max) over scans and "
+            "VOIs.</p>",
+            _table_html(concordance_summary(concordance, voi_type_of)),
+        ]
     if joint is not None:
-        parts += [f"<h2>CNN vs MC joint histogram</h2><p>All voxels of the VOI classes "
-                  f"{', '.join(TARGET_VOI_TYPES)} over all scans ({joint['n']:,} voxels).</p>",
-                  _figure_html(plot_joint_histogram(joint["counts"], joint["edges_a"], joint["edges_b"], "CNN", "MC",
-                                                    joint["pearson_r2"], joint["ccc"]), "CNN vs MC joint histogram")]
+        parts += [
+            f"<h2>CNN vs MC joint histogram</h2><p>All voxels of the VOI classes "
+            f"{', '.join(TARGET_VOI_TYPES)} over all scans ({joint['n']:,} voxels).</p>",
+            _figure_html(
+                plot_joint_histogram(
+                    joint["counts"], joint["edges_a"], joint["edges_b"], "CNN", "MC", joint["pearson_r2"], joint["ccc"]
+                ),
+                "CNN vs MC joint histogram",
+            ),
+        ]
     if not absorbed.empty:
         chosen = absorbed[absorbed["selected"]]
         failed = chosen[chosen["model"] == NOT_INTEGRATED]
-        parts += ["<h2>Absorbed dose per therapy cycle</h2>",
-                  "<p>One time-activity curve per patient, therapy cycle, VOI and method (hours count from the "
-                  "cycle's own injection). Mean (min&ndash;max) over patients, cycles and VOIs of the class, in Gy, "
-                  "with the time-integration model chosen (counts). The rule: " + html.escape(_selection_rule())
-                  + "</p>",
-                  _table_html(absorbed_summary(chosen, voi_type_of))]
+        parts += [
+            "<h2>Absorbed dose per therapy cycle</h2>",
+            "<p>One time-activity curve per patient, therapy cycle, VOI and method (hours count from the "
+            "cycle's own injection). Mean (min&ndash;max) over patients, cycles and VOIs of the class, in Gy, "
+            "with the time-integration model chosen (counts). The rule: " + SELECTION_RULE + "</p>",
+            _table_html(absorbed_summary(chosen, voi_type_of)),
+        ]
         if not failed.empty:
-            parts += [f"<p>{len(failed)} curve(s) could not be integrated and have no dose:</p>",
-                      _table_html(failed[["patient", "cycle", "voi", "method", "n_timepoints", "reason"]])]
-        parts += ["<details><summary>Chosen model per patient, cycle, VOI and method, and why</summary>",
-                  _table_html(chosen[["patient", "cycle", "voi", "method", "model", "absorbed_dose_gy",
-                                      "uncertainty_gy", "n_timepoints", "reason"]]
-                              .round({"absorbed_dose_gy": 3, "uncertainty_gy": 3})),
-                  "</details>"]
+            parts += [
+                f"<p>{len(failed)} curve(s) could not be integrated and have no dose:</p>",
+                _table_html(failed[["patient", "cycle", "voi", "method", "n_timepoints", "reason"]]),
+            ]
+        parts += [
+            "<details><summary>Chosen model per patient, cycle, VOI and method, and why</summary>",
+            _table_html(
+                chosen[
+                    [
+                        "patient",
+                        "cycle",
+                        "voi",
+                        "method",
+                        "model",
+                        "absorbed_dose_gy",
+                        "uncertainty_gy",
+                        "n_timepoints",
+                        "reason",
+                    ]
+                ].round({"absorbed_dose_gy": 3, "uncertainty_gy": 3})
+            ),
+            "</details>",
+        ]
     if not totals.empty:
-        parts += ["<h2>Absorbed dose over all therapy cycles</h2>",
-                  "<p>Per patient, VOI and method, the chosen absorbed dose of each of the patient's cycles, summed "
-                  "(uncertainties in quadrature). Mean (min&ndash;max) over patients and VOIs of the class, in Gy. "
-                  "A total is n/a when a cycle of the patient has no dose for the VOI and method.</p>",
-                  _table_html(total_summary(totals, voi_type_of)),
-                  "<details><summary>Total per patient, VOI and method</summary>",
-                  _table_html(totals[["patient", "voi", "method", "cycles", "absorbed_dose_gy", "uncertainty_gy",
-                                      "models", "reason"]].round({"absorbed_dose_gy": 3, "uncertainty_gy": 3})),
-                  "</details>"]
+        parts += [
+            "<h2>Absorbed dose over all therapy cycles</h2>",
+            "<p>Per patient, VOI and method, the chosen absorbed dose of each of the patient's cycles, summed "
+            "(uncertainties in quadrature). Mean (min&ndash;max) over patients and VOIs of the class, in Gy. "
+            "A total is n/a when a cycle of the patient has no dose for the VOI and method.</p>",
+            _table_html(total_summary(totals, voi_type_of)),
+            "<details><summary>Total per patient, VOI and method</summary>",
+            _table_html(
+                totals[
+                    ["patient", "voi", "method", "cycles", "absorbed_dose_gy", "uncertainty_gy", "models", "reason"]
+                ].round({"absorbed_dose_gy": 3, "uncertainty_gy": 3})
+            ),
+            "</details>",
+        ]
     parts += ["<h2>Time-activity curves</h2>", *_time_activity_figures(voi_stats, methods)]
     parts += ["<h2>Dose-rate volume histograms</h2><p>First scan of each patient.</p>", *drvh_figures]
     cnn_weights = set()
@@ -136,11 +225,13 @@ def write_report(cohort, notes: Sequence[str] = ()) -> Path:
             ds = cohort.scan(*scan)
             if "dose_rate_cnn" in ds:
                 cnn_weights.add(ds["dose_rate_cnn"].attrs.get("weights_sha256", ""))
-    parts += [_methods_html(), *_cnn_evaluation_html(cnn_weights), _provenance_html(cohort, scan_attrs)]
-    document = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-                "<link rel=\"icon\" href=\"data:,\">"
-                f"<title>Cohort dosimetry report: {html.escape(cohort.path.name)}</title><style>{_STYLE}</style>"
-                "</head><body>\n" + "\n".join(parts) + "\n</body></html>\n")
+    parts += [_methods_html(), *_cnn_evaluation_html(cnn_weights, model_card), _provenance_html(cohort, scan_attrs)]
+    document = (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<link rel="icon" href="data:,">'
+        f"<title>Cohort dosimetry report: {html.escape(cohort.path.name)}</title><style>{_STYLE}</style>"
+        "</head><body>\n" + "\n".join(parts) + "\n</body></html>\n"
+    )
     cohort.reports_dir.mkdir(parents=True, exist_ok=True)
     path = cohort.reports_dir / REPORT_NAME
     tmp = path.with_suffix(".html.tmp")
@@ -180,11 +271,22 @@ def concordance_summary(concordance: pd.DataFrame, voi_type_of: dict) -> pd.Data
     table = concordance.assign(voi_type=concordance["voi"].map(voi_type_of))
     rows = []
     for (voi_type, a, b), group in table.groupby(["voi_type", "method_a", "method_b"]):
-        rows.append((_type_order(voi_type), _method_order(a), _method_order(b), {
-            "VOI class": voi_type, "A vs B": f"{a.upper()} vs {b.upper()}", "n": len(group),
-            "median R\u00b2": f"{group['pearson_r2'].median():.3f}", "median CCC": f"{group['ccc'].median():.3f}",
-            "mean error (%)": _mean_min_max(group["mean_error"], 100.0),
-            "NRMSE (%)": _mean_min_max(group["nrmse"], 100.0)}))
+        rows.append(
+            (
+                _type_order(voi_type),
+                _method_order(a),
+                _method_order(b),
+                {
+                    "VOI class": voi_type,
+                    "A vs B": f"{a.upper()} vs {b.upper()}",
+                    "n": len(group),
+                    "median R\u00b2": f"{group['pearson_r2'].median():.3f}",
+                    "median CCC": f"{group['ccc'].median():.3f}",
+                    "mean error (%)": _mean_min_max(group["mean_error"], 100.0),
+                    "NRMSE (%)": _mean_min_max(group["nrmse"], 100.0),
+                },
+            )
+        )
     return pd.DataFrame([row for *_, row in sorted(rows, key=lambda r: r[:3])])
 
 
@@ -194,10 +296,19 @@ def absorbed_summary(chosen: pd.DataFrame, voi_type_of: dict) -> pd.DataFrame:
     rows = []
     for (voi_type, method), group in table.groupby(["voi_type", "method"]):
         counts = group["model"].value_counts()
-        rows.append((_type_order(voi_type), _method_order(method), {
-            "VOI class": voi_type, "method": method.upper(), "n": len(group),
-            "absorbed dose (Gy)": _mean_min_max(group["absorbed_dose_gy"]),
-            "models chosen": ", ".join(f"{model} {count}" for model, count in counts.items())}))
+        rows.append(
+            (
+                _type_order(voi_type),
+                _method_order(method),
+                {
+                    "VOI class": voi_type,
+                    "method": method.upper(),
+                    "n": len(group),
+                    "absorbed dose (Gy)": _mean_min_max(group["absorbed_dose_gy"]),
+                    "models chosen": ", ".join(f"{model} {count}" for model, count in counts.items()),
+                },
+            )
+        )
     return pd.DataFrame([row for *_, row in sorted(rows, key=lambda r: r[:2])])
 
 
@@ -207,11 +318,20 @@ def total_summary(totals: pd.DataFrame, voi_type_of: dict) -> pd.DataFrame:
     table = totals.assign(voi_type=totals["voi"].map(voi_type_of))
     rows = []
     for (voi_type, method), group in table.groupby(["voi_type", "method"]):
-        rows.append((_type_order(voi_type), _method_order(method), {
-            "VOI class": voi_type, "method": method.upper(), "n": len(group),
-            "total absorbed dose (Gy)": _mean_min_max(group["absorbed_dose_gy"]),
-            "over 2+ cycles": int((group["n_cycles"] > 1).sum()),
-            "n/a": int(group["absorbed_dose_gy"].isna().sum())}))
+        rows.append(
+            (
+                _type_order(voi_type),
+                _method_order(method),
+                {
+                    "VOI class": voi_type,
+                    "method": method.upper(),
+                    "n": len(group),
+                    "total absorbed dose (Gy)": _mean_min_max(group["absorbed_dose_gy"]),
+                    "over 2+ cycles": int((group["n_cycles"] > 1).sum()),
+                    "n/a": int(group["absorbed_dose_gy"].isna().sum()),
+                },
+            )
+        )
     return pd.DataFrame([row for *_, row in sorted(rows, key=lambda r: r[:2])])
 
 
@@ -229,19 +349,17 @@ def _figure_html(figure, alt: str) -> str:
 def _synthetic_statement(scan_attrs: dict) -> str:
     flags = [bool(attrs.get("synthetic", False)) for attrs in scan_attrs.values()]
     if all(flags):
-        return (f'<p class="synthetic">All {len(flags)} scans of this cohort are synthetic virtual patients '
-                "(computer-generated anatomy, kinetics and SPECT): no patient data. The numbers characterise the "
-                "software and its methods, not a clinical population.</p>")
+        return (
+            f'<p class="synthetic">All {len(flags)} scans of this cohort are synthetic virtual patients '
+            "(computer-generated anatomy, kinetics and SPECT): no patient data. The numbers characterise the "
+            "software and its methods, not a clinical population.</p>"
+        )
     if any(flags):
-        return (f'<p class="synthetic">{sum(flags)} of {len(flags)} scans are synthetic virtual patients '
-                "(no patient data); the summary pools them with the others.</p>")
+        return (
+            f'<p class="synthetic">{sum(flags)} of {len(flags)} scans are synthetic virtual patients '
+            "(no patient data); the summary pools them with the others.</p>"
+        )
     return "<p>The store does not mark any scan as synthetic.</p>"
-
-
-def _selection_rule() -> str:
-    doc = _time_integration.__doc__
-    rule = doc[doc.index("Model selection"):doc.index("Uncertainty (one")]
-    return " ".join(rule.split())
 
 
 class _PairedMoments:
@@ -284,7 +402,7 @@ def _scan_pass(cohort, scans, voi_stats: pd.DataFrame):
         edges = np.linspace(0.0, top * (1 + 1e-6), JOINT_HISTOGRAM_BINS + 1)
         counts = np.zeros((JOINT_HISTOGRAM_BINS, JOINT_HISTOGRAM_BINS), np.int64)
         moments = _PairedMoments()
-    first_scans = {}
+    first_scans: dict[str, str] = {}
     for patient, timepoint in scans:
         first_scans.setdefault(patient, timepoint)
     figures = []
@@ -309,14 +427,25 @@ def _scan_pass(cohort, scans, voi_stats: pd.DataFrame):
             maps = {method: np.asarray(scan_ds[f"dose_rate_{method}"].data) for method in methods}
             top = max(float(np.nanmax(dose_rate)) for dose_rate in maps.values())
             levels = np.concatenate([[0.0], np.geomspace(1e-4, 1.0, DRVH_LEVELS - 1) * (top if top > 0 else 1.0)])
-            curves = {method: drvh(dose_rate, None, {}, levels, index=index).sel(voi=shown)
-                      for method, dose_rate in maps.items()}
-            figures.append(_figure_html(plot_drvh(curves, f"patient {patient}, {timepoint}"),
-                                        f"DRVH patient {patient} {timepoint}"))
+            curves = {
+                method: drvh(dose_rate, None, {}, levels, index=index).sel(voi=shown)
+                for method, dose_rate in maps.items()
+            }
+            figures.append(
+                _figure_html(
+                    plot_drvh(curves, f"patient {patient}, {timepoint}"), f"DRVH patient {patient} {timepoint}"
+                )
+            )
     joint = None
     if has_pair and moments.n >= 2:
-        joint = {"counts": counts, "edges_a": edges, "edges_b": edges, "n": moments.n,
-                 "pearson_r2": moments.pearson_r2(), "ccc": moments.ccc()}
+        joint = {
+            "counts": counts,
+            "edges_a": edges,
+            "edges_b": edges,
+            "n": moments.n,
+            "pearson_r2": moments.pearson_r2(),
+            "ccc": moments.ccc(),
+        }
     return joint, figures
 
 
@@ -329,9 +458,11 @@ def _voi_type_of(name: str) -> str:
 def _time_activity_figures(voi_stats: pd.DataFrame, methods: list[str]) -> list[str]:
     method = "mc" if "mc" in methods else methods[-1]
     shown = voi_stats[(voi_stats["method"] == method) & voi_stats["voi_type"].isin(TARGET_VOI_TYPES)]
-    parts = [f"<p>Mean dose-rate of the {method.upper()} maps (points) and every model applied (lines; the chosen "
-             "one solid, with its absorbed dose in the legend), per patient and therapy cycle. Curves that could not "
-             "be integrated are left out (see the absorbed dose section).</p>"]
+    parts = [
+        f"<p>Mean dose-rate of the {method.upper()} maps (points) and every model applied (lines; the chosen "
+        "one solid, with its absorbed dose in the legend), per patient and therapy cycle. Curves that could not "
+        "be integrated are left out (see the absorbed dose section).</p>"
+    ]
     for (patient, cycle), group in shown.groupby(["patient", "cycle"]):
         fits = {}
         for voi, curve in group.groupby("voi", sort=False):
@@ -339,76 +470,88 @@ def _time_activity_figures(voi_stats: pd.DataFrame, methods: list[str]) -> list[
             if curve.empty or curve["nuclide"].nunique() != 1:
                 continue
             try:
-                fits[voi] = fit_time_activity(curve["hours_post_injection"].to_numpy(), curve["mean"].to_numpy(),
-                                              curve["nuclide"].iloc[0])
+                fits[voi] = fit_time_activity(
+                    curve["hours_post_injection"].to_numpy(), curve["mean"].to_numpy(), curve["nuclide"].iloc[0]
+                )
             except ValueError:
                 continue
         if fits:
-            parts.append(_figure_html(plot_time_activity(fits, f"patient {patient}, cycle {cycle} ({method.upper()})"),
-                                      f"time-activity curves patient {patient} cycle {cycle}"))
+            parts.append(
+                _figure_html(
+                    plot_time_activity(fits, f"patient {patient}, cycle {cycle} ({method.upper()})"),
+                    f"time-activity curves patient {patient} cycle {cycle}",
+                )
+            )
     return parts
 
 
 def _methods_html() -> str:
-    metrics_doc = _metrics.__doc__
-    definitions = metrics_doc[metrics_doc.index("- ``DRx``"):metrics_doc.index("Policies")]
-    policies = metrics_doc[metrics_doc.index("Policies"):metrics_doc.index("Arrays are")]
-    integration = _time_integration.__doc__
-    dvk_doc = _dvk.__doc__
-    dvk_limit = dvk_doc[dvk_doc.index("Known limit"):dvk_doc.index("The convolution is linear")]
-    return ("<h2>Methods</h2><h3>Metrics</h3><pre>" + html.escape(definitions.strip()) + "\n\n"
-            + html.escape(policies.strip()) + "</pre><h3>Time integration</h3><pre>"
-            + html.escape(integration[integration.index("Input:"):].strip()) + "</pre>"
-            + "<h3>DVK dose-rates</h3><pre>" + html.escape(dvk_limit.strip()) + "</pre>")
+    return "<h2>Methods</h2>" + METHODS_TEXT
 
 
-def _cnn_evaluation_html(weights_sha256: set[str]) -> list[str]:
+def _cnn_evaluation_html(weights_sha256: set[str], model_card: dict | None) -> list[str]:
     """What is known of the accuracy of the CNN weights behind this cohort's CNN maps: the held-out evaluation in
-    the shipped model card when the maps' ``weights_sha256`` is the shipped weights', else a statement that none is
-    known. Empty when the cohort has no CNN map."""
+    ``model_card`` (the card's data: ``weights_sha256`` and ``held_out_evaluation``) when the maps'
+    ``weights_sha256`` is the card's, else a statement that none is known. Empty when the cohort has no CNN map."""
     if not weights_sha256:
         return []
-    from cohort_dosimetry.model import SHIPPED_CARD, ModelCard
-
-    card = ModelCard.from_json(SHIPPED_CARD)
-    evaluation = card.held_out_evaluation
+    card_sha = (model_card or {}).get("weights_sha256", "")
+    evaluation = (model_card or {}).get("held_out_evaluation")
     parts = ["<h3>CNN dose-rates: accuracy of the weights on held-out virtual patients</h3>"]
-    unknown = sorted(sha or "not recorded" for sha in weights_sha256 if sha != card.weights_sha256 or not evaluation)
+    unknown = sorted(sha or "not recorded" for sha in weights_sha256 if sha != card_sha or not evaluation)
     if unknown:
-        parts.append(f"<p>CNN maps made with weights {html.escape(', '.join(unknown))}: no held-out evaluation of "
-                     "these weights is known to this report.</p>")
-    if card.weights_sha256 not in weights_sha256 or not evaluation:
+        parts.append(
+            f"<p>CNN maps made with weights {html.escape(', '.join(unknown))}: no held-out evaluation of "
+            "these weights is known to this report.</p>"
+        )
+    if card_sha not in weights_sha256 or not evaluation:
         return parts
     models = evaluation["spect_models"]
     parts.append(
-        f"<p>Weights sha256 {card.weights_sha256[:12]}&hellip; (the shipped model card), measured on "
+        f"<p>Weights sha256 {card_sha[:12]}&hellip; (the model card given to the report), measured on "
         f"{html.escape(evaluation['description'])}; seeds {evaluation['seeds'][0]}-{evaluation['seeds'][-1]} "
         f"({html.escape(evaluation['source'])}). Bias of a VOI's mean dose-rate = estimate / truth &minus; 1, "
         "averaged over the VOI's scans; mean &plusmn; standard deviation over the VOIs of a class. A negative "
-        "bias is an underestimate.</p>")
+        "bias is an underestimate.</p>"
+    )
     bias = pd.DataFrame({"VOI class": list(next(iter(models.values()))["voi_mean_bias"])})
     for model, m in models.items():
         for method in ("cnn", "dvk"):
-            bias[f"{model}: {method.upper()} (%)"] = [_percent_mean_sd(*m["voi_mean_bias"][c][method])
-                                                      for c in bias["VOI class"]]
+            bias[f"{model}: {method.upper()} (%)"] = [
+                _percent_mean_sd(*m["voi_mean_bias"][c][method]) for c in bias["VOI class"]
+            ]
     parts.append(_table_html(bias))
-    lesions = {}
+    lesions: dict[str, dict[str, object]] = {}
     for model, m in models.items():
         for band in m["lesion_mean_bias_by_volume_ml"]:
             low, high = band["volume_ml"]
-            row = lesions.setdefault(f"{low:g}-{high:g}" if high is not None else f"over {low:g}",
-                                     {"lesions": band["lesions"]})
+            row = lesions.setdefault(
+                f"{low:g}-{high:g}" if high is not None else f"over {low:g}", {"lesions": band["lesions"]}
+            )
             row.update({f"{model}: {method.upper()} (%)": f"{100 * band[method]:+.0f}" for method in ("cnn", "dvk")})
     if lesions:
-        parts += ["<p>Bias of lesion mean dose-rates by lesion volume (mL):</p>",
-                  _table_html(pd.DataFrame([{"volume (mL)": k, **v} for k, v in lesions.items()]))]
-    checks = pd.DataFrame([{"SPECT": model, "check": c["check"], "VOI class": c["voi_class"],
-                            "statistic [95 % interval]": "{:.3f} [{:.3f}, {:.3f}]".format(c["statistic"],
-                                                                                      *c["interval_95"]),
-                            "goal met": "yes" if c["met"] else "no"}
-                           for model, m in models.items() for c in m["goal_checks"]])
-    parts += ["<p>Goal checks (the accuracy goal of the weights: mean-error reduction against DVK at least 0.40 for "
-              "kidneys and lesions; NRMSE CNN &minus; DVK below 0 in every class):</p>", _table_html(checks)]
+        parts += [
+            "<p>Bias of lesion mean dose-rates by lesion volume (mL):</p>",
+            _table_html(pd.DataFrame([{"volume (mL)": k, **v} for k, v in lesions.items()])),
+        ]
+    checks = pd.DataFrame(
+        [
+            {
+                "SPECT": model,
+                "check": c["check"],
+                "VOI class": c["voi_class"],
+                "statistic [95 % interval]": "{:.3f} [{:.3f}, {:.3f}]".format(c["statistic"], *c["interval_95"]),
+                "goal met": "yes" if c["met"] else "no",
+            }
+            for model, m in models.items()
+            for c in m["goal_checks"]
+        ]
+    )
+    parts += [
+        "<p>Goal checks (the accuracy goal of the weights: mean-error reduction against DVK at least 0.40 for "
+        "kidneys and lesions; NRMSE CNN &minus; DVK below 0 in every class):</p>",
+        _table_html(checks),
+    ]
     return parts
 
 
@@ -422,7 +565,7 @@ def _provenance_html(cohort, scan_attrs: dict) -> str:
     versions.update({package: _version(package) for package in _PACKAGES})
     software = pd.DataFrame({"package": list(versions), "version (this report)": list(versions.values())})
     store_versions = cohort.attrs.get("software_versions", {})
-    records = {}
+    records: dict[tuple[str, str], int] = {}
     for attrs in scan_attrs.values():
         for array, entry in (attrs.get("provenance") or {}).items():
             if not array.startswith("dose_rate"):
@@ -430,13 +573,17 @@ def _provenance_html(cohort, scan_attrs: dict) -> str:
             described = {k: v for k, v in sorted(entry.items()) if k not in ("written_utc",)}
             key = (array, json.dumps(described, sort_keys=True, default=str))
             records[key] = records.get(key, 0) + 1
-    provenance = pd.DataFrame([{"array": array, "provenance": text, "scans": n}
-                               for (array, text), n in sorted(records.items())])
+    provenance = pd.DataFrame(
+        [{"array": array, "provenance": text, "scans": n} for (array, text), n in sorted(records.items())]
+    )
     parts = ["<h2>Provenance</h2>", "<h3>Software used for this report</h3>", _table_html(software)]
     if store_versions:
-        parts += ["<h3>Software that created the store</h3>",
-                  _table_html(pd.DataFrame({"package": list(store_versions),
-                                            "version": [str(v) for v in store_versions.values()]}))]
+        parts += [
+            "<h3>Software that created the store</h3>",
+            _table_html(
+                pd.DataFrame({"package": list(store_versions), "version": [str(v) for v in store_versions.values()]})
+            ),
+        ]
     if not provenance.empty:
         parts += ["<h3>Dose-rate maps (from each scan's provenance)</h3>", _table_html(provenance)]
     return "\n".join(parts)

@@ -7,6 +7,7 @@ from its own cycle's injection) and the sum over each patient's cycles (:func:`a
 tables through the store (units in each column's Arrow metadata). Dose-rates are in Gy/s throughout, absorbed doses
 in Gy, times in hours post injection.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -76,8 +77,9 @@ def scan_tables(scan_ds, patient: str, timepoint: str) -> dict[str, pd.DataFrame
         maps[method] = np.asarray(variable.data)
     stats = []
     for method, dose_rate in maps.items():
-        table = voi_metrics(dose_rate, None, {}, scan_ds.attrs["spacing_mm"], index=index,
-                            what=f"{where} dose_rate_{method}")
+        table = voi_metrics(
+            dose_rate, None, {}, scan_ds.attrs["spacing_mm"], index=index, what=f"{where} dose_rate_{method}"
+        )
         table.insert(0, "method", method)
         table.insert(0, "voi_type", voi_types)
         stats.append(table)
@@ -87,20 +89,58 @@ def scan_tables(scan_ds, patient: str, timepoint: str) -> dict[str, pd.DataFrame
     voi_stats.insert(0, "cycle", int(scan_ds.attrs["cycle"]))
     voi_stats.insert(0, "timepoint", timepoint)
     voi_stats.insert(0, "patient", patient)
-    voi_stats = voi_stats[["patient", "timepoint", "cycle", "hours_post_injection", "nuclide", "voi", "voi_type",
-                           "method", "volume_ml", "mean", "median", "max", "dr10", "dr30", "dr70",
-                           "dr90"]].assign(units="Gy/s")
+    voi_stats = voi_stats[
+        [
+            "patient",
+            "timepoint",
+            "cycle",
+            "hours_post_injection",
+            "nuclide",
+            "voi",
+            "voi_type",
+            "method",
+            "volume_ml",
+            "mean",
+            "median",
+            "max",
+            "dr10",
+            "dr30",
+            "dr70",
+            "dr90",
+        ]
+    ].assign(units="Gy/s")
     pairs = []
     for method_a, method_b in itertools.combinations(methods, 2):
-        table = voi_concordance(maps[method_a], maps[method_b], None, {}, index=index,
-                                what=f"{where} dose_rate_{method_a} vs dose_rate_{method_b}")
+        table = voi_concordance(
+            maps[method_a],
+            maps[method_b],
+            None,
+            {},
+            index=index,
+            what=f"{where} dose_rate_{method_a} vs dose_rate_{method_b}",
+        )
         table.insert(1, "method_b", method_b)
         table.insert(1, "method_a", method_a)
         pairs.append(table)
-    columns = ["patient", "timepoint", "voi", "method_a", "method_b", "n_voxels", "pearson_r2", "ccc", "slope",
-               "intercept", "nrmse", "mean_error"]
-    concordance = (pd.concat(pairs, ignore_index=True).assign(patient=patient, timepoint=timepoint)[columns]
-                   if pairs else pd.DataFrame(columns=columns))
+    columns = [
+        "patient",
+        "timepoint",
+        "voi",
+        "method_a",
+        "method_b",
+        "n_voxels",
+        "pearson_r2",
+        "ccc",
+        "slope",
+        "intercept",
+        "nrmse",
+        "mean_error",
+    ]
+    concordance = (
+        pd.concat(pairs, ignore_index=True).assign(patient=patient, timepoint=timepoint)[columns]
+        if pairs
+        else pd.DataFrame(columns=columns)
+    )
     return {"voi_stats": voi_stats, "concordance": concordance}
 
 
@@ -140,20 +180,49 @@ def absorbed_dose(voi_stats: pd.DataFrame, nuclide: str = "Lu177") -> pd.DataFra
         except ValueError as err:
             names = curve["timepoint"] if "timepoint" in curve else [f"scan {k + 1}" for k in range(len(curve))]
             scans = ", ".join(f"{patient}/{name} ({hour:g} h)" for name, hour in zip(names, hours))
-            rows.append({**key, "model": NOT_INTEGRATED, "absorbed_dose_gy": np.nan, "uncertainty_gy": np.nan,
-                         "n_timepoints": len(curve), "selected": True, "aic": np.nan, "aicc": np.nan,
-                         "reason": f"not integrated: {err}; scans of cycle {int(cycle)}: {scans}"})
+            rows.append(
+                {
+                    **key,
+                    "model": NOT_INTEGRATED,
+                    "absorbed_dose_gy": np.nan,
+                    "uncertainty_gy": np.nan,
+                    "n_timepoints": len(curve),
+                    "selected": True,
+                    "aic": np.nan,
+                    "aicc": np.nan,
+                    "reason": f"not integrated: {err}; scans of cycle {int(cycle)}: {scans}",
+                }
+            )
             continue
         for model, model_fit in fit.fits.items():
             chosen = model == fit.selected
-            rows.append({
-                **key, "model": model,
-                "absorbed_dose_gy": model_fit.absorbed_dose_gy, "uncertainty_gy": model_fit.uncertainty_gy,
-                "n_timepoints": len(fit.hours), "selected": chosen, "aic": model_fit.aic, "aicc": model_fit.aicc,
-                "reason": fit.reason if chosen else (model_fit.note or f"not selected ({fit.selected} was)"),
-            })
-    columns = ["patient", "cycle", "voi", "method", "model", "absorbed_dose_gy", "uncertainty_gy", "n_timepoints",
-               "selected", "aic", "aicc", "reason"]
+            rows.append(
+                {
+                    **key,
+                    "model": model,
+                    "absorbed_dose_gy": model_fit.absorbed_dose_gy,
+                    "uncertainty_gy": model_fit.uncertainty_gy,
+                    "n_timepoints": len(fit.hours),
+                    "selected": chosen,
+                    "aic": model_fit.aic,
+                    "aicc": model_fit.aicc,
+                    "reason": fit.reason if chosen else (model_fit.note or f"not selected ({fit.selected} was)"),
+                }
+            )
+    columns = [
+        "patient",
+        "cycle",
+        "voi",
+        "method",
+        "model",
+        "absorbed_dose_gy",
+        "uncertainty_gy",
+        "n_timepoints",
+        "selected",
+        "aic",
+        "aicc",
+        "reason",
+    ]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -168,8 +237,17 @@ def absorbed_dose_total(absorbed: pd.DataFrame) -> pd.DataFrame:
     curve, or one that could not be integrated): a total over fewer cycles than the patient had would read as
     the patient's total.
     """
-    columns = ["patient", "voi", "method", "absorbed_dose_gy", "uncertainty_gy", "n_cycles", "cycles", "models",
-               "reason"]
+    columns = [
+        "patient",
+        "voi",
+        "method",
+        "absorbed_dose_gy",
+        "uncertainty_gy",
+        "n_cycles",
+        "cycles",
+        "models",
+        "reason",
+    ]
     if absorbed.empty:
         return pd.DataFrame(columns=columns)
     cycles_of = absorbed.groupby("patient")["cycle"].agg(lambda c: sorted(set(int(v) for v in c)))
@@ -184,13 +262,19 @@ def absorbed_dose_total(absorbed: pd.DataFrame) -> pd.DataFrame:
         reasons += [f"cycle {c}: {by_cycle.loc[c, 'reason']}" for c in failed]
         doses = by_cycle["absorbed_dose_gy"].reindex(cycles).to_numpy(dtype=float)
         sigmas = by_cycle["uncertainty_gy"].reindex(cycles).to_numpy(dtype=float)
-        rows.append({
-            "patient": patient, "voi": voi, "method": method,
-            "absorbed_dose_gy": float(np.sum(doses)), "uncertainty_gy": float(np.sqrt(np.sum(sigmas**2))),
-            "n_cycles": len(cycles), "cycles": ",".join(str(c) for c in cycles),
-            "models": ", ".join(f"{c}: {by_cycle.loc[c, 'model']}" for c in cycles if c in by_cycle.index),
-            "reason": "; ".join(reasons),
-        })
+        rows.append(
+            {
+                "patient": patient,
+                "voi": voi,
+                "method": method,
+                "absorbed_dose_gy": float(np.sum(doses)),
+                "uncertainty_gy": float(np.sqrt(np.sum(sigmas**2))),
+                "n_cycles": len(cycles),
+                "cycles": ",".join(str(c) for c in cycles),
+                "models": ", ".join(f"{c}: {by_cycle.loc[c, 'model']}" for c in cycles if c in by_cycle.index),
+                "reason": "; ".join(reasons),
+            }
+        )
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -214,8 +298,11 @@ def compute_cohort_tables(cohort, progress: bool = True) -> dict[str, pd.DataFra
         stats.append(tables["voi_stats"])
         pairs.append(tables["concordance"])
     if skipped:
-        warnings.warn(f"cohort {cohort.path}: scans without any dose-rate map skipped: {', '.join(skipped)}",
-                      RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            f"cohort {cohort.path}: scans without any dose-rate map skipped: {', '.join(skipped)}",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     if not stats:
         raise ValueError(f"cohort {cohort.path}: no scan has a dose-rate map yet; compute dose-rates first")
     return write_cohort_tables(cohort, pd.concat(stats, ignore_index=True), pd.concat(pairs, ignore_index=True))
@@ -230,8 +317,12 @@ def write_cohort_tables(cohort, voi_stats: pd.DataFrame, concordance: pd.DataFra
     written.
     """
     absorbed = absorbed_dose(voi_stats)
-    tables = {"voi_stats": voi_stats.reset_index(drop=True), "concordance": concordance.reset_index(drop=True),
-              "absorbed_dose": absorbed, "absorbed_dose_total": absorbed_dose_total(absorbed)}
+    tables = {
+        "voi_stats": voi_stats.reset_index(drop=True),
+        "concordance": concordance.reset_index(drop=True),
+        "absorbed_dose": absorbed,
+        "absorbed_dose_total": absorbed_dose_total(absorbed),
+    }
     for name, table in tables.items():
         cohort.write_table(name, table, units=TABLE_UNITS[name])
     return tables

@@ -43,9 +43,11 @@ variance estimate, ``absolute_sigma=False``) through the analytic gradient of th
 fit has no residual degrees of freedom (``n = p``). The trapezoid and Hanscheid estimates carry no statistical model of
 the data, so their uncertainty is NaN: their error is the systematic one of their assumptions stated above.
 """
+
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -69,7 +71,8 @@ class ModelFit:
     """One time-integration model applied to one curve.
 
     ``absorbed_dose_gy`` and ``uncertainty_gy`` (1 sd; NaN where not estimable), ``aic`` and ``aicc`` (NaN where
-    undefined: ``aic`` needs ``n >= p + 1``, ``aicc`` ``n >= p + 2``), ``parameters`` (dose-rates in Gy/s, rates in 1/h), ``note`` (why a fit failed or has no AICc; empty otherwise).
+    undefined: ``aic`` needs ``n >= p + 1``, ``aicc`` ``n >= p + 2``), ``parameters`` (dose-rates in Gy/s, rates in
+    1/h), ``note`` (why a fit failed or has no AICc; empty otherwise).
     """
 
     model: str
@@ -77,7 +80,7 @@ class ModelFit:
     uncertainty_gy: float = float("nan")
     aic: float = float("nan")
     aicc: float = float("nan")
-    parameters: dict[str, float] = field(default_factory=dict)
+    parameters: dict[str, float | np.ndarray] = field(default_factory=dict)  # trapezoid: arrays of its knots
     note: str = ""
 
     def dose_rate(self, hours) -> np.ndarray:
@@ -130,8 +133,8 @@ def _aicc(rss: float, n: int, p: int) -> float:
     return _aic(rss, n, p) + 2 * p * (p + 1) / (n - p - 1) if n >= p + 2 else float("nan")
 
 
-def _mono(t, a, l):
-    return a * np.exp(-l * t)
+def _mono(t, a, lam):
+    return a * np.exp(-lam * t)
 
 
 def _bi(t, a, l_w, delta):
@@ -158,6 +161,8 @@ def _fit(model: str, t: np.ndarray, y: np.ndarray, l_p: float) -> tuple[np.ndarr
         l0 = max(-slope, l_p * 1.01)
     else:
         l0 = 2 * l_p
+    func: Callable[..., np.ndarray]
+    starts: list[tuple[float, ...]]
     if model == "mono_exp":
         func, bounds = _mono, ([0.0, l_p], [np.inf, np.inf])
         starts = [(y.max() * np.exp(l0 * t[np.argmax(y)]), l0)]
@@ -194,10 +199,10 @@ def _fitted_model(model: str, t: np.ndarray, r: np.ndarray, l_p: float) -> Model
     except RuntimeError as err:
         return ModelFit(model, float("nan"), note=str(err))
     if model == "mono_exp":
-        a, l = params
-        integral_h = a / l
-        gradient = np.array([1 / l, -a / l**2])
-        parameters = {"a_gy_s": a * scale, "l_per_h": l}
+        a, lam = params
+        integral_h = a / lam
+        gradient = np.array([1 / lam, -a / lam**2])
+        parameters = {"a_gy_s": a * scale, "l_per_h": lam}
     else:
         a, l_w, delta = params
         l_u = l_w + delta
@@ -212,17 +217,27 @@ def _fitted_model(model: str, t: np.ndarray, r: np.ndarray, l_p: float) -> Model
         note = f"AICc undefined with {n} time points (needs {p + 2})"
     else:
         note = ""
-    return ModelFit(model, integral_h * to_gy, np.sqrt(variance) * to_gy if variance >= 0 else float("nan"),
-                    _aic(rss, n, p), _aicc(rss, n, p), parameters, note)
+    return ModelFit(
+        model,
+        integral_h * to_gy,
+        np.sqrt(variance) * to_gy if variance >= 0 else float("nan"),
+        _aic(rss, n, p),
+        _aicc(rss, n, p),
+        parameters,
+        note,
+    )
 
 
 def _trapezoid(t: np.ndarray, r: np.ndarray, l_p: float) -> ModelFit:
     knots_t = np.concatenate([[0.0], t])
     knots_r = np.concatenate([[0.0], r])
     integral_h = float(np.sum(np.diff(knots_t) * (knots_r[1:] + knots_r[:-1]) / 2) + r[-1] / l_p)
-    return ModelFit("trapezoid", integral_h * SECONDS_PER_HOUR,
-                    parameters={"hours": t, "dose_rate_gy_s": r, "l_physical_per_h": l_p},
-                    note="no fitted parameters: no AICc, no statistical uncertainty")
+    return ModelFit(
+        "trapezoid",
+        integral_h * SECONDS_PER_HOUR,
+        parameters={"hours": t, "dose_rate_gy_s": r, "l_physical_per_h": l_p},
+        note="no fitted parameters: no AICc, no statistical uncertainty",
+    )
 
 
 def hanscheid_absorbed_dose_gy(hours: float, dose_rate_gy_s: float) -> float:
@@ -252,11 +267,15 @@ def fit_time_activity(hours, dose_rate_gy_s, nuclide: str = "Lu177") -> TimeActi
     l_p = physical_decay_per_h(nuclide)
     n = t.size
     if n == 1:
-        fit = ModelFit("hanscheid", hanscheid_absorbed_dose_gy(t[0], r[0]),
-                       parameters={"r_gy_s": r[0], "t_h": t[0]},
-                       note="single time point: exact only if the effective half-life equals t")
-        return TimeActivityFit(t, r, {"hanscheid": fit}, "hanscheid",
-                               f"one time point ({t[0]:g} h): Hanscheid 2018, D = r(t) 2t/ln2")
+        fit = ModelFit(
+            "hanscheid",
+            hanscheid_absorbed_dose_gy(t[0], r[0]),
+            parameters={"r_gy_s": r[0], "t_h": t[0]},
+            note="single time point: exact only if the effective half-life equals t",
+        )
+        return TimeActivityFit(
+            t, r, {"hanscheid": fit}, "hanscheid", f"one time point ({t[0]:g} h): Hanscheid 2018, D = r(t) 2t/ln2"
+        )
     fits = {model: _fitted_model(model, t, r, l_p) for model in N_PARAMETERS}
     fits["trapezoid"] = _trapezoid(t, r, l_p)
     candidates = [name for name in N_PARAMETERS if not np.isnan(fits[name].aic)]  # -inf (RSS = 0) stays in
@@ -264,7 +283,7 @@ def fit_time_activity(hours, dose_rate_gy_s, nuclide: str = "Lu177") -> TimeActi
         use_aicc = not any(np.isnan(fits[name].aicc) for name in candidates)
         criterion = "AICc" if use_aicc else "AIC"
         scores = {name: fits[name].aicc if use_aicc else fits[name].aic for name in candidates}
-        selected = min(scores, key=scores.get)
+        selected = min(scores, key=scores.__getitem__)
         listing = ", ".join(f"{name} {score:.2f}" for name, score in sorted(scores.items(), key=lambda kv: kv[1]))
         reason = f"lowest {criterion} ({listing})"
         if not use_aicc:

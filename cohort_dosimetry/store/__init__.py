@@ -35,14 +35,16 @@ Public API::
 
 The layout and every decision behind it are documented in ``storage_schema/README.md``.
 """
+
 from ._cohort import Cohort, MapLockTimeout, open_cohort, software_versions
 from ._cycles import CYCLE_SEPARATION, number_cycles
 from ._locking import LOCK_TIMEOUT_ENV, LockTimeout, lock_timeout
 from ._pseudonym import PseudonymKeyMismatch, key_fingerprint, pseudonym_key, pseudonymise_patient_id
-from ._schema import SCHEMA_VERSION, check_identifier, store_schema
+from ._schema import SCHEMA_VERSION, check_identifier, store_schema, timepoint_number
 from ._validate import validate_cohort
 
 __all__ = [
+    "timepoint_number",
     "CYCLE_SEPARATION",
     "LOCK_TIMEOUT_ENV",
     "SCHEMA_VERSION",

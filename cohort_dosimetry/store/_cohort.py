@@ -14,6 +14,7 @@ Layout (``storage_schema/README.md`` explains every decision)::
       reports/
       .secrets/pseudonym.key                       only when no key is configured
 """
+
 from __future__ import annotations
 
 import json
@@ -23,10 +24,11 @@ import platform
 import re
 import secrets
 import shutil
+from collections.abc import Callable, Iterable
 from contextlib import ExitStack, contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterable, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import pandas as pd
@@ -37,10 +39,10 @@ import zarr
 from zarr.codecs import BloscCodec
 
 from cohort_dosimetry import __version__
+from cohort_dosimetry.grid import Grid
 
 from ._cycles import number_cycles
-from ._locking import exclusive_lock, lock_file, reentrant_lock, try_lock
-from ._locking import LockTimeout
+from ._locking import LockTimeout, exclusive_lock, lock_file, reentrant_lock, try_lock
 from ._pseudonym import (
     FINGERPRINT_ATTR,
     PseudonymKeyMismatch,
@@ -91,7 +93,7 @@ class MapLockTimeout(LockTimeout):
         return type(self), (self.path, self.waited_s, self.scan, self.method)
 
 
-def open_cohort(path: str | os.PathLike, create: bool = False) -> "Cohort":
+def open_cohort(path: str | os.PathLike, create: bool = False) -> Cohort:
     """Open the cohort directory ``path``; with ``create=True`` make it (or its missing parts) first.
 
     Opening removes the staging leftovers of writers that died (their scan lock is free); it never touches
@@ -136,6 +138,17 @@ def open_cohort(path: str | os.PathLike, create: bool = False) -> "Cohort":
         raise ValueError(f"{store} has schema_version {version!r}; this software reads version {SCHEMA_VERSION}")
     cohort._clean_dead_staging()
     return cohort
+
+
+def _table_reader(name: str, doc: str) -> Callable[[Cohort], pd.DataFrame]:
+    """A Cohort method that reads the table ``name`` (:meth:`Cohort.read_table`)."""
+
+    def read(self: Cohort) -> pd.DataFrame:
+        return self.read_table(name)
+
+    read.__name__ = read.__qualname__ = name
+    read.__doc__ = doc
+    return read
 
 
 class Cohort:
@@ -226,8 +239,11 @@ class Cohort:
         """The therapy cycle (1, 2, ...) a scan at ``timepoint`` injected at ``injection_datetime`` gets among the
         patient's other scans (their latest versions' ``injection_datetime``): see :mod:`._cycles`.
         Call it under :meth:`patient_lock`, next to the :meth:`write_scan` that records it."""
-        others = [self._latest_stored_attrs(patient, t)["injection_datetime"] for t in self.timepoints(patient)
-                  if t != timepoint]
+        others = [
+            self._latest_stored_attrs(patient, t)["injection_datetime"]
+            for t in self.timepoints(patient)
+            if t != timepoint
+        ]
         return number_cycles([*others, injection_datetime])[-1]
 
     def renumber_cycles(self, patient: str) -> dict[str, tuple[int, int]]:
@@ -252,7 +268,8 @@ class Cohort:
                     old = meta["attributes"].get("cycle")
                     meta["attributes"]["cycle"] = cycle
                     meta["attributes"]["cycle_changes"] = [
-                        *meta["attributes"].get("cycle_changes", []), {"from": old, "to": cycle, "utc": _utc_now()}
+                        *meta["attributes"].get("cycle_changes", []),
+                        {"from": old, "to": cycle, "utc": _utc_now()},
                     ]
                     staging = self._staging_path("scan", patient, timepoint)
                     staging.mkdir(parents=True)
@@ -305,7 +322,7 @@ class Cohort:
             ds[name].attrs.pop("_FillValue", None)
         if "labels" in ds:
             ds["labels"].attrs["names"] = _decode_label_names(ds["labels"].attrs["names"])
-        return ds
+        return _with_patient_coords(ds)
 
     def has_arrays(self, patient: str, timepoint: str, names: Iterable[str]) -> bool:
         """True if the latest version of the scan exists and holds every array in ``names``."""
@@ -330,11 +347,15 @@ class Cohort:
             if not SLOT_RE.fullmatch(slot_dir.name) or not (slot_dir / "zarr.json").is_file():
                 continue
             attrs = _read_json(slot_dir / "zarr.json").get("attributes", {})
-            present = {name: record for name, record in attrs.get("provenance", {}).items()
-                       if (slot_dir / name / "zarr.json").is_file()}
+            present = {
+                name: record
+                for name, record in attrs.get("provenance", {}).items()
+                if (slot_dir / name / "zarr.json").is_file()
+            }
             if present:  # a slot being filled or rolled back by a writer holds none of its arrays yet
-                found.append({"slot": slot_dir.name, "superseded_utc": attrs.get("superseded_utc"),
-                              "provenance": present})
+                found.append(
+                    {"slot": slot_dir.name, "superseded_utc": attrs.get("superseded_utc"), "provenance": present}
+                )
         return found
 
     def superseded_dataset(self, patient: str, timepoint: str, slot: str, version: int | None = None) -> xr.Dataset:
@@ -350,8 +371,13 @@ class Cohort:
         ds = ds[list(entries[slot]["provenance"])]
         for name in ds.data_vars:
             ds[name].attrs.pop("_FillValue", None)
-        ds.attrs = {"provenance": entries[slot]["provenance"], "superseded_utc": entries[slot]["superseded_utc"],
-                    "slot": slot, "patient": patient, "timepoint": timepoint}
+        ds.attrs = {
+            "provenance": entries[slot]["provenance"],
+            "superseded_utc": entries[slot]["superseded_utc"],
+            "slot": slot,
+            "patient": patient,
+            "timepoint": timepoint,
+        }
         return ds
 
     # ------------------------------------------------------------------------------------ computing a map
@@ -407,7 +433,12 @@ class Cohort:
             raise ValueError(f"{where}: provenance given for arrays not in the dataset: {sorted(unknown)}")
         now = _utc_now()
         provenance = {
-            name: {"method": "ingest", **given_provenance.get(name, {}), "software_version": __version__, "written_utc": now}
+            name: {
+                "method": "ingest",
+                **given_provenance.get(name, {}),
+                "software_version": __version__,
+                "written_utc": now,
+            }
             for name in variables
         }
         key = attrs["spect_series_key"]
@@ -423,8 +454,9 @@ class Cohort:
                     )
             holder = self.timepoint_of(patient, key)
             if holder not in (None, timepoint):
-                raise ValueError(f"{where}: SPECT series {key!r} is already scan {patient}/{holder}; "
-                                 "one series has one label")
+                raise ValueError(
+                    f"{where}: SPECT series {key!r} is already scan {patient}/{holder}; one series has one label"
+                )
             if versions and latest.get("source_hash") == attrs["source_hash"]:
                 return "unchanged"
             version = versions[-1] + 1 if versions else 1
@@ -485,21 +517,29 @@ class Cohort:
             superseded = sorted(n for n in variables if n in declared)
             stray = [n for n in variables if n not in declared and (vdir / n).exists()]  # never published
             slot = _next_slot(vdir) if superseded else None
-            record = {**provenance, "software_version": provenance.get("software_version", __version__),
-                      "written_utc": now}
+            record = {
+                **provenance,
+                "software_version": provenance.get("software_version", __version__),
+                "written_utc": now,
+            }
             if slot:
                 record["supersedes"] = f"{SUPERSEDED_DIR}/{slot}"
             record = _jsonable(record, f"{where} provenance")
             staging = self._staging_path("scan", patient, timepoint)
             _write_group(staging, variables, {})
             # Journal for the roll-back of a writer that dies part-way (_discard_staging).
-            plan = {"version_dir": vdir.name, "arrays": sorted(variables), "written_utc": now,
-                    "superseded": {"slot": slot, "arrays": superseded} if slot else None}
+            plan = {
+                "version_dir": vdir.name,
+                "arrays": sorted(variables),
+                "written_utc": now,
+                "superseded": {"slot": slot, "arrays": superseded} if slot else None,
+            }
             _write_json_atomic(staging / "publishing.json", plan, staging)
             if slot:
                 slot_dir = vdir / SUPERSEDED_DIR / slot
-                _write_group_json(staging / "slot", {"superseded_utc": now,
-                                                     "provenance": {n: declared[n] for n in superseded}})
+                _write_group_json(
+                    staging / "slot", {"superseded_utc": now, "provenance": {n: declared[n] for n in superseded}}
+                )
                 _ensure_group(vdir / SUPERSEDED_DIR)
                 os.rename(staging / "slot", slot_dir)
                 self._update_provenance(vdir, remove=superseded, staging=staging)
@@ -515,7 +555,9 @@ class Cohort:
             shutil.rmtree(staging)
         return record
 
-    def _update_provenance(self, vdir: Path, staging: Path, add: dict | None = None, remove: Iterable[str] = ()) -> None:
+    def _update_provenance(
+        self, vdir: Path, staging: Path, add: dict | None = None, remove: Iterable[str] = ()
+    ) -> None:
         meta = _read_json(vdir / "zarr.json")
         prov = meta["attributes"].setdefault("provenance", {})
         for name in remove:
@@ -524,7 +566,9 @@ class Cohort:
         _write_json_atomic(vdir / "zarr.json", meta, staging)
 
     # ----------------------------------------------------------------------------------------- clean staging
-    def _clean_dead_staging(self, patient: str | None = None, timepoint: str | None = None, lock_held: bool = False) -> None:
+    def _clean_dead_staging(
+        self, patient: str | None = None, timepoint: str | None = None, lock_held: bool = False
+    ) -> None:
         """Remove staging entries whose writer is gone (its lock is free). With a scan given, only that scan's."""
         staging_root = self.store_path / ".staging"
         if not staging_root.is_dir():
@@ -553,19 +597,21 @@ class Cohort:
         scan with their records, and the slot it created is removed."""
         journal = entry / "publishing.json"
         if journal.is_file():
-            kind, patient, timepoint = _staging_owner(entry.name)
+            kind, patient, timepoint = cast("tuple[str, str, str]", _staging_owner(entry.name))  # journals: scans only
             plan = _read_json(journal)
             vdir = self._scan_dir(patient, timepoint) / plan["version_dir"]
             declared = _read_json(vdir / "zarr.json")["attributes"].get("provenance", {})
             published = "written_utc" in plan and all(
-                declared.get(name, {}).get("written_utc") == plan["written_utc"] for name in plan["arrays"])
+                declared.get(name, {}).get("written_utc") == plan["written_utc"] for name in plan["arrays"]
+            )
             moving = plan.get("superseded") or {"slot": None, "arrays": []}
             slot_dir = vdir / SUPERSEDED_DIR / moving["slot"] if moving["slot"] else None
             if not published:
                 for name in plan["arrays"]:
                     if name in declared or not (vdir / name).is_dir():
                         continue
-                    if name in moving["arrays"] and slot_dir.is_dir() and not (slot_dir / name).exists():
+                    # an array being superseded comes with its slot: slot_dir is set
+                    if name in moving["arrays"] and cast(Path, slot_dir).is_dir() and not (slot_dir / name).exists():
                         continue  # delisted but not moved yet: still the array being superseded
                     shutil.rmtree(vdir / name)
                 if slot_dir is not None and slot_dir.is_dir():
@@ -641,34 +687,30 @@ class Cohort:
         schema = pq.read_schema(self._table_path(name))
         return {f.name: f.metadata[b"units"].decode() for f in schema if f.metadata and b"units" in f.metadata}
 
-    def voi_stats(self) -> pd.DataFrame:
-        """Per scan, VOI and method: volume and dose-rate statistics (``tables/voi_stats.parquet``)."""
-        return self.read_table("voi_stats")
-
-    def concordance(self) -> pd.DataFrame:
-        """Per scan, VOI and method pair: voxel-wise agreement (``tables/concordance.parquet``)."""
-        return self.read_table("concordance")
-
-    def absorbed_dose(self) -> pd.DataFrame:
-        """Per patient, cycle, VOI and method: absorbed dose of the cycle in Gy (``tables/absorbed_dose.parquet``)."""
-        return self.read_table("absorbed_dose")
-
-    def absorbed_dose_total(self) -> pd.DataFrame:
-        """Per patient, VOI and method: absorbed dose summed over the patient's cycles in Gy
-        (``tables/absorbed_dose_total.parquet``)."""
-        return self.read_table("absorbed_dose_total")
-
-    def runs(self) -> pd.DataFrame:
-        """One row per flow run (``tables/runs.parquet``)."""
-        return self.read_table("runs")
-
-    def run_maps(self) -> pd.DataFrame:
-        """One row per run and dose-rate map: computed, reused or failed, and why (``tables/run_maps.parquet``)."""
-        return self.read_table("run_maps")
-
-    def ingest_report(self) -> pd.DataFrame:
-        """One row per ingested or rejected scan/file (``tables/ingest_report.parquet``)."""
-        return self.read_table("ingest_report")
+    # The tables, each read whole as a DataFrame (columns and units: storage_schema/README.md).
+    voi_stats = _table_reader(
+        "voi_stats", "Per scan, VOI and method: volume and dose-rate statistics (``tables/voi_stats.parquet``)."
+    )
+    concordance = _table_reader(
+        "concordance", "Per scan, VOI and method pair: voxel-wise agreement (``tables/concordance.parquet``)."
+    )
+    absorbed_dose = _table_reader(
+        "absorbed_dose",
+        "Per patient, cycle, VOI and method: absorbed dose of the cycle in Gy (``tables/absorbed_dose.parquet``).",
+    )
+    absorbed_dose_total = _table_reader(
+        "absorbed_dose_total",
+        "Per patient, VOI and method: absorbed dose summed over the patient's cycles in Gy "
+        "(``tables/absorbed_dose_total.parquet``).",
+    )
+    runs = _table_reader("runs", "One row per flow run (``tables/runs.parquet``).")
+    run_maps = _table_reader(
+        "run_maps",
+        "One row per run and dose-rate map: computed, reused or failed, and why (``tables/run_maps.parquet``).",
+    )
+    ingest_report = _table_reader(
+        "ingest_report", "One row per ingested or rejected scan/file (``tables/ingest_report.parquet``)."
+    )
 
     # ------------------------------------------------------------------------------------------ pseudonyms
     def pseudonymise_patient_id(self, patient_id: str) -> str:
@@ -693,6 +735,7 @@ class Cohort:
 
     def _checked_pseudonym_key(self, key: bytes | str | None, record: bool) -> bytes | str:
         recorded = self.attrs.get(FINGERPRINT_ATTR)
+        found: bytes | str
         if key is None:
             if recorded is not None and not key_is_configured(self.path):
                 raise PseudonymKeyMismatch(key_mismatch_message(self.path))
@@ -716,7 +759,7 @@ class Cohort:
 
 # ------------------------------------------------------------------------------------------------- helpers
 def _utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat()
+    return datetime.now(UTC).isoformat()
 
 
 def software_versions() -> dict[str, str]:
@@ -851,10 +894,11 @@ def _checked_variables(ds: xr.Dataset, where: str, require_ingest_arrays: bool) 
             problems.append(f"required arrays {missing} are missing")
     if not ds.data_vars:
         problems.append("the dataset has no data variables")
-    variables = {}
+    variables: dict[str, xr.Variable] = {}
     for name, var in ds.data_vars.items():
         if name not in schema_arrays:
             continue
+        assert isinstance(name, str)  # the schema names arrays by str
         spec = schema_arrays[name]
         if var.dims != DIMS:
             problems.append(f"{name}: dims {var.dims}, the schema needs {DIMS}")
@@ -900,8 +944,24 @@ def _write_group(path: Path, variables: dict[str, xr.Variable], attrs: dict) -> 
             variables[name] = var.chunk(dict(zip(DIMS, chunks)))
         encoding[name] = {"chunks": chunks, "compressors": (codec,)}
     path.parent.mkdir(parents=True, exist_ok=True)
-    xr.Dataset(variables, attrs=attrs).to_zarr(
-        path, mode="w-", zarr_format=3, consolidated=False, encoding=encoding
+    xr.Dataset(variables, attrs=attrs).to_zarr(path, mode="w-", zarr_format=3, consolidated=False, encoding=encoding)
+
+
+def _with_patient_coords(ds: xr.Dataset) -> xr.Dataset:
+    """The scan with coordinates ``z``, ``y``, ``x``: voxel centres in patient space (LPS, mm; S, P, L components),
+    from its geometry attrs, so that ``.sel(z=..., method="nearest")`` and plots work in millimetres. Computed on
+    reading, never stored. An oblique grid (direction not the identity) has no per-axis coordinates and gets none."""
+    if not ds.data_vars or "spacing_mm" not in ds.attrs or "origin_mm" not in ds.attrs:
+        return ds
+    grid = Grid.from_attrs(tuple(ds.sizes[d] for d in DIMS), ds.attrs)
+    if not grid.is_axial:
+        return ds
+    names = {"z": "superior (LPS z)", "y": "posterior (LPS y)", "x": "left (LPS x)"}
+    return ds.assign_coords(
+        {
+            d: (d, axis, {"units": "mm", "long_name": f"patient position, {names[d]}"})
+            for d, axis in zip(DIMS, grid.axes_mm())
+        }
     )
 
 
@@ -967,7 +1027,7 @@ def _conform_table(name: str, df: pd.DataFrame) -> pd.DataFrame:
 
 def _table_column_units(name: str, columns: Iterable[str], units: dict[str, str]) -> dict[str, str]:
     spec = store_schema()["tables"].get(name, {"columns": {}})["columns"]
-    result = {}
+    result: dict[str, Any] = {}  # the schema's units (JSON) or the given ones
     for col in columns:
         schema_units = spec.get(col, {}).get("units")
         given = units.get(col)

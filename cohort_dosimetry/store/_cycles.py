@@ -8,6 +8,7 @@ scans of the next one another, weeks later. Injections less than :data:`CYCLE_SE
 cycle (the same injection written slightly differently by two workstations, or a split administration); two days
 lie far below the weeks between cycles and far above clock or rounding differences of one injection.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence

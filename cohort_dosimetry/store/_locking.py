@@ -9,6 +9,7 @@ A writer waits for a lock at most :func:`lock_timeout_s` seconds (:data:`DEFAULT
 raises :class:`LockTimeout` naming the lock's owner (scan, patient or table) and how long it waited. The store's
 locks are held for the seconds a write takes, so a wait of minutes means a stuck writer.
 """
+
 from __future__ import annotations
 
 import contextvars

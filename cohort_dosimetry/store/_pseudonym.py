@@ -1,5 +1,6 @@
 """Keyed pseudonyms for patient identifiers (HMAC-SHA256), where their key comes from, and the key's fingerprint
 that binds a store to the key it was written with."""
+
 from __future__ import annotations
 
 import hashlib
@@ -72,7 +73,9 @@ def pseudonym_key(cohort_dir: str | os.PathLike) -> bytes:
             log.warning(
                 "no pseudonym key configured (%s or %s): created a random per-cohort key in %s; "
                 "keep it with the cohort, pseudonyms cannot be reproduced without it",
-                KEY_ENV, KEY_FILE_ENV, path,
+                KEY_ENV,
+                KEY_FILE_ENV,
+                path,
             )
         finally:
             tmp.unlink()
@@ -117,11 +120,17 @@ def key_mismatch_message(cohort_dir: str | os.PathLike, key_given: bool = False)
     elif own.exists():
         source = f"the cohort's own pseudonym key ({own})"
     else:
-        return (f"no pseudonym key is configured, but the cohort {cohort_dir} was written with one (its store "
-                f"records the key's fingerprint): {fix}")
+        return (
+            f"no pseudonym key is configured, but the cohort {cohort_dir} was written with one (its store "
+            f"records the key's fingerprint): {fix}"
+        )
     if own.exists() and not key_given and not source.startswith("the cohort's own"):
-        fix = (f"set {KEY_ENV} or {KEY_FILE_ENV} to the original key (or unset both if that is the cohort's own "
-               f"key, {own}), or use a new cohort directory")
-    return (f"{source} differs from the key the cohort {cohort_dir} was written with (its store records the key's "
-            "fingerprint, never the key): pseudonyms made with it would not match the patients already stored; "
-            f"{fix}")
+        fix = (
+            f"set {KEY_ENV} or {KEY_FILE_ENV} to the original key (or unset both if that is the cohort's own "
+            f"key, {own}), or use a new cohort directory"
+        )
+    return (
+        f"{source} differs from the key the cohort {cohort_dir} was written with (its store records the key's "
+        "fingerprint, never the key): pseudonyms made with it would not match the patients already stored; "
+        f"{fix}"
+    )

@@ -1,4 +1,5 @@
 """The store's machine-readable schema (``schema_v2.json``) and checks of single values against it."""
+
 from __future__ import annotations
 
 import json
@@ -132,8 +133,13 @@ def label_attrs_problems(attrs: Any) -> list[str]:
             vois = {}
         used = set()
         for name, values in vois.items():
-            if (not isinstance(name, str) or not name or not isinstance(values, (list, tuple)) or not values
-                    or not all(isinstance(v, int) and not isinstance(v, bool) for v in values)):
+            if (
+                not isinstance(name, str)
+                or not name
+                or not isinstance(values, (list, tuple))
+                or not values
+                or not all(isinstance(v, int) and not isinstance(v, bool) for v in values)
+            ):
                 problems.append(f"labels 'vois' entry {name!r}: {values!r} is not a VOI name -> [label values]")
                 continue
             unknown = sorted(set(values) - regions)
@@ -145,7 +151,8 @@ def label_attrs_problems(attrs: Any) -> list[str]:
             problems.append(f"labels 'names' values {orphans} belong to no VOI of 'vois'")
     for key in ("source_names", "derived"):
         table = attrs.get(key)
-        if table is not None and (not isinstance(table, dict)
-                                  or not all(isinstance(k, str) and isinstance(v, str) for k, v in table.items())):
+        if table is not None and (
+            not isinstance(table, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in table.items())
+        ):
             problems.append(f"labels attribute {key!r} must be a {{VOI name: text}} mapping")
     return problems

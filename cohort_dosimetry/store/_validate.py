@@ -1,4 +1,5 @@
 """Check a cohort directory against the store schema (metadata only: no array data is read)."""
+
 from __future__ import annotations
 
 import json
@@ -66,8 +67,10 @@ def _json(path: Path) -> dict | None:
 
 def _node_problems(meta: dict, node_type: str, where: str) -> list[str]:
     if meta.get("zarr_format") != 3 or meta.get("node_type") != node_type:
-        return [f"{where}: not a zarr v3 {node_type} (zarr_format={meta.get('zarr_format')!r}, "
-                f"node_type={meta.get('node_type')!r})"]
+        return [
+            f"{where}: not a zarr v3 {node_type} (zarr_format={meta.get('zarr_format')!r}, "
+            f"node_type={meta.get('node_type')!r})"
+        ]
     return []
 
 
@@ -83,22 +86,26 @@ def _scans_problems(store: Path) -> list[str]:
     if not scans.is_dir():
         return [f"{STORE_NAME}/scans: missing"]
     problems = _group_problems(scans, f"{STORE_NAME}/scans")
-    patients = _children(scans, f"{STORE_NAME}/scans", IDENTIFIER_RE,
-                         "patients are directories named by a safe pseudonym", problems)
+    patients = _children(
+        scans, f"{STORE_NAME}/scans", IDENTIFIER_RE, "patients are directories named by a safe pseudonym", problems
+    )
     for patient_dir, where, _ in patients:
         problems += _group_problems(patient_dir, where)
-        timepoints = _children(patient_dir, where, TIMEPOINT_RE, "timepoints are directories named tp1, tp2, ...",
-                               problems)
-        versions_of = {}
+        timepoints = _children(
+            patient_dir, where, TIMEPOINT_RE, "timepoints are directories named tp1, tp2, ...", problems
+        )
+        versions_of: dict[str, list[tuple[int, dict]]] = {}
         for tp_dir, tp_where, _ in timepoints:
             problems += _group_problems(tp_dir, tp_where)
             versions_of[tp_dir.name] = []
-            for vdir, vwhere, match in _children(tp_dir, tp_where, _VERSION_RE,
-                                                 "scan versions are v0001, v0002, ...", problems):
+            for vdir, vwhere, match in _children(
+                tp_dir, tp_where, _VERSION_RE, "scan versions are v0001, v0002, ...", problems
+            ):
                 writer_active = not lock_is_free(lock_file(store, "scan", patient_dir.name, tp_dir.name))
                 problems += _version_problems(vdir, vwhere, int(match.group(1)), writer_active)
-                versions_of[tp_dir.name].append((int(match.group(1)), (_json(vdir / "zarr.json") or {})
-                                                 .get("attributes", {})))
+                versions_of[tp_dir.name].append(
+                    (int(match.group(1)), (_json(vdir / "zarr.json") or {}).get("attributes", {}))
+                )
         problems += _patient_problems(where, versions_of)
     return problems
 
@@ -114,18 +121,22 @@ def _patient_problems(where: str, versions_of: dict[str, list[tuple[int, dict]]]
         keys = {attrs.get("spect_series_key") for _, attrs in versions}
         if len(keys) > 1:
             listing = ", ".join(f"v{number:04d} {attrs.get('spect_series_key')!r}" for number, attrs in versions)
-            problems.append(f"{where}/{timepoint}: its versions are of different SPECT series ({listing}); "
-                            "every version of a label must be the same series")
+            problems.append(
+                f"{where}/{timepoint}: its versions are of different SPECT series ({listing}); "
+                "every version of a label must be the same series"
+            )
         latest[timepoint] = versions[-1][1]
-    holders = {}
+    holders: dict[str, list[str]] = {}
     for timepoint, attrs in latest.items():
         key = attrs.get("spect_series_key")
         if isinstance(key, str) and key:
             holders.setdefault(key, []).append(timepoint)
     for key, timepoints in holders.items():
         if len(timepoints) > 1:
-            problems.append(f"{where}: timepoints {', '.join(timepoints)} hold the same SPECT series {key!r}; "
-                            "one series has one label")
+            problems.append(
+                f"{where}: timepoints {', '.join(timepoints)} hold the same SPECT series {key!r}; "
+                "one series has one label"
+            )
     dated = {}
     for timepoint, attrs in latest.items():
         try:
@@ -134,12 +145,17 @@ def _patient_problems(where: str, versions_of: dict[str, list[tuple[int, dict]]]
             continue  # reported with the version's attrs
         dated[timepoint] = attrs
     expected = dict(zip(dated, number_cycles([attrs["injection_datetime"] for attrs in dated.values()])))
-    wrong = [f"{timepoint} has cycle {attrs.get('cycle')!r}, its injection {attrs['injection_datetime']} makes it "
-             f"cycle {expected[timepoint]}"
-             for timepoint, attrs in dated.items() if attrs.get("cycle") != expected[timepoint]]
+    wrong = [
+        f"{timepoint} has cycle {attrs.get('cycle')!r}, its injection {attrs['injection_datetime']} makes it "
+        f"cycle {expected[timepoint]}"
+        for timepoint, attrs in dated.items()
+        if attrs.get("cycle") != expected[timepoint]
+    ]
     if wrong:
-        problems.append(f"{where}: cycles do not number the injections in time order ({'; '.join(wrong)}); "
-                        "Cohort.renumber_cycles(patient) repairs them")
+        problems.append(
+            f"{where}: cycles do not number the injections in time order ({'; '.join(wrong)}); "
+            "Cohort.renumber_cycles(patient) repairs them"
+        )
     return problems
 
 
@@ -181,8 +197,10 @@ def _version_problems(vdir: Path, where: str, number: int, writer_active: bool) 
         awhere = f"{where}/{adir.name}"
         array_problems, shape = _array_problems(adir, awhere)
         if shape is not None and adir.name not in provenance and not writer_active:
-            problems.append(f"{awhere}: array is not listed in the scan's provenance "
-                            "(left by an interrupted write_arrays; invisible to readers)")
+            problems.append(
+                f"{awhere}: array is not listed in the scan's provenance "
+                "(left by an interrupted write_arrays; invisible to readers)"
+            )
         problems += array_problems
         if shape is not None:
             shapes[adir.name] = shape
@@ -280,8 +298,7 @@ def _staging_problems(store: Path) -> list[str]:
         if owner is None:
             problems.append(f"{where}: unexpected entry in the staging area")
         elif lock_is_free(lock_file(store, *owner)):
-            problems.append(f"{where}: leftover of an interrupted write (its writer is gone; "
-                            "open_cohort removes it)")
+            problems.append(f"{where}: leftover of an interrupted write (its writer is gone; open_cohort removes it)")
     return problems
 
 
@@ -312,6 +329,7 @@ def _tables_problems(tables: Path) -> list[str]:
                 problems.append(f"{where}: column {col!r} has type {field.type}, the schema needs {cspec['dtype']}")
             units = (field.metadata or {}).get(b"units", b"").decode() or None
             if cspec.get("units") and units != cspec["units"]:
-                problems.append(f"{where}: column {col!r} has units {units!r} in its metadata, "
-                                f"the schema needs {cspec['units']!r}")
+                problems.append(
+                    f"{where}: column {col!r} has units {units!r} in its metadata, the schema needs {cspec['units']!r}"
+                )
     return problems

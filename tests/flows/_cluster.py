@@ -5,6 +5,7 @@ Every process gets its own session (process group), so that a worker can be kill
 cleanup reaches every child; the scheduler stops itself after an idle hour and workers after a minute without a
 scheduler, should a test runner die before cleaning up.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,15 @@ def cluster_env(api_url: str, **extra: str) -> dict[str, str]:
     """The environment of every process of a test cluster and of the `run` command: one Prefect API for all,
     one thread per worker for torch, the project importable."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "DASK_"))}
-    env.update(PREFECT_API_URL=api_url, DO_NOT_TRACK="1", PREFECT_SERVER_ANALYTICS_ENABLED="false",
-               OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONPATH=str(ROOT), **extra)
+    env.update(
+        PREFECT_API_URL=api_url,
+        DO_NOT_TRACK="1",
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        OMP_NUM_THREADS="1",
+        MKL_NUM_THREADS="1",
+        PYTHONPATH=str(ROOT),
+        **extra,
+    )
     return env
 
 
@@ -50,9 +58,22 @@ class Cluster:
 
     def start_scheduler(self, timeout: float = 60) -> None:
         info = self.tmp / "scheduler.json"
-        self.scheduler = self._spawn("scheduler", [DASK, "scheduler", "--host", "127.0.0.1", "--port", "0",
-                                                    "--no-dashboard", "--scheduler-file", str(info),
-                                                    "--idle-timeout", "3600"])
+        self.scheduler = self._spawn(
+            "scheduler",
+            [
+                DASK,
+                "scheduler",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--no-dashboard",
+                "--scheduler-file",
+                str(info),
+                "--idle-timeout",
+                "3600",
+            ],
+        )
         deadline = time.monotonic() + timeout
         while not info.is_file() or not info.read_text().strip():
             if self.scheduler.poll() is not None or time.monotonic() > deadline:
@@ -62,9 +83,26 @@ class Cluster:
 
     def start_worker(self, name: str, gpu: bool) -> WorkerProcess:
         """A worker with one thread, advertising ``GPU=1`` if ``gpu``, with the crash preload of the tests."""
-        args = [DASK, "worker", self.address, "--name", name, "--nthreads", "1", "--nworkers", "1",
-                "--host", "127.0.0.1", "--no-dashboard", "--death-timeout", "60", "--preload", str(CRASH_PRELOAD),
-                "--local-directory", str(self.tmp / "dask-worker-space")]
+        args = [
+            DASK,
+            "worker",
+            self.address,
+            "--name",
+            name,
+            "--nthreads",
+            "1",
+            "--nworkers",
+            "1",
+            "--host",
+            "127.0.0.1",
+            "--no-dashboard",
+            "--death-timeout",
+            "60",
+            "--preload",
+            str(CRASH_PRELOAD),
+            "--local-directory",
+            str(self.tmp / "dask-worker-space"),
+        ]
         if gpu:
             args += ["--resources", "GPU=1"]
         worker = WorkerProcess(name, gpu, self._spawn(name, args), self.tmp / f"{name}.log")
@@ -103,12 +141,13 @@ class Cluster:
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen:
         log = open(self.tmp / f"{name}.log", "w")
         try:
-            return subprocess.Popen(args, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
+            return subprocess.Popen(
+                args, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
         finally:
             log.close()
 
-    def __enter__(self) -> "Cluster":
+    def __enter__(self) -> Cluster:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -132,14 +171,23 @@ def _kill_group(proc: subprocess.Popen, sig: int) -> None:
 
 def run_command(args: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
     """``cohort-dosimetry ARGS`` in its own process group, killed whole (with anything it started) on timeout."""
-    proc = subprocess.Popen([sys.executable, "-m", "cohort_dosimetry.cli", *args], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cohort_dosimetry.cli", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
+    except subprocess.TimeoutExpired as timed_out:
         _kill_group(proc, signal.SIGKILL)
         out, err = proc.communicate()
-        raise AssertionError(f"cohort-dosimetry {' '.join(args)} did not finish in {timeout} s:\n{out}\n{err}")
+        raise AssertionError(
+            f"cohort-dosimetry {' '.join(args)} did not finish in {timeout} s:\n{out}\n{err}"
+        ) from timed_out
     finally:
         _kill_group(proc, signal.SIGKILL)  # nothing it started outlives it
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)

@@ -1,6 +1,7 @@
 """Dask worker preload (``dask worker --preload``) for the cluster tests: a worker that starts to build a scan whose
 SPECT Series Instance UID is listed in the file named by ``$COHORT_TEST_CRASH_SERIES`` kills itself with SIGKILL,
 as the kernel's out-of-memory killer does to a worker whose build outgrows the machine: no cleanup, no report."""
+
 from __future__ import annotations
 
 import os
@@ -8,7 +9,6 @@ import signal
 from pathlib import Path
 
 from cohort_dosimetry.io import _ingest
-
 
 
 def _build_scan_or_die(job):

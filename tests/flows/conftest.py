@@ -3,6 +3,7 @@
 The cohort is made of synthetic virtual patients on a small grid with the compact spacing (so the shipped CNN
 weights apply), exported as DICOM exactly as `cohort-dosimetry synth` does.
 """
+
 from __future__ import annotations
 
 import os
@@ -38,7 +39,8 @@ def prefect_api():
 @pytest.fixture(scope="session")
 def tiny_dicom(tmp_path_factory):
     """DICOM of 2 synthetic virtual patients (3-4 time points each) on a 24x32x32 grid."""
-    from cohort_dosimetry.phantoms import Grid, export_cohort
+    from cohort_dosimetry.grid import Grid
+    from cohort_dosimetry.phantoms import export_cohort
 
     out = tmp_path_factory.mktemp("dicom")
     export_cohort(out, n_patients=2, seed=5, grid=Grid(**TINY_GRID), spect="fast", progress=False)

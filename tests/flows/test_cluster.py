@@ -9,6 +9,7 @@ cores): a worker SIGKILLed mid-run; a scan whose build kills every worker that t
 does); tasks over the task timeout. The tests share one cluster; a test that kills workers leaves their restart to
 the next test's fixture.
 """
+
 from __future__ import annotations
 
 import os
@@ -85,8 +86,12 @@ def one_patient_dicom(tiny_dicom, tmp_path_factory):
     found = discover_studies(tiny_dicom)
     counts = pd.Series([s.patient_id for s in found.scans]).value_counts()
     patient = counts.index[counts == 4][0]
-    (folder,) = {Path(*Path(f).relative_to(tiny_dicom).parts[:2]) for s in found.scans if s.patient_id == patient
-                 for f in s.spect.files}  # dicom/patient_XX
+    (folder,) = {
+        Path(*Path(f).relative_to(tiny_dicom).parts[:2])
+        for s in found.scans
+        if s.patient_id == patient
+        for f in s.spect.files
+    }  # dicom/patient_XX
     out = tmp_path_factory.mktemp("one-patient")
     shutil.copytree(tiny_dicom / folder, out / folder)
     return out
@@ -94,8 +99,7 @@ def one_patient_dicom(tiny_dicom, tmp_path_factory):
 
 def _run(cluster, dicom, cohort, *options, timeout=300):
     t0 = time.monotonic()
-    result = run_command(["run", str(dicom), str(cohort), "--address", cluster.address, *options], cluster.env,
-                         timeout)
+    result = run_command(["run", str(dicom), str(cohort), "--address", cluster.address, *options], cluster.env, timeout)
     result.wall_s = time.monotonic() - t0
     return result
 
@@ -108,8 +112,9 @@ def _kind(key) -> str:
 
 def _placement(records: list[dict], names: dict[str, str]) -> pd.DataFrame:
     """One row per task the scheduler saw finish: its kind (the task function) and the worker's name."""
-    rows = [{"kind": _kind(r["key"]), "worker": names.get(r["worker"], r["worker"]), "status": r["status"]}
-            for r in records]
+    rows = [
+        {"kind": _kind(r["key"]), "worker": names.get(r["worker"], r["worker"]), "status": r["status"]} for r in records
+    ]
     return pd.DataFrame(rows, columns=["kind", "worker", "status"])
 
 
@@ -117,8 +122,9 @@ def _worker_names(client) -> dict[str, str]:
     return {address: w["name"] for address, w in client.scheduler_info(n_workers=-1)["workers"].items()}
 
 
-def test_dose_tasks_run_only_on_gpu_workers_and_ingest_and_statistics_anywhere(live_cluster, client, tiny_dicom,
-                                                                              tmp_path):
+def test_dose_tasks_run_only_on_gpu_workers_and_ingest_and_statistics_anywhere(
+    live_cluster, client, tiny_dicom, tmp_path
+):
     from cohort_dosimetry.store import open_cohort
 
     names = _worker_names(client)
@@ -132,8 +138,10 @@ def test_dose_tasks_run_only_on_gpu_workers_and_ingest_and_statistics_anywhere(l
     assert len(scans) >= 6
 
     table = placement.groupby(["kind", "worker"]).size().unstack(fill_value=0)
-    print(f"\ntasks per worker (GPU=1: {sorted(gpu_workers)}; no resources: cpu-0), run of {result.wall_s:.0f} s:\n"
-          f"{table.to_string()}")
+    print(
+        f"\ntasks per worker (GPU=1: {sorted(gpu_workers)}; no resources: cpu-0), run of {result.wall_s:.0f} s:\n"
+        f"{table.to_string()}"
+    )
     assert (placement["status"] == "OK").all(), placement
     dose = placement[placement["kind"] == "dose_task"]
     assert len(dose) == 2 * len(scans)  # per scan: one DVK -> CNN task, one MC task
@@ -182,8 +190,9 @@ def test_a_worker_killed_mid_run_costs_nothing_but_time(live_cluster, client, on
     t0 = time.time()
     killer.start()
     try:
-        result = _run(live_cluster, one_patient_dicom, tmp_path / "cohort", "--methods", "dvk,mc",
-                      "--mc-decays", "300000")
+        result = _run(
+            live_cluster, one_patient_dicom, tmp_path / "cohort", "--methods", "dvk,mc", "--mc-decays", "300000"
+        )
     finally:
         killer.join()
     assert killed, "gpu-0 never ran a dose task: the test killed nothing"
@@ -200,8 +209,9 @@ def test_a_worker_killed_mid_run_costs_nothing_but_time(live_cluster, client, on
 
 
 @pytest.mark.slow
-def test_a_scan_that_kills_its_workers_fails_alone_and_the_run_record_names_it(live_cluster, one_patient_dicom,
-                                                                              tmp_path):
+def test_a_scan_that_kills_its_workers_fails_alone_and_the_run_record_names_it(
+    live_cluster, one_patient_dicom, tmp_path
+):
     """The last scan's build kills whichever worker runs it (SIGKILL, as the out-of-memory killer does). Dask gives
     it to four workers in turn (their nannies restart them), then gives up: that scan fails, named; the other three
     are ingested and get their maps."""
@@ -240,7 +250,8 @@ def test_a_task_over_the_task_timeout_fails_naming_its_scan(live_cluster, cohort
 
     t0 = time.monotonic()
     results = dose_flow.with_options(task_runner=DaskTaskRunner(address=live_cluster.address))(
-        str(cohort_copy), methods=("mc",), mc_scans="first", mc_decays=50_000_000, task_timeout_s=2)
+        str(cohort_copy), methods=("mc",), mc_scans="first", mc_decays=50_000_000, task_timeout_s=2
+    )
     elapsed = time.monotonic() - t0
     scans = open_cohort(cohort_copy).scans()
     assert len(results) == len({p for p, _ in scans}) == 2  # "first": one MC map per patient's therapy cycle
@@ -253,9 +264,9 @@ def test_a_task_over_the_task_timeout_fails_naming_its_scan(live_cluster, cohort
     assert {w.name for w in live_cluster.workers if w.proc.poll() is None} == set(WORKERS)  # nannies kept
 
 
-
-def test_gpu_work_with_no_gpu_worker_left_fails_after_the_stated_wait_naming_each_scan(live_cluster, client,
-                                                                                      one_patient_dicom, tmp_path):
+def test_gpu_work_with_no_gpu_worker_left_fails_after_the_stated_wait_naming_each_scan(
+    live_cluster, client, one_patient_dicom, tmp_path
+):
     """The cluster has GPU workers when the run starts (so dose tasks ask for a GPU); both die for good during
     ingest. The dose tasks wait --gpu-wait-timeout seconds for a GPU worker, then fail, each naming its scan."""
     from cohort_dosimetry.store import open_cohort
@@ -279,8 +290,16 @@ def test_gpu_work_with_no_gpu_worker_left_fails_after_the_stated_wait_naming_eac
     killer = threading.Thread(target=kill_the_gpu_workers_once_ingest_started)
     killer.start()
     try:
-        result = _run(live_cluster, one_patient_dicom, tmp_path / "cohort", "--methods", "dvk",
-                      "--gpu-wait-timeout", str(wait_s), timeout=180)
+        result = _run(
+            live_cluster,
+            one_patient_dicom,
+            tmp_path / "cohort",
+            "--methods",
+            "dvk",
+            "--gpu-wait-timeout",
+            str(wait_s),
+            timeout=180,
+        )
     finally:
         killer.join()
     finished = time.monotonic()
@@ -298,7 +317,9 @@ def test_gpu_work_with_no_gpu_worker_left_fails_after_the_stated_wait_naming_eac
     for p, t in scans:
         assert f"dose_dvk {p}/{t}: {why}" in run["failures"], run["failures"]
     log = result.stdout + result.stderr
-    assert f"no Dask worker with a GPU resource for {wait_s} s" in log and ", ".join(f"{p}/{t}" for p, t in scans) in log
+    assert (
+        f"no Dask worker with a GPU resource for {wait_s} s" in log and ", ".join(f"{p}/{t}" for p, t in scans) in log
+    )
 
 
 def test_an_unreachable_scheduler_fails_within_the_connect_timeout(prefect_api, tiny_dicom, tmp_path):
@@ -307,8 +328,11 @@ def test_an_unreachable_scheduler_fails_within_the_connect_timeout(prefect_api, 
         port = s.getsockname()[1]
     address = f"tcp://127.0.0.1:{port}"
     t0 = time.monotonic()
-    result = run_command(["run", str(tiny_dicom), str(tmp_path / "cohort"), "--address", address,
-                          "--connect-timeout", "2"], cluster_env(prefect_api), timeout=60)
+    result = run_command(
+        ["run", str(tiny_dicom), str(tmp_path / "cohort"), "--address", address, "--connect-timeout", "2"],
+        cluster_env(prefect_api),
+        timeout=60,
+    )
     elapsed = time.monotonic() - t0
     assert result.returncode == 2, result.stdout + result.stderr
     assert f"no Dask scheduler answered at {address} within 2 s" in result.stderr

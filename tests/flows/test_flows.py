@@ -3,6 +3,7 @@
 Each test states the failure it provokes; the assertions are on the store (the source of truth), the run record and
 the per-scan results the flows return.
 """
+
 from __future__ import annotations
 
 import os
@@ -33,8 +34,9 @@ def test_cohort_flow_end_to_end_then_rerun_is_a_no_op(tiny_dicom, tmp_path):
     from flows import cohort_flow
 
     cohort_dir = tmp_path / "cohort"
-    summary = cohort_flow(str(tiny_dicom), str(cohort_dir), methods=("dvk", "cnn", "mc"), grid="ct",
-                          mc_scans="first", mc_decays=200_000)
+    summary = cohort_flow(
+        str(tiny_dicom), str(cohort_dir), methods=("dvk", "cnn", "mc"), grid="ct", mc_scans="first", mc_decays=200_000
+    )
     assert summary["n_failed"] == 0, summary
     cohort = open_cohort(cohort_dir)
     scans = cohort.scans()
@@ -52,8 +54,9 @@ def test_cohort_flow_end_to_end_then_rerun_is_a_no_op(tiny_dicom, tmp_path):
     runs = cohort.runs()
     assert len(runs) == 1 and runs.iloc[0]["n_scans_failed"] == 0 and runs.iloc[0]["n_scans_done"] == len(scans)
 
-    again = cohort_flow(str(tiny_dicom), str(cohort_dir), methods=("dvk", "cnn", "mc"), grid="ct",
-                        mc_scans="first", mc_decays=200_000)
+    again = cohort_flow(
+        str(tiny_dicom), str(cohort_dir), methods=("dvk", "cnn", "mc"), grid="ct", mc_scans="first", mc_decays=200_000
+    )
     runs = open_cohort(cohort_dir).runs()
     assert len(runs) == 2 and runs.iloc[1]["n_scans_failed"] == 0
     # the rerun ingested nothing and computed no dose-rate map: every such step was skipped
@@ -67,8 +70,13 @@ def test_worker_killed_mid_flow_still_completes_every_scan(cohort_copy):
 
     from flows import dose_flow
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
-                      env={"PREFECT_API_URL": os.environ["PREFECT_API_URL"], "OMP_NUM_THREADS": "1"}) as cluster:
+    with LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=None,
+        env={"PREFECT_API_URL": os.environ["PREFECT_API_URL"], "OMP_NUM_THREADS": "1"},
+    ) as cluster:
         with Client(cluster, set_as_default=False) as client:
             pids = list(client.run(os.getpid).values())
         killed = []
@@ -83,7 +91,8 @@ def test_worker_killed_mid_flow_still_completes_every_scan(cohort_copy):
         killer = threading.Thread(target=kill_one_worker_when_work_started)
         killer.start()
         results = dose_flow.with_options(task_runner=DaskTaskRunner(address=cluster.scheduler_address))(
-            str(cohort_copy), methods=("dvk", "mc"), mc_decays=400_000)
+            str(cohort_copy), methods=("dvk", "mc"), mc_decays=400_000
+        )
         killer.join()
     assert killed, "the worker was never killed: the test did not exercise anything"
     assert [r for r in results if r["status"] == "failed"] == []
@@ -117,8 +126,9 @@ def test_cohort_off_the_cnn_grid_gets_dvk_and_mc_and_each_cnn_step_refused_by_na
     from cohort_dosimetry.store import open_cohort
     from flows import cohort_flow
 
-    summary = cohort_flow(str(tiny_dicom), str(tmp_path / "cohort"), methods=("dvk", "cnn", "mc"), grid="2,2,2",
-                          mc_decays=100_000)
+    summary = cohort_flow(
+        str(tiny_dicom), str(tmp_path / "cohort"), methods=("dvk", "cnn", "mc"), grid="2,2,2", mc_decays=100_000
+    )
     cohort = open_cohort(tmp_path / "cohort")
     scans = cohort.scans()
     assert len(scans) >= 6 and summary["n_failed"] == len(scans)
@@ -151,9 +161,15 @@ sys.exit(1 if any(r["status"] == "failed" for r in results) else 0)
 
 def _start_dose_flow(cohort_dir, methods, mc_decays=200_000):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-c", _DOSE_SCRIPT, str(cohort_dir), methods, str(mc_decays)],
-                            cwd=ROOT, env=env, start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", _DOSE_SCRIPT, str(cohort_dir), methods, str(mc_decays)],
+        cwd=ROOT,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def test_crash_of_the_whole_flow_then_rerun_computes_only_unfinished_scans(cohort_copy):
@@ -190,8 +206,9 @@ def test_two_flows_on_one_cohort_at_once_do_not_corrupt_it(cohort_copy):
     for p, t in cohort.scans():
         scan = cohort.scan(p, t).load()
         expected = dose_rates(scan[["activity", "density", "labels"]], methods=("dvk",), device="cpu")
-        np.testing.assert_allclose(scan["dose_rate_dvk"].values, expected["dose_rate_dvk"].values, rtol=1e-5,
-                                   atol=1e-12)
+        np.testing.assert_allclose(
+            scan["dose_rate_dvk"].values, expected["dose_rate_dvk"].values, rtol=1e-5, atol=1e-12
+        )
 
 
 @pytest.mark.parametrize(("user_value", "expected"), [(None, 120.0), ("45", 45.0)])
@@ -201,8 +218,11 @@ def test_importing_the_flows_gives_the_local_api_server_time_to_start_unless_the
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"}
     if user_value is not None:
         env["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = user_value
-    code = ("import flows; from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS as s; "
-            "print(s.value())")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True,
-                         cwd=Path(__file__).parents[2])
+    code = (
+        "import flows; from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS as s; "
+        "print(s.value())"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True, cwd=Path(__file__).parents[2]
+    )
     assert float(out.stdout.split()[-1]) == expected

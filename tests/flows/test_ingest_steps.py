@@ -1,6 +1,7 @@
 """Ingest in steps, as the ingest flow runs it: discovery and labels once (the plan), one step per scan in any order
 and any process, then the report. A scan whose step never returns fails alone, named; a store lock held by another
 process makes a writer fail after the lock timeout, naming the scan and the lock."""
+
 from __future__ import annotations
 
 import subprocess
@@ -61,16 +62,18 @@ def test_scans_landing_in_any_order_are_labelled_in_time_order_and_a_lost_one_fa
         assert times == sorted(times), (labels, times)  # written last to first, labelled first to last
     assert lost.planned_timepoint not in cohort.timepoints(lost.patient)  # its label stays unused
     failed = [r for r in results if r["status"] == "failed"]  # named by patient and SPECT series: it has no label
-    assert failed == [pipeline.StepResult("ingest", lost.patient, "", "failed", 0.0,
-                                          f"{lost.subject}: its worker died").as_dict()]
+    assert failed == [
+        pipeline.StepResult("ingest", lost.patient, "", "failed", 0.0, f"{lost.subject}: its worker died").as_dict()
+    ]
     assert sorted(r["status"] for r in results) == ["done"] * (len(plan.scans) - 1) + ["failed"]
     report = cohort.ingest_report()
     assert report.loc[report["status"] == "rejected", "source"].tolist() == [lost.subject]
     assert (report["status"] == "written").sum() >= len(plan.scans) - 1
 
 
-def test_a_patient_lock_held_by_another_process_fails_the_scan_after_the_lock_timeout(tiny_dicom, tmp_path, key,
-                                                                                     hold_lock):
+def test_a_patient_lock_held_by_another_process_fails_the_scan_after_the_lock_timeout(
+    tiny_dicom, tmp_path, key, hold_lock
+):
     cohort_dir = tmp_path / "cohort"
     plan = pipeline.plan_cohort_ingest(tiny_dicom, cohort_dir, grid="ct")
     scan = plan.scans[0]
@@ -80,8 +83,10 @@ def test_a_patient_lock_held_by_another_process_fails_the_scan_after_the_lock_ti
     assert time.monotonic() - t0 >= 1
     (row,) = outcome["rows"]
     assert row["status"] == "rejected" and row["source"] == scan.subject and row["patient"] == scan.patient
-    assert (f"waited too long to write it: patient {scan.patient}: its lock (.locks/patient.{scan.patient}.lock) "
-            "was held by another writer for 1") in row["message"], row["message"]
+    assert (
+        f"waited too long to write it: patient {scan.patient}: its lock (.locks/patient.{scan.patient}.lock) "
+        "was held by another writer for 1"
+    ) in row["message"], row["message"]
     assert open_cohort(cohort_dir).scans() == []
 
 
@@ -104,8 +109,13 @@ def test_two_cycles_landing_last_to_first_get_their_cycles_and_labels_in_time_or
 
     root = tmp_path / "dicom"
     factory.write_patient(root / "cycle_1", seed=31, hours=(4.0, 96.0), patient_id="H31000001")
-    factory.write_patient(root / "cycle_2", seed=31, hours=(24.0, 168.0), patient_id="H31000001",
-                          injection=factory.INJECTION + dt.timedelta(weeks=8))
+    factory.write_patient(
+        root / "cycle_2",
+        seed=31,
+        hours=(24.0, 168.0),
+        patient_id="H31000001",
+        injection=factory.INJECTION + dt.timedelta(weeks=8),
+    )
     cohort_dir = tmp_path / "cohort"
     plan = pipeline.plan_cohort_ingest(root, cohort_dir, grid="ct")
     assert len(plan.scans) == 4

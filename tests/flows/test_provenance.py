@@ -4,6 +4,7 @@ The settings of each map (pipeline.map_settings) are compared with what the stor
 the same settings computes nothing, a changed setting recomputes exactly the maps it affects as new versions (the
 old map stays readable as superseded), and two runs at once share the work through the scans' compute locks.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,9 @@ def _run(cohort_dir, scans, run_id, **settings) -> list[dict]:
     from cohort_dosimetry import pipeline
 
     t0 = time.perf_counter()
-    results = [r for p, t in scans
-               for r in pipeline.compute_scan_dose(cohort_dir, p, t, METHODS, device="cpu", **settings)]
+    results = [
+        r for p, t in scans for r in pipeline.compute_scan_dose(cohort_dir, p, t, METHODS, device="cpu", **settings)
+    ]
     pipeline.record_run(cohort_dir, run_id, results, time.perf_counter() - t0, METHODS)
     return results
 
@@ -51,9 +53,11 @@ def other_weights(tmp_path_factory):
     return save_model(model, card, tmp_path_factory.mktemp("weights") / "other.json")
 
 
-def test_changed_settings_recompute_exactly_the_maps_they_affect_as_new_versions(cohort_copy, other_weights,
-                                                                                 monkeypatch):
+def test_changed_settings_recompute_exactly_the_maps_they_affect_as_new_versions(
+    cohort_copy, other_weights, monkeypatch
+):
     from cohort_dosimetry import pipeline
+    from cohort_dosimetry.dose import _dvk as dose_dvk
     from cohort_dosimetry.store import open_cohort, validate_cohort
 
     cohort = open_cohort(cohort_copy)
@@ -81,11 +85,12 @@ def test_changed_settings_recompute_exactly_the_maps_they_affect_as_new_versions
     assert _computed(_run(cohort_copy, scans, "same again", mc_decays=30_000, weights=str(other_weights))) == {}
 
     # A new DVK kernel: the DVK maps are recomputed, and the CNN maps made on the old DVK maps with them.
-    monkeypatch.setattr(pipeline, "_kernel_sha256", lambda spacing, nuclide: "f" * 64)
+    monkeypatch.setattr(dose_dvk, "kernel_sha256", lambda spacing, nuclide=None: "f" * 64)
     kernel = _run(cohort_copy, scans, "kernel", mc_decays=30_000, weights=str(other_weights))
     assert _computed(kernel) == {"dvk": n, "cnn": n}
     assert {r["message"] for r in kernel if r["step"] == "dose_cnn"} == {
-        "settings changed: its DVK prior has other settings"}
+        "settings changed: its DVK prior has other settings"
+    }
 
     # Every map records what made it; each recomputation superseded the old map, which stays readable.
     assert validate_cohort(cohort_copy) == []
@@ -97,18 +102,28 @@ def test_changed_settings_recompute_exactly_the_maps_they_affect_as_new_versions
         assert dvk["settings"]["kernel_sha256"] == "f" * 64
         assert dvk["settings"]["grid_spacing_mm"] == list(cohort.scan_attrs(p, t)["spacing_mm"])
         assert cnn["settings"]["weights_sha256"] != pipeline.weights_sha256()
-        assert cnn["settings"]["prior_dvk"] == {"settings_sha256": dvk["settings_sha256"],
-                                                "written_utc": dvk["written_utc"]}
+        assert cnn["settings"]["prior_dvk"] == {
+            "settings_sha256": dvk["settings_sha256"],
+            "written_utc": dvk["written_utc"],
+        }
         slots = cohort.superseded_maps(p, t)
         # mc (decays), cnn (weights), then dvk and cnn (kernel): four replacing writes
         assert [sorted(s["provenance"]) for s in slots] == [
-            ["dose_rate_mc", "dose_rate_mc_uncertainty"], ["dose_rate_cnn"], ["dose_rate_dvk"], ["dose_rate_cnn"]]
+            ["dose_rate_mc", "dose_rate_mc_uncertainty"],
+            ["dose_rate_cnn"],
+            ["dose_rate_dvk"],
+            ["dose_rate_cnn"],
+        ]
         old_mc = slots[0]["provenance"]["dose_rate_mc"]
         assert old_mc["settings"]["n_decays"] == 20_000 and mc["supersedes"] == f"superseded/{slots[0]['slot']}"
-        np.testing.assert_array_equal(cohort.superseded_dataset(p, t, slots[0]["slot"])["dose_rate_mc"].values,
-                                      before[(p, t)]["dose_rate_mc"].values)
-        np.testing.assert_array_equal(cohort.superseded_dataset(p, t, slots[1]["slot"])["dose_rate_cnn"].values,
-                                      before[(p, t)]["dose_rate_cnn"].values)
+        np.testing.assert_array_equal(
+            cohort.superseded_dataset(p, t, slots[0]["slot"])["dose_rate_mc"].values,
+            before[(p, t)]["dose_rate_mc"].values,
+        )
+        np.testing.assert_array_equal(
+            cohort.superseded_dataset(p, t, slots[1]["slot"])["dose_rate_cnn"].values,
+            before[(p, t)]["dose_rate_cnn"].values,
+        )
         assert cnn["supersedes"] == f"superseded/{slots[3]['slot']}"
 
     runs = cohort.run_maps()
@@ -116,7 +131,13 @@ def test_changed_settings_recompute_exactly_the_maps_they_affect_as_new_versions
     assert counts == {"first": 3 * n, "decays": n, "weights": n, "kernel": 2 * n}
     assert set(runs[runs["run_id"].isin(["same", "same again"])]["status"]) == {"reused"}
     assert len(runs) == 6 * 3 * n and list(cohort.runs()["run_id"]) == [
-        "first", "same", "decays", "weights", "same again", "kernel"]
+        "first",
+        "same",
+        "decays",
+        "weights",
+        "same again",
+        "kernel",
+    ]
     assert list(cohort.runs()["n_maps_computed"]) == [3 * n, 0, n, n, 0, 2 * n]
     assert list(cohort.runs()["n_maps_reused"]) == [0, 3 * n, 2 * n, 2 * n, 3 * n, n]
 
@@ -139,14 +160,21 @@ def test_a_run_that_waited_for_the_lock_reuses_the_map_the_holder_stored(cohort_
     results = []
     with cohort.compute_lock(patient, timepoint, "dvk"):  # another run, computing the DVK map of this scan
         monkeypatch.setattr(Cohort, "compute_lock", compute_lock)
-        waiter = threading.Thread(target=lambda: results.extend(
-            pipeline.compute_scan_dose(cohort_copy, patient, timepoint, ("dvk",), device="cpu")))
+        waiter = threading.Thread(
+            target=lambda: results.extend(
+                pipeline.compute_scan_dose(cohort_copy, patient, timepoint, ("dvk",), device="cpu")
+            )
+        )
         waiter.start()
         assert waiting.wait(60), "the second run never came to the compute lock"
         settings = pipeline.map_settings("dvk", cohort.scan_attrs(patient, timepoint)["spacing_mm"])
         maps = _dvk_map(cohort, patient, timepoint)
-        stored = cohort.write_arrays(patient, timepoint, maps, {
-            "method": "dvk", "settings": settings, "settings_sha256": pipeline.settings_sha256(settings)})
+        stored = cohort.write_arrays(
+            patient,
+            timepoint,
+            maps,
+            {"method": "dvk", "settings": settings, "settings_sha256": pipeline.settings_sha256(settings)},
+        )
     waiter.join(120)
     assert not waiter.is_alive()
     (result,) = results
@@ -202,10 +230,19 @@ def test_two_runs_at_once_compute_every_map_exactly_once(cohort_copy):
     from cohort_dosimetry.store import open_cohort, validate_cohort
 
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    procs = {run_id: subprocess.Popen([sys.executable, "-c", _TWO_RUNS_SCRIPT, str(cohort_copy), run_id, "50000"],
-                                      cwd=ROOT, env=env, start_new_session=True, stdin=subprocess.PIPE,
-                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for run_id in ("run-a", "run-b")}
+    procs = {
+        run_id: subprocess.Popen(
+            [sys.executable, "-c", _TWO_RUNS_SCRIPT, str(cohort_copy), run_id, "50000"],
+            cwd=ROOT,
+            env=env,
+            start_new_session=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for run_id in ("run-a", "run-b")
+    }
     try:
         for proc in procs.values():
             _read_until(proc, "ready", 120)
@@ -237,8 +274,10 @@ def test_two_runs_at_once_compute_every_map_exactly_once(cohort_copy):
     for p, t in scans:
         assert cohort.superseded_maps(p, t) == []  # no map was written twice
         provenance = cohort.scan_attrs(p, t)["provenance"]
-        assert provenance["dose_rate_cnn"]["settings"]["prior_dvk"]["written_utc"] == \
-            provenance["dose_rate_dvk"]["written_utc"]
+        assert (
+            provenance["dose_rate_cnn"]["settings"]["prior_dvk"]["written_utc"]
+            == provenance["dose_rate_dvk"]["written_utc"]
+        )
     assert validate_cohort(cohort_copy) == []
     computed = runs[runs["status"] == "computed"].groupby("run_id").size().to_dict()
     waited = runs[runs["reason"] == "computed by a concurrent run while this run waited"].groupby("run_id").size()

@@ -4,6 +4,7 @@ A run without PREFECT_API_URL starts Prefect's temporary API server and an embed
 processes). Each test starts a real run as a subprocess, waits until both are up and the flow is running on them,
 interrupts it with a signal and checks that every process the run had started is gone.
 """
+
 from __future__ import annotations
 
 import os
@@ -46,17 +47,44 @@ def _describe(procs: list[psutil.Process]) -> str:
 
 # SIGTERM (docker stop, systemd, SLURM, Kubernetes) in every run; Ctrl-C and the out-of-memory killer's SIGKILL (the
 # kernel's parent-death signal stops the server) take another 20 s each: `make test-slow`.
-@pytest.mark.parametrize("sig", [signal.SIGTERM, pytest.param(signal.SIGINT, marks=pytest.mark.slow),
-                                 pytest.param(signal.SIGKILL, marks=pytest.mark.slow)], ids=lambda s: s.name)
+@pytest.mark.parametrize(
+    "sig",
+    [
+        signal.SIGTERM,
+        pytest.param(signal.SIGINT, marks=pytest.mark.slow),
+        pytest.param(signal.SIGKILL, marks=pytest.mark.slow),
+    ],
+    ids=lambda s: s.name,
+)
 def test_an_interrupted_run_leaves_no_process_behind(sig, tiny_dicom, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "DASK_"))}
-    env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), DO_NOT_TRACK="1",
-               PREFECT_SERVER_ANALYTICS_ENABLED="false", OMP_NUM_THREADS="1")
+    env.update(
+        PREFECT_HOME=str(tmp_path / "prefect-home"),
+        DO_NOT_TRACK="1",
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        OMP_NUM_THREADS="1",
+    )
     log = tmp_path / "run.log"
     with open(log, "w") as out:
-        run = subprocess.Popen([sys.executable, "-m", "cohort_dosimetry.cli", "run", "--methods", "dvk", "--grid", "ct",
-                                str(tiny_dicom), str(tmp_path / "cohort")],
-                               env=env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        run = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "cohort_dosimetry.cli",
+                "run",
+                "--methods",
+                "dvk",
+                "--grid",
+                "ct",
+                str(tiny_dicom),
+                str(tmp_path / "cohort"),
+            ],
+            env=env,
+            cwd=tmp_path,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     started: dict[int, psutil.Process] = {}
     try:
         # mid-run: the flow logs where its tasks run once the server and the embedded cluster are up

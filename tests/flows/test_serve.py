@@ -11,6 +11,7 @@ A run is started as the UI's Run button starts it: a flow run created from the d
 server and one Dask cluster (`dask scheduler` + two `dask worker` processes) serve both tests. Every process runs in
 a working directory outside the checkout, so an entrypoint that depends on the working directory fails here.
 """
+
 from __future__ import annotations
 
 import os
@@ -41,11 +42,13 @@ def test_every_flow_validates_its_parameters_when_pickled_by_value():
 
     import flows
 
-    given = {"cohort_flow": dict(dicom_dir="in", cohort_dir="out", methods=["dvk"]),
-             "ingest_flow": dict(dicom_dir="in", cohort_dir="out"),
-             "dose_flow": dict(cohort_dir="out", methods=["dvk"]),
-             "aggregate_flow": dict(cohort_dir="out", notes=["a note"])}
-    assert set(given) == set(flows.__all__)
+    given = {
+        "cohort_flow": dict(dicom_dir="in", cohort_dir="out", methods=["dvk"]),
+        "ingest_flow": dict(dicom_dir="in", cohort_dir="out"),
+        "dose_flow": dict(cohort_dir="out", methods=["dvk"]),
+        "aggregate_flow": dict(cohort_dir="out", notes=["a note"]),
+    }
+    assert set(given) == {name for name in flows.__all__ if name.endswith("_flow")}
     for name, parameters in given.items():
         flow = cloudpickle.loads(cloudpickle.dumps(getattr(flows, name)))
         validated = flow.validate_parameters(parameters)
@@ -150,8 +153,9 @@ class Orchestrator:
             time.sleep(0.5)
         pytest.fail(f"{what} did not happen within {timeout} s:\n{_tail(log)}")
 
-    def run_deployment(self, deployment: dict, parameters: dict, proc: subprocess.Popen, log: Path,
-                       timeout: float = 300) -> dict:
+    def run_deployment(
+        self, deployment: dict, parameters: dict, proc: subprocess.Popen, log: Path, timeout: float = 300
+    ) -> dict:
         """Create a flow run of ``deployment`` (what the UI's Run button does) and wait for it to end."""
         r = self.post(f"/deployments/{deployment['id']}/create_flow_run", {"parameters": parameters})
         r.raise_for_status()
@@ -161,8 +165,9 @@ class Orchestrator:
             run = self.get(f"/flow_runs/{run_id}").json()
             return run if run["state_type"] in TERMINAL else None
 
-        run = self.wait_for(f"the end of flow run {run_id} of deployment {deployment['name']}", ended, proc, log,
-                            timeout)
+        run = self.wait_for(
+            f"the end of flow run {run_id} of deployment {deployment['name']}", ended, proc, log, timeout
+        )
         assert run["state_type"] == "COMPLETED", f"{run['state_name']}: {run['state']['message']}\n{_tail(log)}"
         return run
 
@@ -175,24 +180,59 @@ def orchestrator(tmp_path_factory):
     api = f"http://127.0.0.1:{port}/api"
     user, secret = "cohort", "test-only-" + os.urandom(6).hex()
     base = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "DASK_"))}
-    base.update(PREFECT_HOME=str(tmp / "prefect-home"), DO_NOT_TRACK="1", PREFECT_SERVER_ANALYTICS_ENABLED="false",
-                OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    base.update(
+        PREFECT_HOME=str(tmp / "prefect-home"),
+        DO_NOT_TRACK="1",
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        OMP_NUM_THREADS="1",
+        MKL_NUM_THREADS="1",
+    )
     server_log = tmp / "server.log"
     client_env = {**base, "PREFECT_API_URL": api, "PREFECT_API_AUTH_STRING": f"{user}:{secret}"}
-    procs = [_spawn([PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                    {**base, "PREFECT_SERVER_API_AUTH_STRING": f"{user}:{secret}", "PREFECT_UI_ENABLED": "false"},
-                    tmp, server_log)]
+    procs = [
+        _spawn(
+            [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            {**base, "PREFECT_SERVER_API_AUTH_STRING": f"{user}:{secret}", "PREFECT_UI_ENABLED": "false"},
+            tmp,
+            server_log,
+        )
+    ]
     try:
         # the Dask cluster starts while the server does; its workers report task runs to the server
         dask_port = _free_port()
         dask_address = f"tcp://127.0.0.1:{dask_port}"
-        procs.append(_spawn([DASK, "scheduler", "--host", "127.0.0.1", "--port", str(dask_port), "--no-dashboard"],
-                            base, tmp, tmp / "scheduler.log"))
+        procs.append(
+            _spawn(
+                [DASK, "scheduler", "--host", "127.0.0.1", "--port", str(dask_port), "--no-dashboard"],
+                base,
+                tmp,
+                tmp / "scheduler.log",
+            )
+        )
         for i in range(2):
-            procs.append(_spawn([DASK, "worker", dask_address, "--name", f"worker-{i}", "--nworkers", "1",
-                                 "--nthreads", "1", "--host", "127.0.0.1", "--no-dashboard",
-                                 "--local-directory", str(tmp / "dask-worker-space")],
-                                client_env, tmp, tmp / f"worker-{i}.log"))
+            procs.append(
+                _spawn(
+                    [
+                        DASK,
+                        "worker",
+                        dask_address,
+                        "--name",
+                        f"worker-{i}",
+                        "--nworkers",
+                        "1",
+                        "--nthreads",
+                        "1",
+                        "--host",
+                        "127.0.0.1",
+                        "--no-dashboard",
+                        "--local-directory",
+                        str(tmp / "dask-worker-space"),
+                    ],
+                    client_env,
+                    tmp,
+                    tmp / f"worker-{i}.log",
+                )
+            )
         orchestrator = Orchestrator(api, (user, secret), client_env, dask_address, tmp)
 
         def healthy():
@@ -233,10 +273,31 @@ def test_serve_runs_its_cron_deployment_when_triggered(orchestrator, tiny_dicom,
     workdir = tmp_path / "elsewhere"
     workdir.mkdir()
     log = tmp_path / "serve.log"
-    serve = _spawn([sys.executable, "-m", "cohort_dosimetry.cli", "serve", "--cron", CRON, "--name", "served",
-                    "--methods", "dvk", "--grid", "ct", "--address", o.dask_address, str(tiny_dicom), str(cohort)],
-                   {**o.env, "PREFECT_RUNNER_POLL_FREQUENCY": "1"}, workdir, log)
+    serve = _spawn(
+        [
+            sys.executable,
+            "-m",
+            "cohort_dosimetry.cli",
+            "serve",
+            "--cron",
+            CRON,
+            "--name",
+            "served",
+            "--methods",
+            "dvk",
+            "--grid",
+            "ct",
+            "--address",
+            o.dask_address,
+            str(tiny_dicom),
+            str(cohort),
+        ],
+        {**o.env, "PREFECT_RUNNER_POLL_FREQUENCY": "1"},
+        workdir,
+        log,
+    )
     try:
+
         def registered():
             r = o.get("/deployments/name/cohort/served")
             return r.json() if r.status_code == 200 else None
@@ -262,14 +323,28 @@ def test_prefect_yaml_deployment_runs_on_a_process_worker(orchestrator, tiny_dic
     log = tmp_path / "worker.log"
     # as in deploy/compose.yaml: the worker creates the process work pool, and its environment names the folders
     # and the Dask scheduler of the runs it executes
-    worker = _spawn([PREFECT, "worker", "start", "--pool", POOL, "--type", "process", "--name", "test-worker"],
-                    {**o.env, "COHORT_DICOM_DIR": str(tiny_dicom), "COHORT_DIR": str(cohort),
-                     "DASK_SCHEDULER_ADDRESS": o.dask_address, "PREFECT_WORKER_QUERY_SECONDS": "1"}, workdir, log)
+    worker = _spawn(
+        [PREFECT, "worker", "start", "--pool", POOL, "--type", "process", "--name", "test-worker"],
+        {
+            **o.env,
+            "COHORT_DICOM_DIR": str(tiny_dicom),
+            "COHORT_DIR": str(cohort),
+            "DASK_SCHEDULER_ADDRESS": o.dask_address,
+            "PREFECT_WORKER_QUERY_SECONDS": "1",
+        },
+        workdir,
+        log,
+    )
     try:
         o.wait_for(f"work pool {POOL}", lambda: o.get(f"/work_pools/{POOL}").status_code == 200, worker, log)
-        deploy = subprocess.run([PREFECT, "--no-prompt", "deploy", "--prefect-file",
-                                 str(ROOT / "deploy" / "prefect.yaml"), "--all"],
-                                cwd=workdir, env=o.env, capture_output=True, text=True, timeout=180)
+        deploy = subprocess.run(
+            [PREFECT, "--no-prompt", "deploy", "--prefect-file", str(ROOT / "deploy" / "prefect.yaml"), "--all"],
+            cwd=workdir,
+            env=o.env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
         assert deploy.returncode == 0, deploy.stdout[-4000:] + deploy.stderr[-4000:]
 
         dep = o.get("/deployments/name/cohort/nightly").json()

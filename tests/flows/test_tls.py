@@ -3,6 +3,7 @@ certificates that deploy/make-certs.sh makes. A client holding the client certif
 ``cohort-dosimetry run --address tls://... --tls-dir`` runs the cohort flow on them; clients without a certificate
 the CA signed are refused within a bounded time.
 """
+
 from __future__ import annotations
 
 import copy
@@ -38,45 +39,66 @@ def make_certs_with_cryptography(out: Path, ca_name: str = "cohort-dosimetry tes
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
     out.mkdir(parents=True, exist_ok=True)
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
 
     def usage(**allowed) -> x509.KeyUsage:
-        names = ("digital_signature", "content_commitment", "key_encipherment", "data_encipherment",
-                 "key_agreement", "key_cert_sign", "crl_sign", "encipher_only", "decipher_only")
+        names = (
+            "digital_signature",
+            "content_commitment",
+            "key_encipherment",
+            "data_encipherment",
+            "key_agreement",
+            "key_cert_sign",
+            "crl_sign",
+            "encipher_only",
+            "decipher_only",
+        )
         return x509.KeyUsage(**{n: allowed.get(n, False) for n in names})
 
     def write(name: str, key, cert) -> None:
         (out / f"{name}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         key_path = out / f"{name}.key"
-        key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                               serialization.NoEncryption()))
+        key_path.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
         key_path.chmod(0o600)
 
     def builder(subject: str, issuer: x509.Name, public_key) -> x509.CertificateBuilder:
-        return (x509.CertificateBuilder()
-                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
-                .issuer_name(issuer).public_key(public_key).serial_number(x509.random_serial_number())
-                .not_valid_before(now - datetime.timedelta(minutes=5))
-                .not_valid_after(now + datetime.timedelta(days=1))
-                .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False))
+        return (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(issuer)
+            .public_key(public_key)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+        )
 
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ca_name)])
-    ca = (builder(ca_name, ca_subject, ca_key.public_key())
-          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-          .add_extension(usage(key_cert_sign=True, crl_sign=True), critical=True)
-          .sign(ca_key, hashes.SHA256()))
+    ca = (
+        builder(ca_name, ca_subject, ca_key.public_key())
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(usage(key_cert_sign=True, crl_sign=True), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
     write("ca", ca_key, ca)
     for role in ROLES:
         key = ec.generate_private_key(ec.SECP256R1())
-        cert = (builder(f"cohort-dosimetry-dask-{role}", ca.subject, key.public_key())
-                .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-                               critical=False)
-                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-                .add_extension(usage(digital_signature=True), critical=True)
-                .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
-                                                      ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-                .sign(ca_key, hashes.SHA256()))
+        cert = (
+            builder(f"cohort-dosimetry-dask-{role}", ca.subject, key.public_key())
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(usage(digital_signature=True), critical=True)
+            .add_extension(
+                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+                critical=False,
+            )
+            .sign(ca_key, hashes.SHA256())
+        )
         write(role, key, cert)
 
 
@@ -97,8 +119,12 @@ def _security(certs: Path, client_certs: Path | None = None):
     from distributed.security import Security
 
     client_certs = client_certs or certs
-    return Security(tls_ca_file=str(certs / "ca.pem"), tls_client_cert=str(client_certs / "client.pem"),
-                    tls_client_key=str(client_certs / "client.key"), require_encryption=True)
+    return Security(
+        tls_ca_file=str(certs / "ca.pem"),
+        tls_client_cert=str(client_certs / "client.pem"),
+        tls_client_key=str(client_certs / "client.key"),
+        require_encryption=True,
+    )
 
 
 def _log_tail(path: Path) -> str:
@@ -140,17 +166,38 @@ def tls_cluster(certs, prefect_api, tmp_path_factory):
     with ExitStack() as stack:
         scheduler_file, scheduler_log = work / "scheduler.json", work / "scheduler.log"
         scheduler = subprocess.Popen(
-            [sys.executable, "-m", "dask", "scheduler", "--host", "127.0.0.1", "--port", "0", "--protocol", "tls",
-             "--no-dashboard", "--scheduler-file", str(scheduler_file), *tls,
-             "--tls-cert", str(certs / "scheduler.pem"), "--tls-key", str(certs / "scheduler.key")],
-            stdout=stack.enter_context(scheduler_log.open("wb")), stderr=subprocess.STDOUT, env=env)
+            [
+                sys.executable,
+                "-m",
+                "dask",
+                "scheduler",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--protocol",
+                "tls",
+                "--no-dashboard",
+                "--scheduler-file",
+                str(scheduler_file),
+                *tls,
+                "--tls-cert",
+                str(certs / "scheduler.pem"),
+                "--tls-key",
+                str(certs / "scheduler.key"),
+            ],
+            stdout=stack.enter_context(scheduler_log.open("wb")),
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
         stack.callback(_stop, scheduler)
         deadline = time.monotonic() + START_TIMEOUT_S
         address = None
         while address is None:  # the scheduler writes its file once it listens
             assert scheduler.poll() is None, f"dask scheduler exited:\n{_log_tail(scheduler_log)}"
-            assert time.monotonic() < deadline, (f"no scheduler file after {START_TIMEOUT_S} s:\n"
-                                                 f"{_log_tail(scheduler_log)}")
+            assert time.monotonic() < deadline, (
+                f"no scheduler file after {START_TIMEOUT_S} s:\n{_log_tail(scheduler_log)}"
+            )
             try:
                 address = json.loads(scheduler_file.read_text())["address"]
             except (FileNotFoundError, json.JSONDecodeError, KeyError):
@@ -158,10 +205,30 @@ def tls_cluster(certs, prefect_api, tmp_path_factory):
         assert address.startswith("tls://127.0.0.1:"), address
         worker_log = work / "worker.log"
         worker = subprocess.Popen(
-            [sys.executable, "-m", "dask", "worker", address, "--host", "127.0.0.1", "--no-nanny", "--no-dashboard",
-             "--nthreads", "1", "--name", "tls-worker", *tls,
-             "--tls-cert", str(certs / "worker.pem"), "--tls-key", str(certs / "worker.key")],
-            stdout=stack.enter_context(worker_log.open("wb")), stderr=subprocess.STDOUT, env=env)
+            [
+                sys.executable,
+                "-m",
+                "dask",
+                "worker",
+                address,
+                "--host",
+                "127.0.0.1",
+                "--no-nanny",
+                "--no-dashboard",
+                "--nthreads",
+                "1",
+                "--name",
+                "tls-worker",
+                *tls,
+                "--tls-cert",
+                str(certs / "worker.pem"),
+                "--tls-key",
+                str(certs / "worker.key"),
+            ],
+            stdout=stack.enter_context(worker_log.open("wb")),
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
         stack.callback(_stop, worker)
         with Client(address, security=_security(certs), timeout=START_TIMEOUT_S, set_as_default=False) as client:
             try:
@@ -211,8 +278,10 @@ def test_client_with_the_certificate_runs_tasks_and_clients_without_one_are_refu
     # A Dask client whose certificate another CA signed (it trusts the cluster's CA itself), and one that does not
     # speak TLS at all: both refused within the connect timeout.
     make_certs_with_cryptography(tmp_path / "other-ca", ca_name="another CA")
-    for name, kwargs in [("certificate of another CA", dict(security=_security(certs, tmp_path / "other-ca"))),
-                         ("no TLS", dict(address=address.replace("tls://", "tcp://")))]:
+    for name, kwargs in [
+        ("certificate of another CA", dict(security=_security(certs, tmp_path / "other-ca"))),
+        ("no TLS", dict(address=address.replace("tls://", "tcp://"))),
+    ]:
         t0 = time.monotonic()
         with pytest.raises(OSError):
             Client(kwargs.pop("address", address), timeout=REFUSE_TIMEOUT_S, set_as_default=False, **kwargs)
@@ -227,7 +296,8 @@ def test_client_with_the_certificate_runs_tasks_and_clients_without_one_are_refu
 
 
 def test_run_with_tls_dir_runs_the_cohort_on_the_tls_cluster_and_refuses_without_it(
-        tls_cluster, certs, tiny_dicom, tmp_path, monkeypatch, restore_dask_tls, capsys):
+    tls_cluster, certs, tiny_dicom, tmp_path, monkeypatch, restore_dask_tls, capsys
+):
     from distributed import Client
 
     from cohort_dosimetry.cli import main

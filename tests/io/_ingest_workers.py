@@ -1,12 +1,14 @@
 """Child-process bodies for the concurrent-ingest tests (importable, so they run under 'spawn')."""
+
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
 
-def ingest_with_slow_allocation(dicom_dir: str, cohort_dir: str, key: str, pause_s: float, ready_flag: str,
-                                start_flag: str) -> dict[str, tuple[str, str, str]]:
+def ingest_with_slow_allocation(
+    dicom_dir: str, cohort_dir: str, key: str, pause_s: float, ready_flag: str, start_flag: str
+) -> dict[str, tuple[str, str, str]]:
     """Ingest ``dicom_dir``, starting together with the other process, with every label allocation held open for
     ``pause_s`` (between choosing the next free label and writing it): a second ingest that does not wait for the
     patient's lock there would choose the same label. Returns {SPECT series: (patient, timepoint, status)}."""
@@ -27,6 +29,6 @@ def ingest_with_slow_allocation(dicom_dir: str, cohort_dir: str, key: str, pause
         if time.monotonic() > deadline:
             raise TimeoutError(f"{start_flag} never appeared")
         time.sleep(0.005)
-    report = ingest(dicom_dir, cohort_dir, key=key)
+    report = ingest(dicom_dir, cohort_dir, key=key, grid="ct")
     rows = report[report["status"].isin(["written", "new_version", "unchanged", "rejected"])]
     return {r.source: (r.patient, r.timepoint, r.status) for r in rows.itertuples()}

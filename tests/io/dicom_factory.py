@@ -7,6 +7,7 @@ or as single-frame PT slices in Bq/mL (as some workstations export SPECT), with 
 decay correction, signed values and Real World Value Mapping units.
 Every writer returns the truth it wrote so tests compare against it, and takes switches to break one thing at a time.
 """
+
 from __future__ import annotations
 
 import copy
@@ -59,8 +60,16 @@ def _file_meta(sop_class: str, sop_instance: str) -> FileMetaDataset:
     return meta
 
 
-def _base(patient: Patient, modality: str, sop_class: str, study_uid: str, series_uid: str, frame_uid: str,
-          when: dt.datetime, series_number: int) -> Dataset:
+def _base(
+    patient: Patient,
+    modality: str,
+    sop_class: str,
+    study_uid: str,
+    series_uid: str,
+    frame_uid: str,
+    when: dt.datetime,
+    series_number: int,
+) -> Dataset:
     ds = Dataset()
     ds.SOPInstanceUID = generate_uid()
     ds.file_meta = _file_meta(sop_class, ds.SOPInstanceUID)
@@ -79,31 +88,57 @@ def _base(patient: Patient, modality: str, sop_class: str, study_uid: str, serie
     return ds
 
 
-def make_patient(seed: int, patient_id: str = "H10000001", name: str = "Fakename^Anna", birth_date: str = "19580214",
-                 ct_shape=(14, 20, 22), ct_spacing=(4.0, 3.0, 3.0), lesion_voxels=(2, 2, 2)) -> Patient:
+def make_patient(
+    seed: int,
+    patient_id: str = "H10000001",
+    name: str = "Fakename^Anna",
+    birth_date: str = "19580214",
+    ct_shape=(14, 20, 22),
+    ct_spacing=(4.0, 3.0, 3.0),
+    lesion_voxels=(2, 2, 2),
+) -> Patient:
     """The truth of a box phantom (nothing written yet)."""
     rng = np.random.default_rng(seed)
     nz, ny, nx = ct_shape
     labels = np.zeros(ct_shape, dtype=np.int16)
-    labels[1:nz - 1, 2:ny - 2, 2:nx - 2] = 1
+    labels[1 : nz - 1, 2 : ny - 2, 2 : nx - 2] = 1
     liver = (slice(3, 9), slice(5, 13), slice(4, 14))
     labels[liver] = 4
     lz, ly, lx = lesion_voxels
     z0, y0, x0 = 5 + int(rng.integers(0, 2)), 7, 7
-    labels[z0:z0 + lz, y0:y0 + ly, x0:x0 + lx] = 101
+    labels[z0 : z0 + lz, y0 : y0 + ly, x0 : x0 + lx] = 101
     hu = np.full(ct_shape, -1000.0, dtype=np.float32)
     hu[labels > 0] = 0.0
     hu[labels == 4] = 60.0
     hu[labels == 101] = 40.0
     hu[labels > 0] += rng.normal(0, 5, int((labels > 0).sum())).round()
     origin = (-(nx - 1) / 2 * ct_spacing[2], -(ny - 1) / 2 * ct_spacing[1], 100.0)
-    return Patient(patient_id, name, birth_date, tuple(ct_shape), tuple(ct_spacing), origin, hu, labels,
-                   {1: "body", 4: "liver", 101: "lesion_1"})
+    return Patient(
+        patient_id,
+        name,
+        birth_date,
+        tuple(ct_shape),
+        tuple(ct_spacing),
+        origin,
+        hu,
+        labels,
+        {1: "body", 4: "liver", 101: "lesion_1"},
+    )
 
 
-def write_ct(patient: Patient, folder: Path, study_uid: str, series_uid: str, frame_uid: str, when: dt.datetime,
-             drop_slice: int | None = None, tilt_mm_per_slice: float = 0.0, spacing_jitter: dict | None = None,
-             orientation=(1.0, 0.0, 0.0, 0.0, 1.0, 0.0), n_slices: int | None = None) -> list[Dataset]:
+def write_ct(
+    patient: Patient,
+    folder: Path,
+    study_uid: str,
+    series_uid: str,
+    frame_uid: str,
+    when: dt.datetime,
+    drop_slice: int | None = None,
+    tilt_mm_per_slice: float = 0.0,
+    spacing_jitter: dict | None = None,
+    orientation=(1.0, 0.0, 0.0, 0.0, 1.0, 0.0),
+    n_slices: int | None = None,
+) -> list[Dataset]:
     """One file per slice, named so that file order is not slice order (InstanceNumber deliberately reversed).
     ``n_slices`` writes only the first (most inferior) slices: a CT range shorter than the SPECT's."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -145,16 +180,33 @@ def nm_grid(patient: Patient, spacing=(4.8, 4.8, 4.8)):
     return shape, tuple(origin_zyx[::-1]), tuple(spacing)
 
 
-def write_nm(patient: Patient, path: Path, study_uid: str, frame_uid: str, hours: float, activity_bq_ml: np.ndarray,
-             origin_xyz, spacing, units: str | None = "BQML",
-             image_type=("ORIGINAL", "PRIMARY", "RECON TOMO", "EMISSION"),
-             slope: float | SequenceOf | None = None, rows_cols_frames_override: tuple | None = None,
-             radiopharmaceutical: bool = True, injection: dt.datetime = INJECTION,
-             administered_bq: float = 7.4e9, nuclide_code: tuple[str, str, str] | None = LU177_CODE,
-             radiopharmaceutical_name: str | None = None, half_life_s: float | None = LU177_HALF_LIFE_S,
-             decay_correction: str | None = None, decay_factor: float | None = None,
-             decay_correction_datetime: dt.datetime | None = None, rotation: tuple[float, int] | None = None,
-             signed: bool = False, rwvm_units: str | None = None, rwvm_per_frame: bool = False) -> Dataset:
+def write_nm(
+    patient: Patient,
+    path: Path,
+    study_uid: str,
+    frame_uid: str,
+    hours: float,
+    activity_bq_ml: np.ndarray,
+    origin_xyz,
+    spacing,
+    units: str | None = "BQML",
+    image_type=("ORIGINAL", "PRIMARY", "RECON TOMO", "EMISSION"),
+    slope: float | SequenceOf | None = None,
+    rows_cols_frames_override: tuple | None = None,
+    radiopharmaceutical: bool = True,
+    injection: dt.datetime = INJECTION,
+    administered_bq: float = 7.4e9,
+    nuclide_code: tuple[str, str, str] | None = LU177_CODE,
+    radiopharmaceutical_name: str | None = None,
+    half_life_s: float | None = LU177_HALF_LIFE_S,
+    decay_correction: str | None = None,
+    decay_factor: float | None = None,
+    decay_correction_datetime: dt.datetime | None = None,
+    rotation: tuple[float, int] | None = None,
+    signed: bool = False,
+    rwvm_units: str | None = None,
+    rwvm_per_frame: bool = False,
+) -> Dataset:
     """One multi-frame NM (RECON TOMO) at ``hours`` after ``injection``; values stored as uint16 (``signed``: int16,
     so negative values survive) x ``slope`` (default: the largest magnitude / 60000, or / 30000 when signed).
 
@@ -186,8 +238,9 @@ def write_nm(patient: Patient, path: Path, study_uid: str, frame_uid: str, hours
     detector.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
     ds.DetectorInformationSequence = Sequence([detector])
     if radiopharmaceutical:
-        ds.RadiopharmaceuticalInformationSequence = Sequence([_radiopharmaceutical_item(
-            injection, administered_bq, nuclide_code, radiopharmaceutical_name, half_life_s)])
+        ds.RadiopharmaceuticalInformationSequence = Sequence(
+            [_radiopharmaceutical_item(injection, administered_bq, nuclide_code, radiopharmaceutical_name, half_life_s)]
+        )
     _decay_tags(ds, decay_correction, decay_factor, decay_correction_datetime)
     if rotation is not None:
         item = Dataset()
@@ -223,14 +276,27 @@ def write_nm(patient: Patient, path: Path, study_uid: str, frame_uid: str, hours
     return ds
 
 
-def write_pt_slices(patient: Patient, folder: Path, study_uid: str, frame_uid: str, hours: float,
-                    activity_bq_ml: np.ndarray, origin_xyz, spacing, slopes: SequenceOf[float] | None = None,
-                    injection: dt.datetime = INJECTION, administered_bq: float = 7.4e9,
-                    nuclide_code: tuple[str, str, str] | None = LU177_CODE, radiopharmaceutical_name: str | None = None,
-                    half_life_s: float | None = LU177_HALF_LIFE_S, units: str = "BQML",
-                    decay_correction: str | None = "START", decay_factor: float | None = None,
-                    decay_correction_datetime: dt.datetime | None = None,
-                    frame_duration_ms: float | None = None) -> list[Path]:
+def write_pt_slices(
+    patient: Patient,
+    folder: Path,
+    study_uid: str,
+    frame_uid: str,
+    hours: float,
+    activity_bq_ml: np.ndarray,
+    origin_xyz,
+    spacing,
+    slopes: SequenceOf[float] | None = None,
+    injection: dt.datetime = INJECTION,
+    administered_bq: float = 7.4e9,
+    nuclide_code: tuple[str, str, str] | None = LU177_CODE,
+    radiopharmaceutical_name: str | None = None,
+    half_life_s: float | None = LU177_HALF_LIFE_S,
+    units: str = "BQML",
+    decay_correction: str | None = "START",
+    decay_factor: float | None = None,
+    decay_correction_datetime: dt.datetime | None = None,
+    frame_duration_ms: float | None = None,
+) -> list[Path]:
     """The SPECT as single-frame PT images in Bq/mL, as some workstations export it (PT Image Storage): one file per
     slice, ImagePositionPatient at the top level, int16 x a slope per slice (default the slice's largest magnitude /
     30000), Decay Correction (Type 1 in PT) and optional ActualFrameDuration; file order shuffled."""
@@ -252,8 +318,9 @@ def write_pt_slices(patient: Patient, folder: Path, study_uid: str, frame_uid: s
         ds.PixelSpacing = [spacing[1], spacing[2]]
         ds.SliceThickness = spacing[0]
         ds.Rows, ds.Columns = ny, nx
-        ds.RadiopharmaceuticalInformationSequence = Sequence([_radiopharmaceutical_item(
-            injection, administered_bq, nuclide_code, radiopharmaceutical_name, half_life_s)])
+        ds.RadiopharmaceuticalInformationSequence = Sequence(
+            [_radiopharmaceutical_item(injection, administered_bq, nuclide_code, radiopharmaceutical_name, half_life_s)]
+        )
         _decay_tags(ds, decay_correction, decay_factor, decay_correction_datetime)
         if frame_duration_ms is not None:
             ds.ActualFrameDuration = int(frame_duration_ms)
@@ -271,8 +338,9 @@ def write_pt_slices(patient: Patient, folder: Path, study_uid: str, frame_uid: s
     return paths
 
 
-def nm_to_pt_slices(nm_path: Path, folder: Path, nuclide_code: tuple[str, str, str] | None = None,
-                    half_life_s: float | None = None) -> list[Path]:
+def nm_to_pt_slices(
+    nm_path: Path, folder: Path, nuclide_code: tuple[str, str, str] | None = None, half_life_s: float | None = None
+) -> list[Path]:
     """Rewrite a multi-frame NM written by :func:`write_nm` as single-frame PT slices (same patient, study, frame of
     reference, stored values and slope; Units BQML, Decay Correction START), optionally naming another nuclide, and
     delete the NM file."""
@@ -285,8 +353,14 @@ def nm_to_pt_slices(nm_path: Path, folder: Path, nuclide_code: tuple[str, str, s
     paths = []
     for k in range(frames.shape[0]):
         ds = copy.deepcopy(nm)
-        for keyword in ("NumberOfFrames", "FrameIncrementPointer", "SliceVector", "NumberOfSlices",
-                        "DetectorInformationSequence", "ImageType"):
+        for keyword in (
+            "NumberOfFrames",
+            "FrameIncrementPointer",
+            "SliceVector",
+            "NumberOfSlices",
+            "DetectorInformationSequence",
+            "ImageType",
+        ):
             delattr(ds, keyword)
         ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = PT_STORAGE
         ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
@@ -296,8 +370,11 @@ def nm_to_pt_slices(nm_path: Path, folder: Path, nuclide_code: tuple[str, str, s
         ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
         item = ds.RadiopharmaceuticalInformationSequence[0]
         if nuclide_code is not None:
-            item.RadionuclideCodeSequence[0].CodeValue, item.RadionuclideCodeSequence[0].CodingSchemeDesignator, \
-                item.RadionuclideCodeSequence[0].CodeMeaning = nuclide_code
+            (
+                item.RadionuclideCodeSequence[0].CodeValue,
+                item.RadionuclideCodeSequence[0].CodingSchemeDesignator,
+                item.RadionuclideCodeSequence[0].CodeMeaning,
+            ) = nuclide_code
         if half_life_s is not None:
             item.RadionuclideHalfLife = half_life_s
         ds.PixelData = frames[k].tobytes()
@@ -307,8 +384,9 @@ def nm_to_pt_slices(nm_path: Path, folder: Path, nuclide_code: tuple[str, str, s
     return paths
 
 
-def _radiopharmaceutical_item(injection: dt.datetime, administered_bq: float, nuclide_code, name, half_life_s
-                              ) -> Dataset:
+def _radiopharmaceutical_item(
+    injection: dt.datetime, administered_bq: float, nuclide_code, name, half_life_s
+) -> Dataset:
     item = Dataset()
     item.RadiopharmaceuticalStartDateTime = injection.strftime("%Y%m%d%H%M%S")
     item.RadionuclideTotalDose = administered_bq
@@ -346,8 +424,15 @@ def _rwvm_item(units: str, slope: float, stored: np.ndarray) -> Dataset:
     return item
 
 
-def write_rtstruct(patient: Patient, path: Path, study_uid: str, ct_series_uid: str, frame_uid: str,
-                   when: dt.datetime, names: dict[int, str] | None = None) -> None:
+def write_rtstruct(
+    patient: Patient,
+    path: Path,
+    study_uid: str,
+    ct_series_uid: str,
+    frame_uid: str,
+    when: dt.datetime,
+    names: dict[int, str] | None = None,
+) -> None:
     """One ROI per label; per slice one rectangle through the midpoints around the label's voxels (boxes only)."""
     names = names or patient.names
     ds = _base(patient, "RTSTRUCT", RTSTRUCT_STORAGE, study_uid, generate_uid(), frame_uid, when, 3)
@@ -402,8 +487,12 @@ def activity_on_nm_grid(patient: Patient, shape, origin_xyz, spacing, hours: flo
     i = np.round((x - patient.ct_origin_xyz[0]) / patient.ct_spacing[2]).astype(int)
     inside = [(a >= 0) & (a < n) for a, n in zip((k, j, i), patient.ct_shape)]
     labels = np.zeros(shape, dtype=np.int16)
-    kk, jj, ii = np.meshgrid(np.clip(k, 0, patient.ct_shape[0] - 1), np.clip(j, 0, patient.ct_shape[1] - 1),
-                             np.clip(i, 0, patient.ct_shape[2] - 1), indexing="ij")
+    kk, jj, ii = np.meshgrid(
+        np.clip(k, 0, patient.ct_shape[0] - 1),
+        np.clip(j, 0, patient.ct_shape[1] - 1),
+        np.clip(i, 0, patient.ct_shape[2] - 1),
+        indexing="ij",
+    )
     mask = inside[0][:, None, None] & inside[1][None, :, None] & inside[2][None, None, :]
     labels[mask] = patient.labels[kk, jj, ii][mask]
     uptake = {0: 0.0, 1: 2e3, 4: 4e4, 101: 3e5}
@@ -412,8 +501,9 @@ def activity_on_nm_grid(patient: Patient, shape, origin_xyz, spacing, hours: flo
     return (activity * rng.uniform(0.9, 1.1, shape)).astype(np.float32)
 
 
-def write_patient(root: Path, seed: int, hours=(24.0,), injection: dt.datetime = INJECTION,
-                  **patient_kwargs) -> Patient:
+def write_patient(
+    root: Path, seed: int, hours=(24.0,), injection: dt.datetime = INJECTION, **patient_kwargs
+) -> Patient:
     """A complete patient: per time point its own study with CT, NM and RTSTRUCT (one frame of reference), the
     scans ``hours`` after ``injection`` (one therapy cycle; write another cycle into another ``root``)."""
     patient = make_patient(seed, **patient_kwargs)
@@ -437,8 +527,15 @@ def write_patient(root: Path, seed: int, hours=(24.0,), injection: dt.datetime =
     return patient
 
 
-def write_rtdose(patient: Patient, path: Path, study_uid: str, frame_uid: str, when: dt.datetime,
-                 dose_gy: np.ndarray, scaling: float = 1e-4) -> None:
+def write_rtdose(
+    patient: Patient,
+    path: Path,
+    study_uid: str,
+    frame_uid: str,
+    when: dt.datetime,
+    dose_gy: np.ndarray,
+    scaling: float = 1e-4,
+) -> None:
     """An RTDOSE (DoseUnits GY, PHYSICAL, PLAN) on the CT grid, frames in GridFrameOffsetVector order."""
     ds = _base(patient, "RTDOSE", "1.2.840.10008.5.1.4.1.1.481.2", study_uid, generate_uid(), frame_uid, when, 9)
     nz, ny, nx = dose_gy.shape

@@ -19,6 +19,7 @@ a clinical export arrives:
 Every SPECT's truth is what the exporter wrote, before any reshaping: its total activity (Bq) at the acquisition, its
 patient, cycle and hours after its own cycle's injection.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -93,22 +94,37 @@ def tiny_virtual_patient(seed: int, hours, scale: float = 1.0) -> xr.Dataset:
     return xr.Dataset(
         {
             "ct_hu": (("z", "y", "x"), ct_hu, {"units": "HU"}),
-            "density": (("z", "y", "x"), np.clip(1.0 + ct_hu / 1000.0, 0.001, None).astype(np.float32),
-                        {"units": "g/cm3"}),
+            "density": (
+                ("z", "y", "x"),
+                np.clip(1.0 + ct_hu / 1000.0, 0.001, None).astype(np.float32),
+                {"units": "g/cm3"},
+            ),
             "labels": (("z", "y", "x"), labels, {"names": names}),
             "activity": (("timepoint", "z", "y", "x"), activity, {"units": "Bq/mL"}),
             "activity_true": (("timepoint", "z", "y", "x"), activity, {"units": "Bq/mL"}),
         },
         coords={"timepoint": np.arange(len(hours)), "hours_post_injection": ("timepoint", hours)},
-        attrs={"seed": seed, "spacing_mm": SPACING_MM, "origin_mm": ORIGIN_MM, "administered_activity_bq": 7.4e9,
-               "nuclide": "Lu177", "sex": "female"},
+        attrs={
+            "seed": seed,
+            "spacing_mm": SPACING_MM,
+            "origin_mm": ORIGIN_MM,
+            "administered_activity_bq": 7.4e9,
+            "nuclide": "Lu177",
+            "sex": "female",
+        },
     )
 
 
 def _clinical_masks(labels: np.ndarray, names: dict[str, str]) -> dict[str, np.ndarray]:
     """ROI name as written -> mask (z, y, x), overlapping as clinical contours do."""
-    organ = {"external": labels > 0, "liver": np.isin(labels, (4, 101)), "lesion": labels == 101,
-             "kidney_left": labels == 5, "kidney_right": labels == 6, "spleen": labels == 7}
+    organ = {
+        "external": labels > 0,
+        "liver": np.isin(labels, (4, 101)),
+        "lesion": labels == 101,
+        "kidney_left": labels == 5,
+        "kidney_right": labels == 6,
+        "spleen": labels == 7,
+    }
     z, y, x = np.meshgrid(*(np.arange(n) for n in SHAPE), indexing="ij")
     organ["bowel"] = (labels == 1) & (z >= 2) & (z <= 9) & (np.abs(y - 30) <= 3) & (np.abs(x - 24) <= 4)
     return {written: organ[key] for key, written in names.items()}
@@ -200,19 +216,50 @@ def build_hospital_export(root: Path, seed: int = 5) -> HospitalExport:
     """Build the two deliveries under ``root`` (``root/part_1``, ``root/part_2``); see the module docstring."""
     rng = np.random.default_rng(seed)
     staging = root / "exporter"
-    names_a = {"external": "External", "liver": "Liver", "lesion": "GTV_1", "kidney_left": "Kidney_L",
-               "kidney_right": "Kidney_R", "spleen": "Spleen", "bowel": "Bowel_Bag"}
-    names_b = {"external": "BODY", "liver": "liver", "lesion": "Lesion 1", "kidney_left": "Kidney_Left",
-               "kidney_right": "Kidney_Right", "spleen": "SPLEEN", "bowel": "Bowel_Bag"}
-    expected_a = {"External": "external", "Liver": "liver", "GTV_1": "lesion_1", "Kidney_L": "kidney_left",
-                  "Kidney_R": "kidney_right", "Spleen": "spleen", "Bowel_Bag": "Bowel_Bag"}
-    expected_b = {"BODY": "external", "liver": "liver", "Lesion 1": "lesion_1", "Kidney_Left": "kidney_left",
-                  "Kidney_Right": "kidney_right", "SPLEEN": "spleen", "Bowel_Bag": "Bowel_Bag"}
+    names_a = {
+        "external": "External",
+        "liver": "Liver",
+        "lesion": "GTV_1",
+        "kidney_left": "Kidney_L",
+        "kidney_right": "Kidney_R",
+        "spleen": "Spleen",
+        "bowel": "Bowel_Bag",
+    }
+    names_b = {
+        "external": "BODY",
+        "liver": "liver",
+        "lesion": "Lesion 1",
+        "kidney_left": "Kidney_Left",
+        "kidney_right": "Kidney_Right",
+        "spleen": "SPLEEN",
+        "bowel": "Bowel_Bag",
+    }
+    expected_a = {
+        "External": "external",
+        "Liver": "liver",
+        "GTV_1": "lesion_1",
+        "Kidney_L": "kidney_left",
+        "Kidney_R": "kidney_right",
+        "Spleen": "spleen",
+        "Bowel_Bag": "Bowel_Bag",
+    }
+    expected_b = {
+        "BODY": "external",
+        "liver": "liver",
+        "Lesion 1": "lesion_1",
+        "Kidney_Left": "kidney_left",
+        "Kidney_Right": "kidney_right",
+        "SPLEEN": "spleen",
+        "Bowel_Bag": "Bowel_Bag",
+    }
 
     # (label, seed, hours, injection, cycle, ROI names); patient A twice: the same seed is the same person
-    plan = [("A", 11, (4.0, 24.0, 96.0), CYCLE_1, 1, names_a), ("A", 11, (20.0, 70.0), CYCLE_2, 2, names_a),
-            ("B", 12, (4.0, 24.0, 168.0), CYCLE_1 + dt.timedelta(days=3), 1, names_b),
-            ("C", 13, (3.0,), CYCLE_1 + dt.timedelta(days=10), 1, names_b)]
+    plan = [
+        ("A", 11, (4.0, 24.0, 96.0), CYCLE_1, 1, names_a),
+        ("A", 11, (20.0, 70.0), CYCLE_2, 2, names_a),
+        ("B", 12, (4.0, 24.0, 168.0), CYCLE_1 + dt.timedelta(days=3), 1, names_b),
+        ("C", 13, (3.0,), CYCLE_1 + dt.timedelta(days=10), 1, names_b),
+    ]
     studies: list[tuple[str, int, Path, SpectTruth | None]] = []
     result = HospitalExport(root / "part_1", root / "part_2", [], {})
     for index, (who, patient_seed, hours, injection, cycle, names) in enumerate(plan):
@@ -223,8 +270,14 @@ def build_hospital_export(root: Path, seed: int = 5) -> HospitalExport:
         for k, scan in enumerate(exported.scans):
             study = scan.nm_file.parent.parent
             _write_rtstruct(study, masks)
-            truth = SpectTruth(exported.patient_id, cycle, float(scan.hours_post_injection), scan.acquisition_datetime,
-                               _total_activity_bq(scan.nm_file), delivered_in_part_1=False)
+            truth = SpectTruth(
+                exported.patient_id,
+                cycle,
+                float(scan.hours_post_injection),
+                scan.acquisition_datetime,
+                _total_activity_bq(scan.nm_file),
+                delivered_in_part_1=False,
+            )
             if who == "C":
                 _foreign_nuclide(scan.nm_file)
                 result.foreign_nuclide_patient = exported.patient_id
@@ -243,7 +296,7 @@ def build_hospital_export(root: Path, seed: int = 5) -> HospitalExport:
     part_1_studies = {("A_cycle1", 0), ("A_cycle1", 1), ("B_cycle1", 0)}
     for name, k, study, truth in studies:
         in_part_1 = (name.rsplit("_", 1)[0], k) in part_1_studies
-        for part in ((result.part_1, result.part_2) if in_part_1 else (result.part_2,)):
+        for part in (result.part_1, result.part_2) if in_part_1 else (result.part_2,):
             shutil.copytree(study, part / "PACS" / name)
         if truth is not None:
             truth.delivered_in_part_1 = in_part_1

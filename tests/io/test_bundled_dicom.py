@@ -1,4 +1,5 @@
 """pydicom's bundled real DICOM files (CT, RTDOSE, RTSTRUCT, SEG, NM) are read or rejected with a clear message."""
+
 from __future__ import annotations
 
 import shutil
@@ -9,8 +10,8 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
+from cohort_dosimetry.grid import Grid
 from cohort_dosimetry.io import (
-    Grid,
     IngestError,
     discover_studies,
     ingest,
@@ -108,8 +109,13 @@ def test_rtdose_is_read():
 def test_rtstruct_files_are_rasterised_or_rejected_clearly(path):
     ds = pydicom.dcmread(path, force=True)
     # A reference grid around the contours: 5 mm voxels covering every contour point, slices at the contour planes.
-    points = np.concatenate([np.asarray(c.ContourData, float).reshape(-1, 3)
-                             for roi in ds.ROIContourSequence for c in roi.get("ContourSequence", [])])
+    points = np.concatenate(
+        [
+            np.asarray(c.ContourData, float).reshape(-1, 3)
+            for roi in ds.ROIContourSequence
+            for c in roi.get("ContourSequence", [])
+        ]
+    )
     planes = np.unique(points[:, 2])
     dz = float(np.min(np.diff(planes))) if planes.size > 1 else 1.0
     lo, hi = points.min(axis=0) - 10, points.max(axis=0) + 10
@@ -131,9 +137,11 @@ def test_seg_files_are_read_or_rejected_clearly(path):
     frame = ds.PerFrameFunctionalGroupsSequence[0]
     position = [float(v) for v in frame.PlanePositionSequence[0].ImagePositionPatient]
     measures = ds.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0]
-    grid = Grid((1, int(ds.Rows), int(ds.Columns)),
-                (float(measures.get("SliceThickness", 1.0)), *(float(v) for v in measures.PixelSpacing)),
-                tuple(position[::-1]))
+    grid = Grid(
+        (1, int(ds.Rows), int(ds.Columns)),
+        (float(measures.get("SliceThickness", 1.0)), *(float(v) for v in measures.PixelSpacing)),
+        tuple(position[::-1]),
+    )
     result = _read_or_reject(read_seg, path, grid, path.name)
     if isinstance(result, IngestError):
         assert path.name in str(result)
@@ -156,7 +164,7 @@ def test_ingest_of_all_bundled_files_reports_without_traceback(tmp_path, monkeyp
     for path in CT_FILES + RTDOSE_FILES + RTSTRUCT_FILES + SEG_FILES + NM_FILES:
         shutil.copy(path, folder / path.name)
     discovery = discover_studies(folder)
-    report = ingest(folder, tmp_path / "cohort")
+    report = ingest(folder, tmp_path / "cohort", grid="ct")
     assert len(report) > 0
     assert not report["message"].str.contains("Traceback|unexpected", regex=True).any(), report["message"].tolist()
     # none of these patients has a SPECT, so nothing is written and the NM files are reported as not reconstructed

@@ -5,6 +5,7 @@ with pydicom the way a planning system writes one: each ROI on its own, overlapp
 everything, Liver around its GTVs), one CLOSED_PLANAR rectangle per slice through the midpoints between voxel centres,
 so every ROI's voxels on the CT grid are known exactly.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -17,7 +18,8 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import generate_uid
 
-from cohort_dosimetry.io import Grid, ingest, read_ct_series, read_rtstruct, read_seg
+from cohort_dosimetry.grid import Grid
+from cohort_dosimetry.io import ingest, read_ct_series, read_rtstruct, read_seg
 from cohort_dosimetry.stats import scan_tables
 from cohort_dosimetry.store import open_cohort, validate_cohort
 from tests.io import dicom_factory as factory
@@ -35,10 +37,25 @@ ROIS = {
     "Lesion": np.s_[4:5, 6:7, 6:7],  # one CT voxel inside the liver: unnumbered, it gets the next free number
 }
 #: The VOI each ROI must become (independent of the code's synonym table).
-VOI_OF = {"External": "external", "Liver": "liver", "GTV_1": "lesion_1", "Kidney_L": "kidney_left",
-          "Bowel_Bag": "Bowel_Bag", "L2": "vertebra_L2", "Lesion": "lesion_2"}
-VOI_CLASS = {"external": "body", "liver": "liver", "lesion_1": "lesion", "kidney_left": "kidney",
-             "Bowel_Bag": "other", "vertebra_L2": "vertebra", "lesion_2": "lesion", "liver_healthy": "liver"}
+VOI_OF = {
+    "External": "external",
+    "Liver": "liver",
+    "GTV_1": "lesion_1",
+    "Kidney_L": "kidney_left",
+    "Bowel_Bag": "Bowel_Bag",
+    "L2": "vertebra_L2",
+    "Lesion": "lesion_2",
+}
+VOI_CLASS = {
+    "external": "body",
+    "liver": "liver",
+    "lesion_1": "lesion",
+    "kidney_left": "kidney",
+    "Bowel_Bag": "other",
+    "vertebra_L2": "vertebra",
+    "lesion_2": "lesion",
+    "liver_healthy": "liver",
+}
 
 
 @pytest.fixture(autouse=True)
@@ -57,8 +74,9 @@ def _masks(shape) -> dict[str, np.ndarray]:
     return masks
 
 
-def _write_rtstruct(patient: factory.Patient, path: Path, study_uid: str, ct_series_uid: str, frame_uid: str,
-                    when: dt.datetime) -> None:
+def _write_rtstruct(
+    patient: factory.Patient, path: Path, study_uid: str, ct_series_uid: str, frame_uid: str, when: dt.datetime
+) -> None:
     ds = factory._base(patient, "RTSTRUCT", factory.RTSTRUCT_STORAGE, study_uid, generate_uid(), frame_uid, when, 3)
     del ds.FrameOfReferenceUID
     series = Dataset()
@@ -156,8 +174,9 @@ def test_statistics_of_overlapping_clinical_rois_are_over_their_own_contours(tmp
     # a known dose-rate gradient (Gy/s) on the CT grid
     z, y, x = np.meshgrid(*(np.arange(n, dtype=np.float64) for n in patient.ct_shape), indexing="ij")
     dose_rate = (1e-6 * (1.0 + 0.5 * z + 0.2 * y + 0.1 * x)).astype(np.float32)
-    cohort.write_arrays(p, t, xr.Dataset({"dose_rate_dvk": (("z", "y", "x"), dose_rate, {"units": "Gy/s"})}),
-                        {"method": "dvk"})
+    cohort.write_arrays(
+        p, t, xr.Dataset({"dose_rate_dvk": (("z", "y", "x"), dose_rate, {"units": "Gy/s"})}), {"method": "dvk"}
+    )
     scan = cohort.scan(p, t)
     assert scan["labels"].attrs["source_names"]["kidney_left"] == "Kidney_L"
     stats = scan_tables(scan, p, t)["voi_stats"].set_index("voi")
@@ -175,7 +194,8 @@ def test_statistics_of_overlapping_clinical_rois_are_over_their_own_contours(tmp
     assert stats.loc["external", "volume_ml"] == pytest.approx(body.sum() * voxel_ml)
     lesions = ("lesion_1", "lesion_2")
     assert stats.loc["liver_healthy", "volume_ml"] == pytest.approx(
-        stats.loc["liver", "volume_ml"] - sum(stats.loc[v, "volume_ml"] for v in lesions))
+        stats.loc["liver", "volume_ml"] - sum(stats.loc[v, "volume_ml"] for v in lesions)
+    )
     numeric = stats[["volume_ml", "mean", "median", "max", "dr10", "dr30", "dr70", "dr90"]].to_numpy(np.float64)
     assert np.isfinite(numeric).all()
     assert validate_cohort(tmp_path / "cohort") == []
@@ -195,8 +215,9 @@ def test_on_a_coarser_dose_grid_every_roi_keeps_voxels_and_its_overlaps(tmp_path
     assert scan.attrs["labels_kept_by_guard"] == ["lesion_2"]
     assert on_grid["lesion_2"].sum() == 1
     assert not (on_grid["lesion_2"] & ~on_grid["liver"] & ~on_grid["external"]).any()
-    np.testing.assert_array_equal(on_grid["liver_healthy"], on_grid["liver"] & ~on_grid["lesion_1"]
-                                  & ~on_grid["lesion_2"])
+    np.testing.assert_array_equal(
+        on_grid["liver_healthy"], on_grid["liver"] & ~on_grid["lesion_1"] & ~on_grid["lesion_2"]
+    )
     for name in ("lesion_1", "liver", "kidney_left", "Bowel_Bag", "vertebra_L2"):  # every ROI within its contour
         assert (on_grid[name] & ~on_grid["external"]).sum() <= 0.25 * on_grid[name].sum(), name
     masks = _masks(patient.ct_shape)
@@ -209,8 +230,9 @@ def test_on_a_coarser_dose_grid_every_roi_keeps_voxels_and_its_overlaps(tmp_path
 
 def test_user_mapping_renames_rois_before_the_synonyms(tmp_path):
     _write_study(tmp_path / "dicom")
-    report = ingest(tmp_path / "dicom", tmp_path / "cohort", grid="ct",
-                    roi_names={"Bowel_Bag": "spleen", "Lesion": "lesion_7"})
+    report = ingest(
+        tmp_path / "dicom", tmp_path / "cohort", grid="ct", roi_names={"Bowel_Bag": "spleen", "Lesion": "lesion_7"}
+    )
     assert not (report["severity"] == "error").any(), report["message"].tolist()
     cohort = open_cohort(tmp_path / "cohort")
     [(p, t)] = cohort.scans()
@@ -230,29 +252,53 @@ def test_overlapping_seg_segments_each_keep_their_voxels(tmp_path):
     patient = factory.make_patient(22)
     study, frame, ct_series = generate_uid(), generate_uid(), generate_uid()
     factory.write_ct(patient, tmp_path / "ct", study, ct_series, frame, factory.INJECTION)
-    slices = sorted((pydicom.dcmread(p) for p in (tmp_path / "ct").iterdir()),
-                    key=lambda ds: float(ds.ImagePositionPatient[2]))
+    slices = sorted(
+        (pydicom.dcmread(p) for p in (tmp_path / "ct").iterdir()), key=lambda ds: float(ds.ImagePositionPatient[2])
+    )
     for ds in slices:  # study attributes a SEG copies from its source images (type 2: may be empty)
         ds.AccessionNumber, ds.StudyID, ds.ReferringPhysicianName = "", "", ""
     segments = ["BODY", "Liver", "GTV_1", "Kidney_L"]
     masks = _masks(patient.ct_shape)
     truth = {name: masks[VOI_OF["External" if name == "BODY" else name]] for name in segments}
     pixels = np.stack([truth[name] for name in segments], axis=-1)  # (z, y, x, segment), overlapping
-    algorithm = hd.AlgorithmIdentificationSequence(name="test", family=codes.cid7162.ArtificialIntelligence,
-                                                   version="1")
-    descriptions = [hd.seg.SegmentDescription(
-        segment_number=k, segment_label=name, segmented_property_category=codes.SCT.AnatomicalStructure,
-        segmented_property_type=codes.SCT.Organ, algorithm_type="AUTOMATIC", algorithm_identification=algorithm)
-        for k, name in enumerate(segments, start=1)]
+    algorithm = hd.AlgorithmIdentificationSequence(
+        name="test", family=codes.cid7162.ArtificialIntelligence, version="1"
+    )
+    descriptions = [
+        hd.seg.SegmentDescription(
+            segment_number=k,
+            segment_label=name,
+            segmented_property_category=codes.SCT.AnatomicalStructure,
+            segmented_property_type=codes.SCT.Organ,
+            algorithm_type="AUTOMATIC",
+            algorithm_identification=algorithm,
+        )
+        for k, name in enumerate(segments, start=1)
+    ]
     seg = hd.seg.Segmentation(
-        source_images=slices, pixel_array=pixels, segmentation_type="BINARY", segment_descriptions=descriptions,
-        series_instance_uid=generate_uid(), series_number=5, sop_instance_uid=generate_uid(), instance_number=1,
-        manufacturer="test", manufacturer_model_name="test", software_versions="1", device_serial_number="0")
+        source_images=slices,
+        pixel_array=pixels,
+        segmentation_type="BINARY",
+        segment_descriptions=descriptions,
+        series_instance_uid=generate_uid(),
+        series_number=5,
+        sop_instance_uid=generate_uid(),
+        instance_number=1,
+        manufacturer="test",
+        manufacturer_model_name="test",
+        software_versions="1",
+        device_serial_number="0",
+    )
     seg.save_as(tmp_path / "seg.dcm")
     ct = read_ct_series(sorted((tmp_path / "ct").iterdir()))
     label_map = read_seg(tmp_path / "seg.dcm", ct.grid)
-    expected = {"external": truth["BODY"], "liver": truth["Liver"], "lesion_1": truth["GTV_1"],
-                "kidney_left": truth["Kidney_L"], "liver_healthy": truth["Liver"] & ~truth["GTV_1"]}
+    expected = {
+        "external": truth["BODY"],
+        "liver": truth["Liver"],
+        "lesion_1": truth["GTV_1"],
+        "kidney_left": truth["Kidney_L"],
+        "liver_healthy": truth["Liver"] & ~truth["GTV_1"],
+    }
     assert set(label_map.vois) == set(expected)
     for name, mask in expected.items():
         np.testing.assert_array_equal(np.isin(label_map.labels.array, label_map.vois[name]), mask, err_msg=name)

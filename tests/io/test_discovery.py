@@ -1,4 +1,5 @@
 """Discovery: grouping and the SPECT-CT pairing rules, on synthetic virtual patients (not patient data)."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -33,7 +34,8 @@ def test_spect_pairs_with_the_ct_of_its_frame_of_reference(tmp_path):
     assert not hasattr(discovery.scans[0], "timepoint")
     # the injection of each SPECT, from its Radiopharmaceutical Information Sequence
     assert {(s.spect.injection_datetime, s.spect.administered_activity_bq) for s in discovery.scans} == {
-        (factory.INJECTION, 7.4e9)}
+        (factory.INJECTION, 7.4e9)
+    }
     assert {s.ct.injection_datetime for s in discovery.scans} == {None}
     assert [s.ct.series_uid for s in discovery.scans] == [ct_a, ct_b]
     assert {s.ct_pairing for s in discovery.scans} == {"same frame of reference"}
@@ -46,8 +48,9 @@ def test_without_a_shared_frame_the_nearest_ct_of_the_study_is_taken(tmp_path):
     # the SPECT at 24 h has its own frame of reference; two CTs of the study at 20 h and 30 h have others
     _scan_parts(tmp_path, patient, study, generate_uid(), hours=24.0, ct_hours=30.0, ct_frame=generate_uid())
     near = generate_uid()
-    factory.write_ct(patient, tmp_path / "other_ct", study, near, generate_uid(),
-                     factory.INJECTION + dt.timedelta(hours=23.0))
+    factory.write_ct(
+        patient, tmp_path / "other_ct", study, near, generate_uid(), factory.INJECTION + dt.timedelta(hours=23.0)
+    )
     discovery = discover_studies(tmp_path)
     (scan,) = discovery.scans
     assert scan.ct_pairing == "same study, nearest time"

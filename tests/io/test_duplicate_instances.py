@@ -2,6 +2,7 @@
 
 All patients are synthetic virtual patients written by tests/io/dicom_factory.py (no patient data).
 """
+
 from __future__ import annotations
 
 import shutil
@@ -38,8 +39,9 @@ def test_exact_copies_of_a_ct_slice_count_once(tmp_path):
     (scan,) = discovery.scans
     assert sorted(scan.ct.files) == slices
     notes = _rows(discovery, "info", "exact copy of")
-    assert sorted(p.subject for p in notes) == sorted([str((ct_dir / "img002_copy").relative_to(tmp_path)),
-                                                        "again/5.dcm"])
+    assert sorted(p.subject for p in notes) == sorted(
+        [str((ct_dir / "img002_copy").relative_to(tmp_path)), "again/5.dcm"]
+    )
     assert not [p for p in discovery.problems if p.severity != "info"]
     np.testing.assert_array_equal(read_ct_series(scan.ct.files).array, patient.ct_hu)
 
@@ -65,8 +67,9 @@ def test_a_truncated_nm_copy_beside_the_good_one_is_reported_and_not_used(tmp_pa
     assert f"broken copy of {good.relative_to(tmp_path)}" in warning.problem and "pixel data" in warning.problem
     assert not [p for p in discovery.problems if p.severity == "error"]
     stored = np.frombuffer(written.PixelData, dtype=np.uint16).reshape(shape)
-    np.testing.assert_array_equal(read_nm(scan.spect.files).activity.array,
-                                  stored.astype(np.float32) * np.float32(written.RescaleSlope))
+    np.testing.assert_array_equal(
+        read_nm(scan.spect.files).activity.array, stored.astype(np.float32) * np.float32(written.RescaleSlope)
+    )
 
 
 @pytest.mark.parametrize("folder", ["0_copy", "z_copy"], ids=["broken-file-first", "good-file-first"])
@@ -76,14 +79,15 @@ def test_a_copy_cut_off_anywhere_never_costs_the_good_scan(tmp_path, folder):
     data = good.read_bytes()
     pixels_at = data.index(b"\xe0\x7f\x10\x00")  # Pixel Data (7FE0,0010)
     sop_uid_at = data.index(b"\x08\x00\x18\x00UI")  # SOP Instance UID (0008,0018), explicit VR little endian
-    padded_ends = sop_uid_at + 8 + int.from_bytes(data[sop_uid_at + 6: sop_uid_at + 8], "little")
+    padded_ends = sop_uid_at + 8 + int.from_bytes(data[sop_uid_at + 6 : sop_uid_at + 8], "little")
     # a UID of odd length is padded with one NUL (PS3.5 9.1): a cut through the padding keeps the whole UID
-    sop_uid_ends = sop_uid_at + 8 + len(data[sop_uid_at + 8: padded_ends].rstrip(b"\0"))
+    sop_uid_ends = sop_uid_at + 8 + len(data[sop_uid_at + 8 : padded_ends].rstrip(b"\0"))
     broken = tmp_path / folder / "spect.dcm"
     broken.parent.mkdir()
     rng = np.random.default_rng(27)
-    cuts = sorted({*rng.integers(133, pixels_at + 12, 40).tolist(), sop_uid_ends - 1, sop_uid_ends, pixels_at,
-                   len(data) - 2})
+    cuts = sorted(
+        {*rng.integers(133, pixels_at + 12, 40).tolist(), sop_uid_ends - 1, sop_uid_ends, pixels_at, len(data) - 2}
+    )
     for cut in cuts:
         broken.write_bytes(data[:cut])
         discovery = discover_studies(tmp_path)
@@ -94,7 +98,9 @@ def test_a_copy_cut_off_anywhere_never_costs_the_good_scan(tmp_path, folder):
         # once the copy holds its whole SOP Instance UID it is known as a copy: a warning; before, a corrupt file
         expected = "warning" if cut >= sop_uid_ends else "error"
         assert about_copy[0].severity == expected, (cut, about_copy)
-        assert [p for p in discovery.problems if p.severity == "error"] == [p for p in about_copy if expected == "error"]
+        assert [p for p in discovery.problems if p.severity == "error"] == [
+            p for p in about_copy if expected == "error"
+        ]
 
 
 def test_two_readable_copies_that_differ_reject_the_series_naming_both(tmp_path):
@@ -153,7 +159,7 @@ def test_ingest_lands_the_scan_once_despite_copies(tmp_path, monkeypatch):
     shutil.copytree(ct_dir, root / "second_export" / "ct")  # the whole CT once more
     (root / "0_broken").mkdir()
     (root / "0_broken" / "spect").write_bytes(_cut_before_rows(nm.read_bytes()))
-    report = ingest(root, tmp_path / "cohort")
+    report = ingest(root, tmp_path / "cohort", grid="ct")
     pseudonym = pseudonymise_patient_id(patient.patient_id, KEY)
     cohort = open_cohort(tmp_path / "cohort")
     assert [p for p, _ in cohort.scans()] == [pseudonym]

@@ -2,6 +2,7 @@
 
 Synthetic virtual patients stand in for patient data.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -9,8 +10,9 @@ import shutil
 import numpy as np
 import pytest
 
+from cohort_dosimetry.grid import Grid
 from cohort_dosimetry.io import ingest
-from cohort_dosimetry.phantoms import Grid, export_dicom, make_virtual_patient
+from cohort_dosimetry.phantoms import export_dicom, make_virtual_patient
 from cohort_dosimetry.store import open_cohort, validate_cohort
 
 # A coarse grid keeps the test fast; the anatomy and SPECT model are the real ones.
@@ -29,7 +31,9 @@ def exported(tmp_path_factory):
 def test_export_then_ingest_gives_back_the_generator_dataset(exported, tmp_path, monkeypatch):
     monkeypatch.setenv("COHORT_DOSIMETRY_PSEUDONYM_KEY", "end-to-end-test-key-000")
     patient, out = exported
-    report = ingest(out, tmp_path / "cohort")  # the whole export folder: ground truth must be ignored quietly
+    report = ingest(
+        out, tmp_path / "cohort", grid="ct"
+    )  # the whole export folder: ground truth must be ignored quietly
     assert not (report["severity"] == "error").any(), report["message"].tolist()
     assert report.loc[report["source"] == "ground_truth", "severity"].tolist() == ["info"]
     cohort = open_cohort(tmp_path / "cohort")
@@ -57,7 +61,7 @@ def test_rtstruct_alone_gives_the_same_labels_as_seg(exported, tmp_path, monkeyp
     patient, out = exported
     copy = tmp_path / "dicom"
     shutil.copytree(out / "dicom", copy, ignore=shutil.ignore_patterns("SEG"))
-    ingest(copy, tmp_path / "cohort")
+    ingest(copy, tmp_path / "cohort", grid="ct")
     cohort = open_cohort(tmp_path / "cohort")
     for p, tp in cohort.scans():
         scan = cohort.scan(p, tp)

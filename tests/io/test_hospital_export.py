@@ -4,13 +4,10 @@ The folder (``hospital_export.py``) holds what clinical exports hold: renamed an
 CT, a second therapy cycle, a Tc-99m study, an ADMIN-decay-corrected SPECT, negative voxels, a duplicate CT slice and
 a broken SPECT copy. Truth is what the virtual-patient exporter wrote before the folder was reshaped.
 """
+
 from __future__ import annotations
 
-import datetime as dt
-import re
-
 import numpy as np
-import pandas as pd
 import pytest
 
 from cohort_dosimetry.io import ingest
@@ -28,10 +25,10 @@ def delivered(tmp_path_factory):
     root = tmp_path_factory.mktemp("hospital")
     export = build_hospital_export(root / "dicom")
     cohort_dir = root / "cohort"
-    first = ingest(export.part_1, cohort_dir, key=KEY)
+    first = ingest(export.part_1, cohort_dir, key=KEY, grid="ct")
     cohort = open_cohort(cohort_dir)
     labels_after_part_1 = {(p, cohort.scan_attrs(p, t)["acquisition_datetime"]): t for p, t in cohort.scans()}
-    second = ingest(export.part_2, cohort_dir, key=KEY)
+    second = ingest(export.part_2, cohort_dir, key=KEY, grid="ct")
     for patient, timepoint in cohort.scans():
         compute_scan_dose(cohort_dir, patient, timepoint, ("dvk",))
     tables = compute_cohort_tables(cohort, progress=False)
@@ -44,8 +41,11 @@ def _pseudonym(patient_id: str) -> str:
 
 def _scan_of(cohort, truth):
     patient = _pseudonym(truth.patient_id)
-    matches = [t for p, t in cohort.scans() if p == patient
-               and cohort.scan_attrs(p, t)["acquisition_datetime"] == truth.acquisition.isoformat()]
+    matches = [
+        t
+        for p, t in cohort.scans()
+        if p == patient and cohort.scan_attrs(p, t)["acquisition_datetime"] == truth.acquisition.isoformat()
+    ]
     return patient, matches
 
 
@@ -93,7 +93,10 @@ def test_stored_activity_is_the_acquisitions(delivered):
         activity = scan["activity"].values
         assert activity.min() >= 0.0
         stored = float(activity.astype(np.float64).sum()) * voxel_ml + scan.attrs["activity_outside_grid_bq"]
-        assert stored == pytest.approx(truth.total_activity_bq, rel=0.01), (truth, scan.attrs.get("decay_correction_in_file"))
+        assert stored == pytest.approx(truth.total_activity_bq, rel=0.01), (
+            truth,
+            scan.attrs.get("decay_correction_in_file"),
+        )
 
 
 def test_negative_voxels_are_clamped_and_reported(delivered):
@@ -110,11 +113,15 @@ def test_every_refusal_names_its_file_and_reason(delivered):
     foreign = errors[errors["message"].str.contains(r"Tc-?99m", regex=True, case=False)]
     assert len(foreign) == 1 and foreign["source"].str.contains("NM series").all(), errors.to_dict("records")
     assert not any(p == _pseudonym(export.foreign_nuclide_patient) for p, _ in cohort.scans())
-    broken = second[second["source"].str.contains(export.broken_file, regex=False)
-                    | second["message"].str.contains(export.broken_file, regex=False)]
+    broken = second[
+        second["source"].str.contains(export.broken_file, regex=False)
+        | second["message"].str.contains(export.broken_file, regex=False)
+    ]
     assert len(broken) >= 1 and (broken["severity"] != "info").all(), broken.to_dict("records")
-    duplicate = second[second["source"].str.contains(export.duplicate_file, regex=False)
-                       | second["message"].str.contains(export.duplicate_file, regex=False)]
+    duplicate = second[
+        second["source"].str.contains(export.duplicate_file, regex=False)
+        | second["message"].str.contains(export.duplicate_file, regex=False)
+    ]
     assert len(duplicate) >= 1, "the duplicate CT slice is not reported"
     # nothing else was refused: the only errors are the Tc-99m study (and the broken copy if reported as one)
     unexplained = errors.drop(foreign.index).drop(broken.index, errors="ignore")
@@ -150,14 +157,18 @@ def test_absorbed_doses_are_per_cycle_and_summed_per_patient(delivered):
     assert sorted(kidney.index) == [1, 2]
     stats = tables["voi_stats"]
     for cycle in (1, 2):
-        curve = stats[(stats["patient"] == patient_a) & (stats["cycle"] == cycle) & (stats["voi"] == "kidney_left")
-                      & (stats["method"] == "dvk")].sort_values("hours_post_injection")
-        truth_hours = sorted(t.hours for t in export.good if t.patient_id == export.good[0].patient_id
-                             and t.cycle == cycle)
+        curve = stats[
+            (stats["patient"] == patient_a)
+            & (stats["cycle"] == cycle)
+            & (stats["voi"] == "kidney_left")
+            & (stats["method"] == "dvk")
+        ].sort_values("hours_post_injection")
+        truth_hours = sorted(
+            t.hours for t in export.good if t.patient_id == export.good[0].patient_id and t.cycle == cycle
+        )
         assert curve["hours_post_injection"].tolist() == pytest.approx(truth_hours)
         fit = fit_time_activity(curve["hours_post_injection"].to_numpy(), curve["mean"].to_numpy(), "Lu177")
-        assert kidney.loc[cycle, "absorbed_dose_gy"] == pytest.approx(fit.fits[fit.selected].absorbed_dose_gy,
-                                                                      rel=1e-9)
+        assert kidney.loc[cycle, "absorbed_dose_gy"] == pytest.approx(fit.fits[fit.selected].absorbed_dose_gy, rel=1e-9)
     total = tables["absorbed_dose_total"]
     row = total[(total["patient"] == patient_a) & (total["voi"] == "kidney_left") & (total["method"] == "dvk")]
     assert len(row) == 1

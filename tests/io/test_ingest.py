@@ -2,6 +2,7 @@
 
 All patients here are synthetic virtual patients written by tests/io/dicom_factory.py, not patient data.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -16,7 +17,8 @@ import pytest
 from pydicom.uid import generate_uid
 
 from cohort_dosimetry.cli import main as cli_main
-from cohort_dosimetry.io import COMPACT_SPACING_MM, ingest
+from cohort_dosimetry.constants import COMPACT_SPACING_MM
+from cohort_dosimetry.io import ingest
 from cohort_dosimetry.store import open_cohort, pseudonymise_patient_id, validate_cohort
 from tests.io import dicom_factory as factory
 
@@ -80,8 +82,15 @@ def test_geometry_and_total_activity_match_the_truth(tmp_path, grid):
 
 
 # ----------------------------------------------------------------------------------------------- bad input
-def _write_scan(root: Path, patient: factory.Patient, hours: float = 24.0, ct: dict | None = None,
-                nm: dict | None = None, with_ct: bool = True, nm_activity=None) -> dict:
+def _write_scan(
+    root: Path,
+    patient: factory.Patient,
+    hours: float = 24.0,
+    ct: dict | None = None,
+    nm: dict | None = None,
+    with_ct: bool = True,
+    nm_activity=None,
+) -> dict:
     when = factory.INJECTION + dt.timedelta(hours=hours)
     study, frame, ct_series = generate_uid(), generate_uid(), generate_uid()
     folder = root / patient.patient_id
@@ -119,8 +128,9 @@ def _conflicting_ct_copy(info):
 
 def _spect_as_ga68_pet(info):
     """The SPECT rewritten as single-frame PT slices of a Ga-68 PET (SNOMED CT 35337001, half-life 67.71 min)."""
-    factory.nm_to_pt_slices(info["folder"] / "nm.dcm", info["folder"] / "pet", ("35337001", "SCT", "^68^Gallium"),
-                            67.71 * 60)
+    factory.nm_to_pt_slices(
+        info["folder"] / "nm.dcm", info["folder"] / "pet", ("35337001", "SCT", "^68^Gallium"), 67.71 * 60
+    )
 
 
 def _second_patient_in_series(info):
@@ -142,17 +152,33 @@ BAD_CASES = {
     "nan-values": (dict(nm=dict(slope=float("nan"))), None, "NaN or infinite", "NM series"),
     "unknown-units": (dict(nm=dict(units="MGMLCC")), None, "unknown NM units MGMLCC", "NM series"),
     "counts-without-calibration": (dict(nm=dict(units="CNTS")), None, "counts calibration", "NM series"),
-    "implausible-size": (dict(nm=dict(rows_cols_frames_override=(8192, 8192, 4096))), None,
-                         "implausible image size", "NM series"),
+    "implausible-size": (
+        dict(nm=dict(rows_cols_frames_override=(8192, 8192, 4096))),
+        None,
+        "implausible image size",
+        "NM series",
+    ),
     "two-patients-in-series": ({}, _second_patient_in_series, "different patients", "CT series"),
-    "conflicting-copies": ({}, _conflicting_ct_copy, "hold the same SOP Instance UID with different content",
-                           "CT series"),
+    "conflicting-copies": (
+        {},
+        _conflicting_ct_copy,
+        "hold the same SOP Instance UID with different content",
+        "CT series",
+    ),
     # the CT covers only the lower half of the body: about a quarter of the SPECT's activity lies beyond it
     "ct-short-of-spect": (dict(ct=dict(n_slices=7)), None, "does not cover the SPECT", "NM series"),
-    "foreign-nuclide": (dict(nm=dict(nuclide_code=("72454006", "SCT", "^99m^Technetium"), half_life_s=6.0067 * 3600)),
-                        None, "the radionuclide is Tc-99m", "NM series"),
-    "contradicting-nuclide-sources": (dict(nm=dict(half_life_s=6.0 * 3600)), None,
-                                      "the radionuclide sources disagree", "NM series"),
+    "foreign-nuclide": (
+        dict(nm=dict(nuclide_code=("72454006", "SCT", "^99m^Technetium"), half_life_s=6.0067 * 3600)),
+        None,
+        "the radionuclide is Tc-99m",
+        "NM series",
+    ),
+    "contradicting-nuclide-sources": (
+        dict(nm=dict(half_life_s=6.0 * 3600)),
+        None,
+        "the radionuclide sources disagree",
+        "NM series",
+    ),
     "pet-nuclide-in-pt": ({}, _spect_as_ga68_pet, "the radionuclide is Ga-68", "PT series"),
 }
 
@@ -184,14 +210,34 @@ _LU177_DECAY_24H = 2.0 ** (24.0 / (6.647 * 24.0))  # ICRP-107 half-life 6.647 d
 REPORTED_CASES = {
     "exact-duplicate-file": ({}, _exact_copy_of_a_ct_slice, "info", "exact copy of", "copy_of_slice.dcm"),
     "broken-copy-beside-the-good-file": ({}, _broken_copy_of_the_spect, "warning", "broken copy of", "nm_copy.dcm"),
-    "negative-voxels": (dict(nm=dict(signed=True), nm_activity=lambda a: a - 0.02 * a.max()), None, "warning",
-                        "were negative", "NM series"),
-    "decay-corrected-to-administration": (dict(nm=dict(decay_correction="ADMIN", decay_factor=_LU177_DECAY_24H)),
-                                          None, "warning", "decay correction undone", "NM series"),
-    "no-nuclide-information": (dict(nm=dict(nuclide_code=None, half_life_s=None)), None, "warning",
-                               "ingested as Lu-177", "NM series"),
-    "roi-name-outside-the-vocabulary": ({}, _clinical_roi_name, "info", "kept as written with VOI class other: 'Leber'",
-                                        "NM series"),
+    "negative-voxels": (
+        dict(nm=dict(signed=True), nm_activity=lambda a: a - 0.02 * a.max()),
+        None,
+        "warning",
+        "were negative",
+        "NM series",
+    ),
+    "decay-corrected-to-administration": (
+        dict(nm=dict(decay_correction="ADMIN", decay_factor=_LU177_DECAY_24H)),
+        None,
+        "warning",
+        "decay correction undone",
+        "NM series",
+    ),
+    "no-nuclide-information": (
+        dict(nm=dict(nuclide_code=None, half_life_s=None)),
+        None,
+        "warning",
+        "ingested as Lu-177",
+        "NM series",
+    ),
+    "roi-name-outside-the-vocabulary": (
+        {},
+        _clinical_roi_name,
+        "info",
+        "kept as written with VOI class other: 'Leber'",
+        "NM series",
+    ),
 }
 
 
@@ -199,13 +245,17 @@ def test_inputs_taken_with_a_report_row_land_once_and_say_what_was_done(tmp_path
     root = tmp_path / "dicom"
     ids = {}
     for number, (case, (kwargs, edit, _, _, _)) in enumerate(REPORTED_CASES.items()):
-        patient = factory.make_patient(seed=40 + number, patient_id=f"H4{number:07d}", name=f"Taken^Case{number}",
-                                       birth_date=f"1960{number % 12 + 1:02d}11")
+        patient = factory.make_patient(
+            seed=40 + number,
+            patient_id=f"H4{number:07d}",
+            name=f"Taken^Case{number}",
+            birth_date=f"1960{number % 12 + 1:02d}11",
+        )
         info = _write_scan(root, patient, **kwargs)
         if edit:
             edit(info)
         ids[case] = patient.patient_id
-    report = ingest(root, tmp_path / "cohort")
+    report = ingest(root, tmp_path / "cohort", grid="ct")
     cohort = open_cohort(tmp_path / "cohort")
     assert sorted(p for p, _ in cohort.scans()) == sorted(_pseudonym(i) for i in ids.values())
     assert not (report["severity"] == "error").any(), report[report["severity"] == "error"].to_dict("records")
@@ -219,18 +269,23 @@ def test_inputs_taken_with_a_report_row_land_once_and_say_what_was_done(tmp_path
 
 def test_bad_inputs_are_reported_and_the_good_scans_land(tmp_path):
     root = tmp_path / "dicom"
-    good = factory.write_patient(root / "good", seed=11, hours=(4.0, 24.0), patient_id="H20000001",
-                                 name="Goodwin^Greta", birth_date="19610304")
+    good = factory.write_patient(
+        root / "good", seed=11, hours=(4.0, 24.0), patient_id="H20000001", name="Goodwin^Greta", birth_date="19610304"
+    )
     bad_ids = {}
     for number, (case, (kwargs, edit, _, _)) in enumerate(BAD_CASES.items()):
-        patient = factory.make_patient(seed=number, patient_id=f"H3{number:07d}", name=f"Badcase^Number{number}",
-                                       birth_date=f"1950{number % 12 + 1:02d}15")
+        patient = factory.make_patient(
+            seed=number,
+            patient_id=f"H3{number:07d}",
+            name=f"Badcase^Number{number}",
+            birth_date=f"1950{number % 12 + 1:02d}15",
+        )
         info = _write_scan(root / "bad", patient, **kwargs)
         if edit:
             edit(info)
         bad_ids[case] = patient.patient_id
     (root / "README.txt").write_text("exported from PACS\n")
-    report = ingest(root, tmp_path / "cohort")
+    report = ingest(root, tmp_path / "cohort", grid="ct")
 
     cohort = open_cohort(tmp_path / "cohort")
     assert cohort.scans() == [(_pseudonym(good.patient_id), "tp1"), (_pseudonym(good.patient_id), "tp2")]
@@ -254,7 +309,7 @@ def test_a_ct_a_little_short_of_the_spect_lands_with_a_warning(tmp_path):
     # the CT lacks the last 3 of its 14 slices, the top one of the body among them
     patient = factory.make_patient(seed=3)
     info = _write_scan(tmp_path / "dicom", patient, ct=dict(n_slices=11))
-    report = ingest(tmp_path / "dicom", tmp_path / "cohort")
+    report = ingest(tmp_path / "dicom", tmp_path / "cohort", grid="ct")
     # truth from the files: activity in the NM voxels whose centres lie beyond the CT slab actually written
     nm = pydicom.dcmread(info["folder"] / "nm.dcm")
     activity = nm.pixel_array.astype(np.float64) * float(nm.RescaleSlope)
@@ -278,13 +333,23 @@ def test_external_rtdose_is_recorded_as_given(tmp_path):
     patient = factory.make_patient(seed=9)
     info = _write_scan(tmp_path / "dicom", patient, hours=24.0)
     dose = np.linspace(0.0, 12.5, patient.labels.size).reshape(patient.labels.shape)
-    factory.write_rtdose(patient, tmp_path / "dicom" / "dose", info["study"], info["frame"],
-                         factory.INJECTION + dt.timedelta(hours=24), dose)
-    report = ingest(tmp_path / "dicom", tmp_path / "cohort")
+    factory.write_rtdose(
+        patient,
+        tmp_path / "dicom" / "dose",
+        info["study"],
+        info["frame"],
+        factory.INJECTION + dt.timedelta(hours=24),
+        dose,
+    )
+    report = ingest(tmp_path / "dicom", tmp_path / "cohort", grid="ct")
     cohort = open_cohort(tmp_path / "cohort")
     attrs = cohort.scan_attrs(*cohort.scans()[0])
-    assert attrs["external_dose"] == {"dose_units": "GY", "dose_type": "PHYSICAL", "summation_type": "PLAN",
-                                      "max": pytest.approx(12.5, abs=1e-4)}
+    assert attrs["external_dose"] == {
+        "dose_units": "GY",
+        "dose_type": "PHYSICAL",
+        "summation_type": "PLAN",
+        "max": pytest.approx(12.5, abs=1e-4),
+    }
     assert report["message"].str.contains("external dose found (GY, PHYSICAL, PLAN)", regex=False).any()
 
 
@@ -318,10 +383,12 @@ def test_rerun_is_a_no_op_and_a_changed_file_makes_a_new_version(tmp_path):
 def test_no_name_id_or_birth_date_reaches_the_store_tables_or_logs(tmp_path):
     root = tmp_path / "dicom"
     patients = [
-        factory.write_patient(root, seed=7, hours=(4.0,), patient_id="H40718263", name="Samplesen^Ingrid",
-                              birth_date="19570923"),
-        factory.write_patient(root, seed=8, hours=(24.0,), patient_id="H51122334", name="Voxelberg^Tomas",
-                              birth_date="19630511"),
+        factory.write_patient(
+            root, seed=7, hours=(4.0,), patient_id="H40718263", name="Samplesen^Ingrid", birth_date="19570923"
+        ),
+        factory.write_patient(
+            root, seed=8, hours=(24.0,), patient_id="H51122334", name="Voxelberg^Tomas", birth_date="19630511"
+        ),
     ]
     # a bad file in a folder named after the patient: its path must not leak through the report either
     (root / "Samplesen_Ingrid_19570923").mkdir()
@@ -334,7 +401,7 @@ def test_no_name_id_or_birth_date_reaches_the_store_tables_or_logs(tmp_path):
     logger.setLevel(logging.DEBUG)
     logging.captureWarnings(True)
     try:
-        report = ingest(root, tmp_path / "cohort", workers=2)
+        report = ingest(root, tmp_path / "cohort", workers=2, grid="ct")
     finally:
         logging.captureWarnings(False)
         logger.removeHandler(handler)

@@ -7,12 +7,12 @@ through the DICOM pixel-to-patient formula (PS3.3 C.7.6.2.1.1), then ingested (o
 contours from the SEG and from the RTSTRUCT) and compared across positions; independent readers (SimpleITK/GDCM and
 dcm2niix) must find the same landmarks at the same patient coordinates.
 """
+
 from __future__ import annotations
 
 import datetime as dt
 import shutil
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import pydicom
@@ -21,7 +21,8 @@ import SimpleITK as sitk
 from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
-from cohort_dosimetry.io import COMPACT_SPACING_MM, ingest
+from cohort_dosimetry.constants import COMPACT_SPACING_MM
+from cohort_dosimetry.io import ingest
 from cohort_dosimetry.phantoms import export_dicom
 from cohort_dosimetry.store import open_cohort
 from tests.io import dicom_factory as factory
@@ -55,8 +56,10 @@ def exports(patient, tmp_path_factory):
     out = {}
     for position in POSITIONS:
         folder = tmp_path_factory.mktemp(f"export_{position}")
-        out[position] = export_dicom(patient, folder, patient_index=0, injection_datetime=INJECTION,
-                                     patient_position=position), folder
+        out[position] = (
+            export_dicom(patient, folder, patient_index=0, injection_datetime=INJECTION, patient_position=position),
+            folder,
+        )
     return out
 
 
@@ -68,8 +71,11 @@ def ingested(exports, tmp_path_factory):
     for position, (result, _) in exports.items():
         rtstruct_only = tmp_path_factory.mktemp(f"rtstruct_{position}")
         shutil.copytree(result.dicom_dir, rtstruct_only / "dicom", ignore=shutil.ignore_patterns("SEG"))
-        for grid, contours, dicom_dir in (("ct", "SEG", result.dicom_dir), ("compact", "SEG", result.dicom_dir),
-                                          ("ct", "RTSTRUCT", rtstruct_only / "dicom")):
+        for grid, contours, dicom_dir in (
+            ("ct", "SEG", result.dicom_dir),
+            ("compact", "SEG", result.dicom_dir),
+            ("ct", "RTSTRUCT", rtstruct_only / "dicom"),
+        ):
             cohort_dir = tmp_path_factory.mktemp(f"cohort_{position}_{grid}_{contours}")
             report = ingest(dicom_dir, cohort_dir, grid=grid, key=KEY)
             cohort = open_cohort(cohort_dir)
@@ -85,8 +91,11 @@ def _truth_index(position_xyz, orientation, pixel_spacing, shape_rc) -> tuple[np
     lies on a voxel centre of the virtual patient."""
     row_cosine, column_cosine = np.asarray(orientation[:3], float), np.asarray(orientation[3:], float)
     rows, cols = np.meshgrid(np.arange(shape_rc[0]), np.arange(shape_rc[1]), indexing="ij")
-    xyz = (np.asarray(position_xyz, float) + cols[..., None] * pixel_spacing[1] * row_cosine
-           + rows[..., None] * pixel_spacing[0] * column_cosine)
+    xyz = (
+        np.asarray(position_xyz, float)
+        + cols[..., None] * pixel_spacing[1] * row_cosine
+        + rows[..., None] * pixel_spacing[0] * column_cosine
+    )
     continuous = (xyz[..., ::-1] - np.asarray(ORIGIN_MM)) / np.asarray(SPACING_MM)  # (z, y, x)
     index = np.rint(continuous).astype(int)
     np.testing.assert_allclose(continuous, index, atol=1e-6)
@@ -105,8 +114,9 @@ def _floats(values) -> list[float]:
 def test_ct_slices_are_stored_as_the_scanner_writes_them(patient, exports):
     truth = np.rint(patient["ct_hu"].values)
     for position, (result, _) in exports.items():
-        slices = sorted((pydicom.dcmread(f) for f in result.scans[0].ct_dir.glob("*.dcm")),
-                        key=lambda d: int(d.InstanceNumber))
+        slices = sorted(
+            (pydicom.dcmread(f) for f in result.scans[0].ct_dir.glob("*.dcm")), key=lambda d: int(d.InstanceNumber)
+        )
         assert len(slices) == SHAPE[0]
         first = slices[0]
         assert first.PatientPosition == position
@@ -118,10 +128,10 @@ def test_ct_slices_are_stored_as_the_scanner_writes_them(patient, exports):
         for k, ds in enumerate(slices):
             assert _floats(ds.ImageOrientationPatient) == orientation
             # InstanceNumber runs along the slice normal, one slice spacing apart
-            np.testing.assert_allclose(_floats(ds.ImagePositionPatient), origin + k * SPACING_MM[0] * normal,
-                                       atol=1e-6)
-            iz, iy, ix = _truth_index(ds.ImagePositionPatient, orientation, _floats(ds.PixelSpacing),
-                                      (ds.Rows, ds.Columns))
+            np.testing.assert_allclose(_floats(ds.ImagePositionPatient), origin + k * SPACING_MM[0] * normal, atol=1e-6)
+            iz, iy, ix = _truth_index(
+                ds.ImagePositionPatient, orientation, _floats(ds.PixelSpacing), (ds.Rows, ds.Columns)
+            )
             hu = ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
             np.testing.assert_array_equal(hu, truth[iz, iy, ix], err_msg=f"{position} slice {k + 1}")
 
@@ -150,8 +160,13 @@ def test_nm_frames_are_stored_as_the_scanner_writes_them(patient, exports):
         for k in range(int(nm.NumberOfFrames)):
             position_xyz = np.asarray(_floats(detector.ImagePositionPatient)) + k * spacing * normal
             iz, iy, ix = _truth_index(position_xyz, orientation, _floats(nm.PixelSpacing), (nm.Rows, nm.Columns))
-            np.testing.assert_allclose(frames[k], truth[iz, iy, ix], atol=slope / 2 * (1 + 1e-6), rtol=1e-6,
-                                       err_msg=f"{position} frame {k + 1}")
+            np.testing.assert_allclose(
+                frames[k],
+                truth[iz, iy, ix],
+                atol=slope / 2 * (1 + 1e-6),
+                rtol=1e-6,
+                err_msg=f"{position} frame {k + 1}",
+            )
 
 
 def test_contours_stay_in_patient_coordinates_and_reference_their_ct_slice(exports):
@@ -159,8 +174,10 @@ def test_contours_stay_in_patient_coordinates_and_reference_their_ct_slice(expor
     hfs_points = [c.ContourData for roi in hfs.ROIContourSequence for c in roi.ContourSequence]
     for position, (result, _) in exports.items():
         scan = result.scans[0]
-        ct_z = {ds.SOPInstanceUID: float(ds.ImagePositionPatient[2])
-                for ds in (pydicom.dcmread(f, stop_before_pixels=True) for f in scan.ct_dir.glob("*.dcm"))}
+        ct_z = {
+            ds.SOPInstanceUID: float(ds.ImagePositionPatient[2])
+            for ds in (pydicom.dcmread(f, stop_before_pixels=True) for f in scan.ct_dir.glob("*.dcm"))
+        }
         rs = pydicom.dcmread(scan.rtstruct_file)
         points = []
         for roi in rs.ROIContourSequence:
@@ -185,8 +202,9 @@ def test_seg_frames_map_onto_the_labels(patient, exports):
         painted = {}
         for frame, item in zip(frames, seg.PerFrameFunctionalGroupsSequence):
             number = int(item.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
-            iz, iy, ix = _truth_index(item.PlanePositionSequence[0].ImagePositionPatient, orientation,
-                                      pixel_spacing, (seg.Rows, seg.Columns))
+            iz, iy, ix = _truth_index(
+                item.PlanePositionSequence[0].ImagePositionPatient, orientation, pixel_spacing, (seg.Rows, seg.Columns)
+            )
             mask = painted.setdefault(number, np.zeros(SHAPE, dtype=bool))
             mask[iz[frame > 0], iy[frame > 0], ix[frame > 0]] = True
         for number, mask in painted.items():
@@ -197,8 +215,12 @@ def test_seg_frames_map_onto_the_labels(patient, exports):
 @requires_dciodvfy
 def test_dciodvfy_reports_no_errors_for_feet_first_prone(exports):
     scan = exports["FFP"][0].scans[0]
-    objects = {"CTImage": next(scan.ct_dir.glob("*.dcm")), "NMImage": scan.nm_file,
-               "RTStructureSet": scan.rtstruct_file, "Segmentation": scan.seg_file}
+    objects = {
+        "CTImage": next(scan.ct_dir.glob("*.dcm")),
+        "NMImage": scan.nm_file,
+        "RTStructureSet": scan.rtstruct_file,
+        "Segmentation": scan.seg_file,
+    }
     for iod, f in objects.items():
         run = subprocess.run(["dciodvfy", "-new", str(f)], capture_output=True, text=True, timeout=60)
         report = (run.stdout + run.stderr).splitlines()
@@ -231,8 +253,9 @@ def test_every_position_ingests_to_the_same_arrays(patient, ingested, grid):
         sign_x, sign_y = ORIENTATION[position][0], ORIENTATION[position][4]
         assert attrs["ct_direction"] == pytest.approx(list(np.diag([sign_x * sign_y, sign_y, sign_x]).ravel()))
         for name in ("ct_hu", "density", "activity"):
-            np.testing.assert_allclose(scan[name].values, reference[name].values, rtol=1e-6, atol=1e-3,
-                                       err_msg=f"{position} {grid} {name}")
+            np.testing.assert_allclose(
+                scan[name].values, reference[name].values, rtol=1e-6, atol=1e-3, err_msg=f"{position} {grid} {name}"
+            )
         np.testing.assert_array_equal(scan["labels"].values, reference["labels"].values, err_msg=position)
         assert scan["labels"].attrs["names"] == reference["labels"].attrs["names"]
 
@@ -307,8 +330,9 @@ def _truth_landmarks(patient) -> dict[str, np.ndarray]:
 
 def _activity_centre_mm(image: sitk.Image) -> np.ndarray:
     array = sitk.GetArrayFromImage(image).astype(np.float64)
-    points = np.array([image.TransformIndexToPhysicalPoint((int(i), int(j), int(k)))
-                       for k, j, i in np.ndindex(*array.shape)])
+    points = np.array(
+        [image.TransformIndexToPhysicalPoint((int(i), int(j), int(k))) for k, j, i in np.ndindex(*array.shape)]
+    )
     return (points * array.ravel()[:, None]).sum(axis=0) / array.sum()
 
 
@@ -323,8 +347,7 @@ def test_simpleitk_finds_the_landmarks_at_the_same_place_in_every_position(patie
         image = reader.Execute()
         if position != "HFS":  # the reader does see a different storage order
             assert not np.allclose(image.GetDirection(), np.eye(3).ravel())
-        for name, centre in _landmarks_mm(sitk.GetArrayFromImage(image),
-                                          image.TransformIndexToPhysicalPoint).items():
+        for name, centre in _landmarks_mm(sitk.GetArrayFromImage(image), image.TransformIndexToPhysicalPoint).items():
             np.testing.assert_allclose(centre, truth[name], atol=1e-6, err_msg=f"{position} {name}")
         nm = sitk.ReadImage(str(result.scans[0].nm_file))
         np.testing.assert_allclose(_activity_centre_mm(nm), activity_centre, atol=0.01, err_msg=position)
@@ -336,11 +359,14 @@ def test_dcm2niix_finds_the_landmarks_at_the_same_place_in_every_position(patien
     for position, (result, _) in exports.items():
         out = tmp_path / position
         out.mkdir()
-        run = subprocess.run(["dcm2niix", "-z", "n", "-b", "n", "-f", "ct", "-o", str(out),
-                              str(result.scans[0].ct_dir)], capture_output=True, text=True, timeout=60)
+        run = subprocess.run(
+            ["dcm2niix", "-z", "n", "-b", "n", "-f", "ct", "-o", str(out), str(result.scans[0].ct_dir)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert run.returncode == 0, run.stdout + run.stderr
         (nifti,) = out.glob("*.nii")
         image = sitk.ReadImage(str(nifti))  # NIfTI's RAS becomes ITK's LPS on reading
-        for name, centre in _landmarks_mm(sitk.GetArrayFromImage(image),
-                                          image.TransformIndexToPhysicalPoint).items():
+        for name, centre in _landmarks_mm(sitk.GetArrayFromImage(image), image.TransformIndexToPhysicalPoint).items():
             np.testing.assert_allclose(centre, truth[name], atol=1e-3, err_msg=f"{position} {name}")

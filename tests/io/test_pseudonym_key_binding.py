@@ -2,6 +2,7 @@
 
 All patients are synthetic virtual patients written by tests/io/dicom_factory.py (no patient data).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -33,7 +34,7 @@ def _snapshot(folder) -> dict[str, bytes]:
 def test_another_key_is_refused_and_the_store_left_as_it_was(tmp_path, no_key):
     patient = factory.write_patient(tmp_path / "dicom", seed=31)
     no_key.setenv("COHORT_DOSIMETRY_PSEUDONYM_KEY", KEY_A)
-    first = ingest(tmp_path / "dicom", tmp_path / "cohort")
+    first = ingest(tmp_path / "dicom", tmp_path / "cohort", grid="ct")
     assert set(first.loc[first["timepoint"] != "", "status"]) == {"written"}
     root_attrs = json.loads((tmp_path / "cohort" / "store.zarr" / "zarr.json").read_text())["attributes"]
     expected = hmac.new(KEY_A.encode(), b"cohort-dosimetry pseudonym key fingerprint", hashlib.sha256).hexdigest()
@@ -44,7 +45,7 @@ def test_another_key_is_refused_and_the_store_left_as_it_was(tmp_path, no_key):
 
     no_key.setenv("COHORT_DOSIMETRY_PSEUDONYM_KEY", KEY_B)
     with pytest.raises(PseudonymKeyMismatch) as refused:
-        ingest(tmp_path / "dicom", tmp_path / "cohort")
+        ingest(tmp_path / "dicom", tmp_path / "cohort", grid="ct")
     message = str(refused.value)
     assert "differs from the key the cohort" in message
     assert "COHORT_DOSIMETRY_PSEUDONYM_KEY " in message and "COHORT_DOSIMETRY_PSEUDONYM_KEY_FILE" in message
@@ -54,7 +55,7 @@ def test_another_key_is_refused_and_the_store_left_as_it_was(tmp_path, no_key):
         open_cohort(tmp_path / "cohort").pseudonymise_patient_id(patient.patient_id)
 
     no_key.setenv("COHORT_DOSIMETRY_PSEUDONYM_KEY", KEY_A)
-    again = ingest(tmp_path / "dicom", tmp_path / "cohort")
+    again = ingest(tmp_path / "dicom", tmp_path / "cohort", grid="ct")
     assert set(again.loc[again["timepoint"] != "", "status"]) == {"unchanged"}
     cohort = open_cohort(tmp_path / "cohort")
     assert [p for p, _ in cohort.scans()] == [pseudonymise_patient_id(patient.patient_id, KEY_A)]
@@ -64,18 +65,18 @@ def test_another_key_is_refused_and_the_store_left_as_it_was(tmp_path, no_key):
 def test_without_a_configured_key_a_bound_cohort_is_refused_and_no_key_file_made(tmp_path, no_key):
     factory.write_patient(tmp_path / "dicom", seed=32)
     no_key.setenv("COHORT_DOSIMETRY_PSEUDONYM_KEY", KEY_A)
-    ingest(tmp_path / "dicom", tmp_path / "cohort")
+    ingest(tmp_path / "dicom", tmp_path / "cohort", grid="ct")
     before = _snapshot(tmp_path / "cohort")
     no_key.delenv("COHORT_DOSIMETRY_PSEUDONYM_KEY")
     with pytest.raises(PseudonymKeyMismatch, match="no pseudonym key is configured"):
-        ingest(tmp_path / "dicom", tmp_path / "cohort")
+        ingest(tmp_path / "dicom", tmp_path / "cohort", grid="ct")
     assert not (tmp_path / "cohort" / ".secrets").exists()
     assert _snapshot(tmp_path / "cohort") == before
 
 
 def test_the_cohorts_own_key_file_binds_it_too(tmp_path, no_key):
     factory.write_patient(tmp_path / "dicom", seed=33)
-    ingest(tmp_path / "dicom", tmp_path / "cohort")  # no key configured: the cohort makes its own
+    ingest(tmp_path / "dicom", tmp_path / "cohort", grid="ct")  # no key configured: the cohort makes its own
     own_key = (tmp_path / "cohort" / ".secrets" / "pseudonym.key").read_bytes().strip()
     expected = hmac.new(own_key, b"cohort-dosimetry pseudonym key fingerprint", hashlib.sha256).hexdigest()[:16]
     assert open_cohort(tmp_path / "cohort").attrs["pseudonym_key_fingerprint"] == expected
@@ -83,7 +84,7 @@ def test_the_cohorts_own_key_file_binds_it_too(tmp_path, no_key):
     key_file.write_text(KEY_B + "\n")
     no_key.setenv("COHORT_DOSIMETRY_PSEUDONYM_KEY_FILE", str(key_file))
     with pytest.raises(PseudonymKeyMismatch, match="unset both") as refused:
-        ingest(tmp_path / "dicom", tmp_path / "cohort")
+        ingest(tmp_path / "dicom", tmp_path / "cohort", grid="ct")
     assert str(key_file) in str(refused.value)
 
 
@@ -106,7 +107,7 @@ def test_cli_says_the_key_differs_and_exits_non_zero(tmp_path, no_key, capsys):
 def test_validate_checks_the_fingerprint_attribute(tmp_path, no_key):
     factory.write_patient(tmp_path / "dicom", seed=35)
     no_key.setenv("COHORT_DOSIMETRY_PSEUDONYM_KEY", KEY_A)
-    ingest(tmp_path / "dicom", tmp_path / "cohort")
+    ingest(tmp_path / "dicom", tmp_path / "cohort", grid="ct")
     root_json = tmp_path / "cohort" / "store.zarr" / "zarr.json"
     meta = json.loads(root_json.read_text())
     meta["attributes"]["pseudonym_key_fingerprint"] = KEY_A  # a key where its fingerprint belongs

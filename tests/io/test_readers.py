@@ -1,4 +1,5 @@
 """CT and NM readers against the truth the factory wrote (synthetic virtual patients, not patient data)."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -43,8 +44,9 @@ def test_ct_is_sorted_by_position_along_the_normal_not_instance_number(tmp_path,
 def test_ct_with_the_slice_normal_pointing_down_is_still_ordered_along_it(tmp_path, patient):
     # rows along +x, columns along -y: the normal is -z, so slice 0 along the normal is the highest z
     study, series, frame = _uids()
-    factory.write_ct(patient, tmp_path / "ct", study, series, frame, factory.INJECTION,
-                     orientation=(1.0, 0.0, 0.0, 0.0, -1.0, 0.0))
+    factory.write_ct(
+        patient, tmp_path / "ct", study, series, frame, factory.INJECTION, orientation=(1.0, 0.0, 0.0, 0.0, -1.0, 0.0)
+    )
     volume = read_ct_series(_ct_files(tmp_path / "ct"))
     np.testing.assert_array_equal(volume.array, patient.ct_hu[::-1])
     # voxel (0, 0, 0) is the last written slice's first pixel; axis z runs along -z of the patient
@@ -167,9 +169,13 @@ def test_rtstruct_rasterises_exactly_and_maps_clinical_names(tmp_path, patient):
     factory.write_rtstruct(patient, tmp_path / "rs.dcm", study, series, frame, factory.INJECTION, names)
     label_map = read_rtstruct(tmp_path / "rs.dcm", ct.grid)
     # Each ROI is the box around its label's voxels: BODY's box holds the liver, the liver's box the lesion.
-    expected = {"external": np.isin(patient.labels, (1, 4, 101)), "liver": np.isin(patient.labels, (4, 101)),
-                "lesion_1": patient.labels == 101, "tumour bed": patient.labels == 7,
-                "liver_healthy": patient.labels == 4}
+    expected = {
+        "external": np.isin(patient.labels, (1, 4, 101)),
+        "liver": np.isin(patient.labels, (4, 101)),
+        "lesion_1": patient.labels == 101,
+        "tumour bed": patient.labels == 7,
+        "liver_healthy": patient.labels == 4,
+    }
     assert list(label_map.vois) == ["external", "liver", "lesion_1", "tumour bed", "liver_healthy"]
     for name, mask in expected.items():
         np.testing.assert_array_equal(np.isin(label_map.labels.array, label_map.vois[name]), mask, err_msg=name)

@@ -1,12 +1,14 @@
 """Resampling onto the dose grid: activity conservation, CT linearity, small lesions, grid construction."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from cohort_dosimetry.io import COMPACT_SPACING_MM, Grid, Volume, dose_grid, resample_to_grid
-from cohort_dosimetry.io._volume import grid_from_dicom
+from cohort_dosimetry.constants import COMPACT_SPACING_MM
+from cohort_dosimetry.grid import Grid, grid_from_dicom
+from cohort_dosimetry.io import Volume, dose_grid, resample_to_grid
 
 # The paper's CT grid spacing (Li et al. 2022: 0.98 x 0.98 x 3 mm), on a small field of view.
 CT_GRID = Grid((24, 96, 96), (3.0, 0.98, 0.98), (-34.5, -46.55, -46.55))
@@ -18,8 +20,9 @@ def _total_bq(volume: Volume) -> float:
 
 def _blobs(grid: Grid, rng, n=6) -> np.ndarray:
     """Bq/mL: a few Gaussian hot spots plus a uniform background, all well inside the grid."""
-    z, y, x = np.meshgrid(*[o + s * np.arange(n_) for o, s, n_ in zip(grid.origin_mm, grid.spacing_mm, grid.shape)],
-                          indexing="ij")
+    z, y, x = np.meshgrid(
+        *[o + s * np.arange(n_) for o, s, n_ in zip(grid.origin_mm, grid.spacing_mm, grid.shape)], indexing="ij"
+    )
     activity = np.full(grid.shape, 1e3)
     for _ in range(n):
         c = [rng.uniform(-0.3, 0.3) * n_ * s for n_, s in zip(grid.shape, grid.spacing_mm)]
@@ -97,8 +100,13 @@ def test_a_lesion_smaller_than_a_dose_voxel_keeps_one_voxel():
     target = dose_grid(CT_GRID, "compact")
     index_image = sitk.GetImageFromArray(np.arange(labels.size, dtype=np.int32).reshape(labels.shape))
     index_image.CopyInformation(Volume(labels, CT_GRID, "1").to_sitk())
-    sampled = set(sitk.GetArrayFromImage(sitk.Resample(
-        index_image, target.reference_image(), sitk.Transform(), sitk.sitkNearestNeighbor, -1, sitk.sitkInt32)).ravel())
+    sampled = set(
+        sitk.GetArrayFromImage(
+            sitk.Resample(
+                index_image, target.reference_image(), sitk.Transform(), sitk.sitkNearestNeighbor, -1, sitk.sitkInt32
+            )
+        ).ravel()
+    )
     middle = np.ravel_multi_index((12, 48, 48), labels.shape)
     lesion_voxel = next(i for i in range(middle, labels.size) if i not in sampled)
     lesion_index = np.unravel_index(lesion_voxel, labels.shape)
@@ -118,11 +126,17 @@ def _unsampled_voxel(target: Grid, start: tuple[int, int, int]) -> tuple[int, ..
     shape = CT_GRID.shape
     index_image = sitk.GetImageFromArray(np.arange(int(np.prod(shape)), dtype=np.int32).reshape(shape))
     index_image.CopyInformation(Volume(np.zeros(shape, np.int16), CT_GRID, "1").to_sitk())
-    sampled = set(sitk.GetArrayFromImage(sitk.Resample(
-        index_image, target.reference_image(), sitk.Transform(), sitk.sitkNearestNeighbor, -1, sitk.sitkInt32)).ravel())
+    sampled = set(
+        sitk.GetArrayFromImage(
+            sitk.Resample(
+                index_image, target.reference_image(), sitk.Transform(), sitk.sitkNearestNeighbor, -1, sitk.sitkInt32
+            )
+        ).ravel()
+    )
     first = np.ravel_multi_index(start, shape)
-    return tuple(int(i) for i in np.unravel_index(next(i for i in range(first, int(np.prod(shape)))
-                                                       if i not in sampled), shape))
+    return tuple(
+        int(i) for i in np.unravel_index(next(i for i in range(first, int(np.prod(shape))) if i not in sampled), shape)
+    )
 
 
 def test_overlapping_vois_keep_their_overlaps_and_a_tiny_lesion_joins_them():
@@ -136,8 +150,9 @@ def test_overlapping_vois_keep_their_overlaps_and_a_tiny_lesion_joins_them():
     names = {1000: "external", 10000: "external+liver", 10001: "liver+lesion_1"}
     vois = {"external": (1000, 10000), "liver": (10000, 10001), "lesion_1": (10001,)}
     out = resample_to_grid(Volume(labels, CT_GRID, "1", {"names": names, "vois": vois}), target, "labels")
-    plain = resample_to_grid(Volume(np.isin(labels, (10000, 10001)).astype(np.int16), CT_GRID, "1"), target,
-                             "labels")  # the liver alone, as a plain map
+    plain = resample_to_grid(
+        Volume(np.isin(labels, (10000, 10001)).astype(np.int16), CT_GRID, "1"), target, "labels"
+    )  # the liver alone, as a plain map
     assert out.attrs["labels_kept_by_guard"] == ["lesion_1"]
     # the rescued dose voxel lay in external and liver: it keeps both and joins lesion_1 in a new region
     new = int(out.array[tuple(np.argwhere(np.isin(out.array, out.attrs["vois"]["lesion_1"]))[0])])
@@ -242,4 +257,7 @@ def test_an_oblique_ct_keeps_its_orientation():
     # rounding noise in the direction cosines is no tilt
     noisy = tuple(tuple(v + 3e-7 for v in row) for row in STORED_DIRECTIONS["FFS"])
     assert dose_grid(Grid((5, 6, 7), (2.0, 3.0, 4.0), (10.0, -20.0, 30.0), noisy), "ct").direction == (
-        (1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))
+        (1.0, 0.0, 0.0),
+        (0.0, 1.0, 0.0),
+        (0.0, 0.0, 1.0),
+    )

@@ -2,6 +2,7 @@
 
 All patients are synthetic virtual patients written by tests/io/dicom_factory.py, not patient data.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -59,19 +60,19 @@ def test_labels_follow_the_spect_series_across_deliveries_and_a_changed_file_is_
     for t in (1, 3):
         shutil.copytree(tmp_path / "all" / f"{patient.patient_id}_{t}", tmp_path / "part" / f"study_{t}")
     cohort_dir = tmp_path / "cohort"
-    first = _scan_rows(ingest(tmp_path / "part", cohort_dir))
+    first = _scan_rows(ingest(tmp_path / "part", cohort_dir, grid="ct"))
     assert sorted(first.values()) == [("tp1", "written"), ("tp2", "written")]
     cohort = open_cohort(cohort_dir)
     hours_of = {t: cohort.scan_attrs(pseudonym, t)["hours_post_injection"] for t in ("tp1", "tp2")}
     assert hours_of == {"tp1": pytest.approx(24.0), "tp2": pytest.approx(168.0)}  # in acquisition order
 
     # the whole folder: the two known series keep their labels untouched, the two new ones get the next labels
-    second = ingest(tmp_path / "all", cohort_dir)
+    second = ingest(tmp_path / "all", cohort_dir, grid="ct")
     rows = _scan_rows(second)
-    assert sorted(rows.values()) == [("tp1", "unchanged"), ("tp2", "unchanged"), ("tp3", "written"),
-                                     ("tp4", "written")]
-    label_of_hours = {round(cohort.scan_attrs(pseudonym, t)["hours_post_injection"]): t for t in cohort.timepoints(
-        pseudonym)}
+    assert sorted(rows.values()) == [("tp1", "unchanged"), ("tp2", "unchanged"), ("tp3", "written"), ("tp4", "written")]
+    label_of_hours = {
+        round(cohort.scan_attrs(pseudonym, t)["hours_post_injection"]): t for t in cohort.timepoints(pseudonym)
+    }
     assert label_of_hours == {24: "tp1", 168: "tp2", 4: "tp3", 96: "tp4"}
     for t in ("tp1", "tp2", "tp3", "tp4"):
         assert cohort.scan_versions(pseudonym, t) == [1]
@@ -89,9 +90,13 @@ def test_labels_follow_the_spect_series_across_deliveries_and_a_changed_file_is_
     ds = pydicom.dcmread(nm)
     ds.RescaleSlope = float(ds.RescaleSlope) * 1.1
     ds.save_as(nm)
-    third = _scan_rows(ingest(tmp_path / "all", cohort_dir))
-    assert sorted(third.values()) == [("tp1", "unchanged"), ("tp2", "unchanged"), ("tp3", "unchanged"),
-                                      ("tp4", "new_version")]
+    third = _scan_rows(ingest(tmp_path / "all", cohort_dir, grid="ct"))
+    assert sorted(third.values()) == [
+        ("tp1", "unchanged"),
+        ("tp2", "unchanged"),
+        ("tp3", "unchanged"),
+        ("tp4", "new_version"),
+    ]
     assert cohort.scans() == [(pseudonym, t) for t in ("tp1", "tp2", "tp3", "tp4")]
     assert cohort.scan_versions(pseudonym, "tp4") == [1, 2]
     old = float(cohort.scan(pseudonym, "tp4", version=1)["activity"].sum())
@@ -108,8 +113,18 @@ def test_concurrent_ingests_of_disjoint_studies_of_one_patient_give_distinct_lab
     ready, start = [tmp_path / "ready_a", tmp_path / "ready_b"], tmp_path / "start"
     spawn = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=2, mp_context=spawn) as pool:
-        futures = [pool.submit(_ingest_workers.ingest_with_slow_allocation, str(tmp_path / folder), str(cohort_dir),
-                               KEY, 0.4, str(flag), str(start)) for folder, flag in zip("ab", ready)]
+        futures = [
+            pool.submit(
+                _ingest_workers.ingest_with_slow_allocation,
+                str(tmp_path / folder),
+                str(cohort_dir),
+                KEY,
+                0.4,
+                str(flag),
+                str(start),
+            )
+            for folder, flag in zip("ab", ready)
+        ]
         deadline = time.monotonic() + 120
         while not all(flag.exists() for flag in ready):
             assert time.monotonic() < deadline, "the ingests did not start"
@@ -150,22 +165,35 @@ def _lesion_curve(cohort, patient: str, timepoints, truth: factory.Patient) -> t
 def test_a_second_cycle_is_its_own_curve_and_the_total_sums_the_cycles(tmp_path):
     root = tmp_path / "dicom"
     truth = factory.write_patient(root / "cycle_1", seed=31, hours=(4.0, 24.0, 96.0), patient_id="H31000001")
-    factory.write_patient(root / "cycle_2", seed=31, hours=(24.0, 96.0, 168.0), patient_id="H31000001",
-                          injection=SECOND_INJECTION)
+    factory.write_patient(
+        root / "cycle_2", seed=31, hours=(24.0, 96.0, 168.0), patient_id="H31000001", injection=SECOND_INJECTION
+    )
     pseudonym = _pseudonym("H31000001")
     cohort_dir = tmp_path / "cohort"
     # the second cycle is delivered first: its scans are cycle 1 until the first cycle arrives
-    ingest(root / "cycle_2", cohort_dir)
+    ingest(root / "cycle_2", cohort_dir, grid="ct")
     cohort = open_cohort(cohort_dir)
     assert [cohort.scan_attrs(pseudonym, t)["cycle"] for t in ("tp1", "tp2", "tp3")] == [1, 1, 1]
-    report = ingest(root, cohort_dir)
-    assert sorted(_scan_rows(report).values()) == [("tp1", "unchanged"), ("tp2", "unchanged"), ("tp3", "unchanged"),
-                                                   ("tp4", "written"), ("tp5", "written"), ("tp6", "written")]
+    report = ingest(root, cohort_dir, grid="ct")
+    assert sorted(_scan_rows(report).values()) == [
+        ("tp1", "unchanged"),
+        ("tp2", "unchanged"),
+        ("tp3", "unchanged"),
+        ("tp4", "written"),
+        ("tp5", "written"),
+        ("tp6", "written"),
+    ]
     renumbered = report[report["status"] == "cycle_renumbered"]
     assert sorted(renumbered["timepoint"]) == ["tp1", "tp2", "tp3"]
     assert renumbered["message"].str.contains("renumbered from 1 to 2").all()
-    expected = {"tp1": (2, 24.0), "tp2": (2, 96.0), "tp3": (2, 168.0), "tp4": (1, 4.0), "tp5": (1, 24.0),
-                "tp6": (1, 96.0)}
+    expected = {
+        "tp1": (2, 24.0),
+        "tp2": (2, 96.0),
+        "tp3": (2, 168.0),
+        "tp4": (1, 4.0),
+        "tp5": (1, 24.0),
+        "tp6": (1, 96.0),
+    }
     for timepoint, (cycle, hours) in expected.items():
         attrs = cohort.scan_attrs(pseudonym, timepoint)
         injection = factory.INJECTION if cycle == 1 else SECOND_INJECTION
@@ -192,8 +220,9 @@ def test_a_second_cycle_is_its_own_curve_and_the_total_sums_the_cycles(tmp_path)
     total = tables["absorbed_dose_total"].set_index(["patient", "voi", "method"]).loc[(pseudonym, "lesion_1", "dvk")]
     assert total["n_cycles"] == 2 and total["cycles"] == "1,2" and total["reason"] == ""
     assert total["absorbed_dose_gy"] == pytest.approx(sum(f.absorbed_dose_gy for f in per_cycle.values()), rel=1e-9)
-    np.testing.assert_allclose(total["uncertainty_gy"],
-                               np.hypot(per_cycle[1].uncertainty_gy, per_cycle[2].uncertainty_gy), rtol=1e-9)
+    np.testing.assert_allclose(
+        total["uncertainty_gy"], np.hypot(per_cycle[1].uncertainty_gy, per_cycle[2].uncertainty_gy), rtol=1e-9
+    )
     assert len(cohort.absorbed_dose_total()) == len(tables["absorbed_dose_total"])
     assert validate_cohort(cohort_dir) == []
 
@@ -209,8 +238,9 @@ def _study(root, patient, hours, injection=factory.INJECTION, spects=1):
     shape, origin, spacing = factory.nm_grid(patient)
     for k in range(spects):
         activity = factory.activity_on_nm_grid(patient, shape, origin, spacing, hours, seed=k)
-        factory.write_nm(patient, folder / f"nm{k}.dcm", study, frame, hours, activity, origin, spacing,
-                         injection=injection)
+        factory.write_nm(
+            patient, folder / f"nm{k}.dcm", study, frame, hours, activity, origin, spacing, injection=injection
+        )
 
 
 def test_two_reconstructions_of_one_acquisition_leave_one_curve_without_dose_and_the_rest_go_on(tmp_path):
@@ -220,7 +250,7 @@ def test_two_reconstructions_of_one_acquisition_leave_one_curve_without_dose_and
     _study(root, doubled, 96.0, spects=2)  # two reconstructions (e.g. OSEM settings) of the 96 h acquisition
     other = factory.write_patient(root / "other", seed=42, hours=(24.0, 96.0), patient_id="H42000002")
     cohort_dir = tmp_path / "cohort"
-    report = ingest(root, cohort_dir)
+    report = ingest(root, cohort_dir, grid="ct")
     pseudonym = _pseudonym(doubled.patient_id)
     cohort = open_cohort(cohort_dir)
     assert cohort.timepoints(pseudonym) == ["tp1", "tp2", "tp3"]  # one label per series
@@ -241,7 +271,8 @@ def test_two_reconstructions_of_one_acquisition_leave_one_curve_without_dose_and
     row = chosen.loc[(other_pseudonym, 1, "lesion_1", "dvk")]
     assert row["absorbed_dose_gy"] == pytest.approx(fit_time_activity(hours, means).absorbed_dose_gy, rel=1e-9)
     assert total.loc[(other_pseudonym, "lesion_1", "dvk"), "absorbed_dose_gy"] == pytest.approx(
-        row["absorbed_dose_gy"], rel=1e-12)
+        row["absorbed_dose_gy"], rel=1e-12
+    )
 
 
 def test_scans_of_one_cycle_naming_different_injections_are_named_in_a_warning(tmp_path):
@@ -251,7 +282,7 @@ def test_scans_of_one_cycle_naming_different_injections_are_named_in_a_warning(t
     late = factory.INJECTION + dt.timedelta(minutes=40)  # another workstation's record of the same injection
     _study(root, patient, 96.0, injection=late)
     _study(root, patient, 24.0, injection=SECOND_INJECTION)
-    report = ingest(root, tmp_path / "cohort")
+    report = ingest(root, tmp_path / "cohort", grid="ct")
     cohort = open_cohort(tmp_path / "cohort")
     pseudonym = _pseudonym(patient.patient_id)
     assert [cohort.scan_attrs(pseudonym, t)["cycle"] for t in ("tp1", "tp2", "tp3")] == [1, 1, 2]

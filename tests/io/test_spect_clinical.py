@@ -4,6 +4,7 @@ Mapping units and PT-modality slices, read against the truth the factory wrote (
 Independent truth: the Lu-177 half-life of ICRP-107 (6.647 d) typed here, the decay law, and the values the factory
 put into the files.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -13,7 +14,8 @@ import pydicom
 import pytest
 from pydicom.uid import generate_uid
 
-from cohort_dosimetry.io import Grid, IngestError, Volume, discover_studies, ingest, read_nm, resample_to_grid
+from cohort_dosimetry.grid import Grid
+from cohort_dosimetry.io import IngestError, Volume, discover_studies, ingest, read_nm, resample_to_grid
 from cohort_dosimetry.store import open_cohort
 from tests.io import dicom_factory as factory
 
@@ -50,20 +52,26 @@ def _held(values, slope):
 @pytest.mark.parametrize(
     ("header", "nuclide", "where"),
     [
-        (dict(nuclide_code=TC99M, half_life_s=6.0067 * 3600, radiopharmaceutical_name="Tc99m MDP"), "Tc-99m",
-         "Radionuclide Code Sequence (SCT 72454006 '^99m^Technetium')"),
-        (dict(nuclide_code=None, half_life_s=None, radiopharmaceutical_name="I-131 sodium iodide"), "I-131",
-         "Radiopharmaceutical 'I-131 sodium iodide'"),
+        (
+            dict(nuclide_code=TC99M, half_life_s=6.0067 * 3600, radiopharmaceutical_name="Tc99m MDP"),
+            "Tc-99m",
+            "Radionuclide Code Sequence (SCT 72454006 '^99m^Technetium')",
+        ),
+        (
+            dict(nuclide_code=None, half_life_s=None, radiopharmaceutical_name="I-131 sodium iodide"),
+            "I-131",
+            "Radiopharmaceutical 'I-131 sodium iodide'",
+        ),
         (dict(nuclide_code=None, half_life_s=109.77 * 60), "F-18", "Radionuclide Half Life 6586.2 s"),
         (dict(nuclide_code=("C-145A4", "SRT", "^111^Indium"), half_life_s=None), "In-111", "SRT C-145A4"),
         (dict(nuclide_code=("14691008", "SCT", "^90^Yttrium"), half_life_s=64.0 * 3600), "Y-90", "SCT 14691008"),
-        (dict(nuclide_code=None, half_life_s=None, radiopharmaceutical_name="68Ga-DOTATOC"), "Ga-68",
-         "68Ga-DOTATOC"),
+        (dict(nuclide_code=None, half_life_s=None, radiopharmaceutical_name="68Ga-DOTATOC"), "Ga-68", "68Ga-DOTATOC"),
     ],
     ids=["tc99m-code", "i131-name", "f18-half-life", "in111-legacy-code", "y90-code", "ga68-name"],
 )
-def test_a_study_of_another_nuclide_is_refused_naming_the_nuclide_and_where_it_was_read(tmp_path, patient, header,
-                                                                                         nuclide, where):
+def test_a_study_of_another_nuclide_is_refused_naming_the_nuclide_and_where_it_was_read(
+    tmp_path, patient, header, nuclide, where
+):
     truth, origin, spacing = _truth(patient)
     path = _write_nm(tmp_path, patient, truth, origin, spacing, **header)
     with pytest.raises(IngestError) as info:
@@ -77,8 +85,13 @@ def test_a_study_of_another_nuclide_is_refused_naming_the_nuclide_and_where_it_w
 @pytest.mark.parametrize(
     ("header", "said"),
     [
-        (dict(half_life_s=6.0 * 3600), ["Radionuclide Code Sequence (SCT 447553000 '^177^Lutetium') says Lu-177",
-                                        "Radionuclide Half Life 21600 s (6.00 h) says Tc-99m"]),
+        (
+            dict(half_life_s=6.0 * 3600),
+            [
+                "Radionuclide Code Sequence (SCT 447553000 '^177^Lutetium') says Lu-177",
+                "Radionuclide Half Life 21600 s (6.00 h) says Tc-99m",
+            ],
+        ),
         (dict(radiopharmaceutical_name="Tc99m MDP"), ["says Lu-177", "Radiopharmaceutical 'Tc99m MDP' says Tc-99m"]),
         (dict(half_life_s=6.647 * 86400 * 1.03), ["says Lu-177", "matches no known nuclide within 2 %"]),
     ],
@@ -96,8 +109,9 @@ def test_sources_that_contradict_each_other_are_refused_naming_both(tmp_path, pa
 
 def test_a_radionuclide_code_that_names_nothing_known_is_refused(tmp_path, patient):
     truth, origin, spacing = _truth(patient)
-    path = _write_nm(tmp_path, patient, truth, origin, spacing, nuclide_code=("X-0001", "99LOCAL", "Isotope X"),
-                     half_life_s=None)
+    path = _write_nm(
+        tmp_path, patient, truth, origin, spacing, nuclide_code=("X-0001", "99LOCAL", "Isotope X"), half_life_s=None
+    )
     with pytest.raises(IngestError, match="not recognised: Radionuclide Code Sequence \\(99LOCAL X-0001"):
         read_nm([path])
 
@@ -106,18 +120,31 @@ def test_a_radionuclide_code_that_names_nothing_known_is_refused(tmp_path, patie
     ("header", "source"),
     [
         (dict(), "RadionuclideCodeSequence (SCT 447553000), RadionuclideHalfLife"),
-        (dict(nuclide_code=("C-101ED", "SRT", "^177^Lutetium"), half_life_s=None),
-         "RadionuclideCodeSequence (SRT C-101ED)"),
-        (dict(nuclide_code=None, half_life_s=None, radiopharmaceutical_name="[177Lu]Lu-PSMA-617"),
-         "Radiopharmaceutical"),
+        (
+            dict(nuclide_code=("C-101ED", "SRT", "^177^Lutetium"), half_life_s=None),
+            "RadionuclideCodeSequence (SRT C-101ED)",
+        ),
+        (
+            dict(nuclide_code=None, half_life_s=None, radiopharmaceutical_name="[177Lu]Lu-PSMA-617"),
+            "Radiopharmaceutical",
+        ),
         (dict(nuclide_code=None, half_life_s=None, radiopharmaceutical_name="LUTATHERA"), "Radiopharmaceutical"),
         (dict(nuclide_code=None, half_life_s=6.647 * 86400 * 1.008), "RadionuclideHalfLife"),
         (dict(half_life_s=6.734 * 86400), "RadionuclideCodeSequence (SCT 447553000), RadionuclideHalfLife"),
-        (dict(nuclide_code=("LU177", "99LOCAL", "Lu177"), radiopharmaceutical_name="Lu-177 DOTATATE"),
-         "RadionuclideCodeSequence (99LOCAL LU177), Radiopharmaceutical, RadionuclideHalfLife"),
+        (
+            dict(nuclide_code=("LU177", "99LOCAL", "Lu177"), radiopharmaceutical_name="Lu-177 DOTATATE"),
+            "RadionuclideCodeSequence (99LOCAL LU177), Radiopharmaceutical, RadionuclideHalfLife",
+        ),
     ],
-    ids=["sct-code", "legacy-srt-code", "bracket-name", "product-name", "half-life-within-1-percent",
-         "older-vendor-half-life-6.734-d", "local-code"],
+    ids=[
+        "sct-code",
+        "legacy-srt-code",
+        "bracket-name",
+        "product-name",
+        "half-life-within-1-percent",
+        "older-vendor-half-life-6.734-d",
+        "local-code",
+    ],
 )
 def test_lu177_is_recognised_from_each_source_without_a_note(tmp_path, patient, header, source):
     truth, origin, spacing = _truth(patient)
@@ -152,8 +179,16 @@ def test_admin_corrected_values_come_back_as_the_activity_at_the_acquisition_sta
     elapsed_s = HOURS * 3600.0
     written = truth * np.exp(LAMBDA_PER_S * elapsed_s)  # decay-corrected back to the administration
     slope = float(written.max()) / 60000.0
-    path = _write_nm(tmp_path, patient, written, origin, spacing, slope=slope, decay_correction="ADMIN",
-                     decay_factor=float(np.exp(LAMBDA_PER_S * elapsed_s)))
+    path = _write_nm(
+        tmp_path,
+        patient,
+        written,
+        origin,
+        spacing,
+        slope=slope,
+        decay_correction="ADMIN",
+        decay_factor=float(np.exp(LAMBDA_PER_S * elapsed_s)),
+    )
     spect = read_nm([path])
     array = spect.activity.array.astype(np.float64)
     assert array.sum() == pytest.approx(truth.sum(dtype=np.float64), rel=1e-3)
@@ -175,11 +210,21 @@ def test_the_decay_correction_datetime_is_the_reference_the_file_corrected_to(tm
     elapsed_s = (ACQUIRED - reference).total_seconds()
     written = truth * np.exp(LAMBDA_PER_S * elapsed_s)
     slope = float(written.max()) / 60000.0
-    path = _write_nm(tmp_path, patient, written, origin, spacing, slope=slope, decay_correction="ADMIN",
-                     decay_correction_datetime=reference, decay_factor=1.5)  # a wrong factor: reported, not used
+    path = _write_nm(
+        tmp_path,
+        patient,
+        written,
+        origin,
+        spacing,
+        slope=slope,
+        decay_correction="ADMIN",
+        decay_correction_datetime=reference,
+        decay_factor=1.5,
+    )  # a wrong factor: reported, not used
     spect = read_nm([path])
-    np.testing.assert_allclose(spect.activity.array, _held(written, slope) * np.exp(-LAMBDA_PER_S * elapsed_s),
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        spect.activity.array, _held(written, slope) * np.exp(-LAMBDA_PER_S * elapsed_s), rtol=1e-5
+    )
     assert spect.decay["decay_correction_reference_datetime"] == reference.isoformat()
     implied = np.exp(LAMBDA_PER_S * elapsed_s)
     (note,) = [n for n in spect.notes if "disagrees" in n]
@@ -193,8 +238,9 @@ def test_none_a_mean_over_the_acquisition_is_brought_to_its_start(tmp_path, pati
     x = LAMBDA_PER_S * duration_s
     mean = truth * (1 - np.exp(-x)) / x  # what the camera saw on average over the acquisition
     slope = float(mean.max()) / 60000.0
-    path = _write_nm(tmp_path, patient, mean, origin, spacing, slope=slope, decay_correction="NONE",
-                     rotation=(ms_per_view, views))
+    path = _write_nm(
+        tmp_path, patient, mean, origin, spacing, slope=slope, decay_correction="NONE", rotation=(ms_per_view, views)
+    )
     spect = read_nm([path])
     np.testing.assert_allclose(spect.activity.array, _held(mean, slope) * x / (1 - np.exp(-x)), rtol=1e-5)
     # the correction (0.23 %) is far above what quantisation leaves in the total
@@ -219,8 +265,21 @@ def test_start_and_absent_decay_correction_keep_the_values(tmp_path, patient):
     truth, origin, spacing = _truth(patient)
     slope = float(truth.max()) / 60000.0
     for correction in ("START", None):
-        spect = read_nm([_write_nm(tmp_path, patient, truth, origin, spacing, name=f"{correction}.dcm", slope=slope,
-                                   decay_correction=correction, decay_factor=1.0 if correction else None)])
+        spect = read_nm(
+            [
+                _write_nm(
+                    tmp_path,
+                    patient,
+                    truth,
+                    origin,
+                    spacing,
+                    name=f"{correction}.dcm",
+                    slope=slope,
+                    decay_correction=correction,
+                    decay_factor=1.0 if correction else None,
+                )
+            ]
+        )
         np.testing.assert_allclose(spect.activity.array, _held(truth, slope), rtol=1e-6)
         assert spect.decay["decay_correction_in_file"] == correction
         assert spect.decay["decay_correction_applied"] == 1.0
@@ -249,12 +308,14 @@ def test_resampling_onto_the_dose_grid_creates_no_negative_activity():
     values = np.zeros((20, 24, 22), dtype=np.float32)  # sharp-edged hot blocks next to empty voxels
     for _ in range(12):
         z, y, x = rng.integers(0, 18), rng.integers(0, 22), rng.integers(0, 20)
-        values[z:z + 3, y:y + 2, x:x + 2] = rng.uniform(1e3, 1e6)
+        values[z : z + 3, y : y + 2, x : x + 2] = rng.uniform(1e3, 1e6)
     source = Volume(values, Grid(values.shape, (4.8, 4.8, 4.8), (0.0, 0.0, 0.0)), "Bq/mL")
     angle = np.radians(7.0)
     rotated = ((1.0, 0.0, 0.0), (0.0, np.cos(angle), np.sin(angle)), (0.0, -np.sin(angle), np.cos(angle)))
-    for target in (Grid((31, 40, 37), (3.0, 2.9, 3.1), (1.3, -2.1, 0.7)),
-                   Grid((31, 40, 37), (3.0, 2.9, 3.1), (1.3, 5.0, 0.7), rotated)):
+    for target in (
+        Grid((31, 40, 37), (3.0, 2.9, 3.1), (1.3, -2.1, 0.7)),
+        Grid((31, 40, 37), (3.0, 2.9, 3.1), (1.3, 5.0, 0.7), rotated),
+    ):
         resampled = resample_to_grid(source, target, "activity")
         assert resampled.array.min() >= 0.0
         assert resampled.array.max() > 0.0
@@ -268,14 +329,45 @@ def test_rwvm_and_pt_slices_give_the_activity_of_the_bqml_nm_file(tmp_path, pati
     pt_slopes = frame_slopes * 2.0  # int16 in PT: half the range of the NM's uint16
     readings = {
         "bqml": read_nm([_write_nm(tmp_path, patient, truth, origin, spacing, "a.dcm", slope=slope)]),
-        "rwvm": read_nm([_write_nm(tmp_path, patient, truth, origin, spacing, "b.dcm", units=None,
-                                   rwvm_units="Bq/ml", slope=slope)]),
-        "rwvm-kbq": read_nm([_write_nm(tmp_path, patient, truth / 1000.0, origin, spacing, "c.dcm", units="CNTS",
-                                       rwvm_units="kBq/ml", slope=slope / 1000.0)]),
-        "rwvm-per-frame": read_nm([_write_nm(tmp_path, patient, truth, origin, spacing, "d.dcm", units=None,
-                                             rwvm_units="Bq/ml", rwvm_per_frame=True, slope=frame_slopes)]),
-        "pt": read_nm(factory.write_pt_slices(patient, tmp_path / "pt", generate_uid(), generate_uid(), 24.0, truth,
-                                              origin, spacing, slopes=pt_slopes)),
+        "rwvm": read_nm(
+            [_write_nm(tmp_path, patient, truth, origin, spacing, "b.dcm", units=None, rwvm_units="Bq/ml", slope=slope)]
+        ),
+        "rwvm-kbq": read_nm(
+            [
+                _write_nm(
+                    tmp_path,
+                    patient,
+                    truth / 1000.0,
+                    origin,
+                    spacing,
+                    "c.dcm",
+                    units="CNTS",
+                    rwvm_units="kBq/ml",
+                    slope=slope / 1000.0,
+                )
+            ]
+        ),
+        "rwvm-per-frame": read_nm(
+            [
+                _write_nm(
+                    tmp_path,
+                    patient,
+                    truth,
+                    origin,
+                    spacing,
+                    "d.dcm",
+                    units=None,
+                    rwvm_units="Bq/ml",
+                    rwvm_per_frame=True,
+                    slope=frame_slopes,
+                )
+            ]
+        ),
+        "pt": read_nm(
+            factory.write_pt_slices(
+                patient, tmp_path / "pt", generate_uid(), generate_uid(), 24.0, truth, origin, spacing, slopes=pt_slopes
+            )
+        ),
     }
     reference = readings["bqml"]
     for name, spect in readings.items():
@@ -297,8 +389,9 @@ def test_rwvm_and_pt_slices_give_the_activity_of_the_bqml_nm_file(tmp_path, pati
 def test_a_rwvm_that_disagrees_with_units_bqml_is_used_and_reported(tmp_path, patient):
     truth, origin, spacing = _truth(patient, hours=24.0)
     slope = float(truth.max()) / 60000.0
-    spect = read_nm([_write_nm(tmp_path, patient, truth, origin, spacing, units="BQML", rwvm_units="Bq/ml",
-                               slope=slope)])  # the factory leaves RescaleSlope 1 beside the mapping
+    spect = read_nm(
+        [_write_nm(tmp_path, patient, truth, origin, spacing, units="BQML", rwvm_units="Bq/ml", slope=slope)]
+    )  # the factory leaves RescaleSlope 1 beside the mapping
     np.testing.assert_allclose(spect.activity.array, _held(truth, slope), rtol=1e-6)
     assert [n for n in spect.notes if "Real World Value Mapping" in n and "disagree" in n]
 
@@ -310,8 +403,19 @@ def test_pt_beds_acquired_later_under_none_are_decayed_back_to_the_series_start(
     second = np.arange(truth.shape[0]) >= truth.shape[0] // 2
     seen = truth * ((1 - np.exp(-x)) / x) * np.where(second, np.exp(-x), 1.0)[:, None, None]
     slopes = np.maximum(np.abs(seen).reshape(seen.shape[0], -1).max(axis=1), 1.0) / 30000.0
-    paths = factory.write_pt_slices(patient, tmp_path / "pt", generate_uid(), generate_uid(), HOURS, seen, origin,
-                                    spacing, slopes=slopes, decay_correction="NONE", frame_duration_ms=bed_s * 1000)
+    paths = factory.write_pt_slices(
+        patient,
+        tmp_path / "pt",
+        generate_uid(),
+        generate_uid(),
+        HOURS,
+        seen,
+        origin,
+        spacing,
+        slopes=slopes,
+        decay_correction="NONE",
+        frame_duration_ms=bed_s * 1000,
+    )
     z_second = origin[2] + (truth.shape[0] // 2) * spacing[0]
     for path in paths:
         ds = pydicom.dcmread(path)
@@ -328,11 +432,22 @@ def test_pt_beds_acquired_later_under_none_are_decayed_back_to_the_series_start(
 
 def test_pet_and_suv_pt_series_are_not_taken_for_spect(tmp_path, patient):
     truth, origin, spacing = _truth(patient, hours=1.0)
-    pet = factory.write_pt_slices(patient, tmp_path / "dicom" / "pet", generate_uid(), generate_uid(), 1.0, truth,
-                                  origin, spacing, nuclide_code=GA68, half_life_s=67.71 * 60,
-                                  radiopharmaceutical_name="Ga68 DOTATATE")
-    suv = factory.write_pt_slices(patient, tmp_path / "dicom" / "suv", generate_uid(), generate_uid(), 1.0, truth,
-                                  origin, spacing, units="GML")
+    pet = factory.write_pt_slices(
+        patient,
+        tmp_path / "dicom" / "pet",
+        generate_uid(),
+        generate_uid(),
+        1.0,
+        truth,
+        origin,
+        spacing,
+        nuclide_code=GA68,
+        half_life_s=67.71 * 60,
+        radiopharmaceutical_name="Ga68 DOTATATE",
+    )
+    suv = factory.write_pt_slices(
+        patient, tmp_path / "dicom" / "suv", generate_uid(), generate_uid(), 1.0, truth, origin, spacing, units="GML"
+    )
     with pytest.raises(IngestError, match="the radionuclide is Ga-68"):
         read_nm(pet)
     with pytest.raises(IngestError, match="PT units GML are not activity concentration"):
@@ -376,15 +491,27 @@ def test_ingest_records_what_was_read_and_undone_and_reports_it(tmp_path, monkey
     elapsed_s = HOURS * 3600.0
     noisy = (truth + np.random.default_rng(3).normal(0.0, 300.0, truth.shape)) * np.exp(LAMBDA_PER_S * elapsed_s)
     slope = float(np.abs(noisy).max()) / 30000.0
-    factory.write_nm(a, folder / "nm.dcm", study, frame, HOURS, noisy, origin, spacing, slope=slope, signed=True,
-                     decay_correction="ADMIN")
+    factory.write_nm(
+        a,
+        folder / "nm.dcm",
+        study,
+        frame,
+        HOURS,
+        noisy,
+        origin,
+        spacing,
+        slope=slope,
+        signed=True,
+        decay_correction="ADMIN",
+    )
     held = _held(noisy, slope) * np.exp(-LAMBDA_PER_S * elapsed_s)
     b = factory.make_patient(seed=32, patient_id="H50000002", name="Nameless^Bo")
     folder, truth, origin, spacing, study, frame = _scan_folder(root, b, 24.0)
-    factory.write_nm(b, folder / "nm.dcm", study, frame, 24.0, truth, origin, spacing, nuclide_code=None,
-                     half_life_s=None)
+    factory.write_nm(
+        b, folder / "nm.dcm", study, frame, 24.0, truth, origin, spacing, nuclide_code=None, half_life_s=None
+    )
 
-    report = ingest(root, tmp_path / "cohort")
+    report = ingest(root, tmp_path / "cohort", grid="ct")
     cohort = open_cohort(tmp_path / "cohort")
     assert len(cohort.scans()) == 2, report["message"].tolist()
     scan_attrs = [cohort.scan_attrs(*scan) for scan in cohort.scans()]
@@ -404,7 +531,7 @@ def test_ingest_records_what_was_read_and_undone_and_reports_it(tmp_path, monkey
     assert warnings.str.contains("decay correction undone").sum() == 1
     assert warnings.str.contains("the header names no radionuclide").sum() == 1
 
-    stated = ingest(root / b.patient_id, tmp_path / "cohort_stated", nuclide="Lu177")
+    stated = ingest(root / b.patient_id, tmp_path / "cohort_stated", nuclide="Lu177", grid="ct")
     assert not stated["message"].str.contains("names no radionuclide").any()
     cohort = open_cohort(tmp_path / "cohort_stated")
     assert cohort.scan_attrs(*cohort.scans()[0])["nuclide_source"].startswith("stated by the user")

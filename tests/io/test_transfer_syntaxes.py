@@ -6,6 +6,7 @@ deflated by pydicom's writer. pydicom's own shipped samples (one image in severa
 toolkits) are decoded too. Lossless syntaxes must give back every stored value exactly; lossy ones within the bound
 stated next to each case. All images are synthetic (no patient data).
 """
+
 from __future__ import annotations
 
 import shutil
@@ -145,16 +146,20 @@ def test_lossless_ct_decodes_to_every_stored_value(tmp_path, syntax, tool):
 
 
 @requires_dcmtk
-@pytest.mark.parametrize("syntax, bits, command, decompress, bound_stored", [
-    # dcmcjpeg's default quality 90 (IJG tables scaled by 0.2) on this phantom's 20 HU noise: a mean error of about
-    # 3 stored values of the original (dcmtk 3.6.7); bound 5. A decoding fault (sign, bit depth, rescale, slice
-    # order) is off by hundreds.
-    pytest.param(uid.JPEGBaseline8Bit, 8, ["dcmcjpeg", "+eb"], "dcmdjpeg", 5.0, id="jpeg-baseline-.50"),
-    pytest.param(uid.JPEGExtended12Bit, 12, ["dcmcjpeg", "+ee"], "dcmdjpeg", 5.0, id="jpeg-extended-.51"),
-    # JPEG-LS near-lossless bounds every sample's error by NEAR (ISO/IEC 14495-1 A.4.4): here 3 stored values.
-    pytest.param(uid.JPEGLSNearLossless, 12, ["dcmcjpls", "+en", "+md", "3"], "dcmdjpls", 3.0,
-                 id="jpeg-ls-near-lossless-.81"),
-])
+@pytest.mark.parametrize(
+    "syntax, bits, command, decompress, bound_stored",
+    [
+        # dcmcjpeg's default quality 90 (IJG tables scaled by 0.2) on this phantom's 20 HU noise: a mean error of about
+        # 3 stored values of the original (dcmtk 3.6.7); bound 5. A decoding fault (sign, bit depth, rescale, slice
+        # order) is off by hundreds.
+        pytest.param(uid.JPEGBaseline8Bit, 8, ["dcmcjpeg", "+eb"], "dcmdjpeg", 5.0, id="jpeg-baseline-.50"),
+        pytest.param(uid.JPEGExtended12Bit, 12, ["dcmcjpeg", "+ee"], "dcmdjpeg", 5.0, id="jpeg-extended-.51"),
+        # JPEG-LS near-lossless bounds every sample's error by NEAR (ISO/IEC 14495-1 A.4.4): here 3 stored values.
+        pytest.param(
+            uid.JPEGLSNearLossless, 12, ["dcmcjpls", "+en", "+md", "3"], "dcmdjpls", 3.0, id="jpeg-ls-near-lossless-.81"
+        ),
+    ],
+)
 def test_lossy_ct_decodes_like_dcmtk_and_near_the_truth(tmp_path, syntax, bits, command, decompress, bound_stored):
     truth = _write_ct(tmp_path / "plain", _stored_ct(seed=4, bits_stored=bits), bits_stored=bits, signed=False)
     _dcmtk(command, tmp_path / "plain", tmp_path / "compressed")
@@ -199,13 +204,16 @@ def _nm_file(tmp_path: Path) -> tuple[Path, np.ndarray]:
     return path, stored.astype(np.float32) * np.float32(ds.RescaleSlope)
 
 
-@pytest.mark.parametrize("syntax, tool", [
-    pytest.param(uid.JPEGLosslessSV1, "dcmcjpeg +e1", marks=requires_dcmtk, id="jpeg-lossless-sv1-.70"),
-    pytest.param(uid.RLELossless, "dcmcrle", marks=requires_dcmtk, id="rle-dcmtk"),
-    pytest.param(uid.JPEGLSLossless, "pydicom JPEG-LS", id="jpeg-ls-lossless-.80"),
-    pytest.param(uid.JPEG2000Lossless, "pydicom JPEG 2000", id="jpeg2000-lossless-.90"),
-    pytest.param(uid.DeflatedExplicitVRLittleEndian, "pydicom deflate", id="deflated"),
-])
+@pytest.mark.parametrize(
+    "syntax, tool",
+    [
+        pytest.param(uid.JPEGLosslessSV1, "dcmcjpeg +e1", marks=requires_dcmtk, id="jpeg-lossless-sv1-.70"),
+        pytest.param(uid.RLELossless, "dcmcrle", marks=requires_dcmtk, id="rle-dcmtk"),
+        pytest.param(uid.JPEGLSLossless, "pydicom JPEG-LS", id="jpeg-ls-lossless-.80"),
+        pytest.param(uid.JPEG2000Lossless, "pydicom JPEG 2000", id="jpeg2000-lossless-.90"),
+        pytest.param(uid.DeflatedExplicitVRLittleEndian, "pydicom deflate", id="deflated"),
+    ],
+)
 def test_multiframe_nm_decodes_every_frame(tmp_path, syntax, tool):
     path, truth = _nm_file(tmp_path)
     _compress(tool, path.parent, tmp_path / "compressed")
@@ -215,12 +223,15 @@ def test_multiframe_nm_decodes_every_frame(tmp_path, syntax, tool):
     assert spect.activity.grid == read_nm([path]).activity.grid
 
 
-@pytest.mark.parametrize("original, encoded", [
-    ("MR_small.dcm", "MR_small_RLE.dcm"),
-    ("MR_small.dcm", "MR_small_jpeg_ls_lossless.dcm"),
-    ("MR_small.dcm", "MR_small_jp2klossless.dcm"),
-    ("rtdose.dcm", "rtdose_rle.dcm"),  # multi-frame, 32 bits per sample
-])
+@pytest.mark.parametrize(
+    "original, encoded",
+    [
+        ("MR_small.dcm", "MR_small_RLE.dcm"),
+        ("MR_small.dcm", "MR_small_jpeg_ls_lossless.dcm"),
+        ("MR_small.dcm", "MR_small_jp2klossless.dcm"),
+        ("rtdose.dcm", "rtdose_rle.dcm"),  # multi-frame, 32 bits per sample
+    ],
+)
 def test_shipped_lossless_samples_decode_like_their_uncompressed_twin(original, encoded):
     plain = pydicom.dcmread(get_testdata_file(original))
     compressed = pydicom.dcmread(get_testdata_file(encoded))
@@ -245,7 +256,7 @@ def test_a_patient_whose_ct_is_jpeg_lossless_is_ingested(tmp_path, monkeypatch):
     shutil.rmtree(ct_dir)
     shutil.move(tmp_path / "jpeg", ct_dir)
     assert _syntaxes(ct_dir) == {uid.JPEGLosslessSV1}
-    report = ingest(tmp_path / "dicom", tmp_path / "cohort")
+    report = ingest(tmp_path / "dicom", tmp_path / "cohort", grid="ct")
     assert set(report.loc[report["timepoint"] != "", "status"]) == {"written"}, report["message"].tolist()
     assert not (report["severity"] == "error").any(), report["message"].tolist()
     cohort = open_cohort(tmp_path / "cohort")

@@ -1,4 +1,5 @@
 """Fixtures for the model tests: a seeded, untrained network written as weights + model card."""
+
 import pytest
 import torch
 
@@ -9,8 +10,12 @@ CARD_SPACING_MM = (3.0, 3.91, 3.91)
 
 def make_card(**overrides) -> ModelCard:
     fields = dict(
-        spacing_mm=CARD_SPACING_MM, spect_scale=2.0e3, dose_rate_scale=5.0e6,
-        training_data={"description": "untrained test network"}, training={"epochs": 0}, validation_metrics={},
+        spacing_mm=CARD_SPACING_MM,
+        spect_scale=2.0e3,
+        dose_rate_scale=5.0e6,
+        training_data={"description": "untrained test network"},
+        training={"epochs": 0},
+        validation_metrics={},
     )
     fields.update(overrides)
     return ModelCard(**fields)

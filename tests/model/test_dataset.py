@@ -1,20 +1,29 @@
 """Training data of one compact virtual patient (synthetic) at tiny Monte Carlo statistics: labels are the kinetic
 combination of the per-compartment MC maps, decays follow the allocation rule and its top-ups reach the label
 uncertainty target, a prepared patient is reused."""
+
 import dataclasses
 import json
 
 import numpy as np
 import pytest
 
-from cohort_dosimetry.model._dataset import DataSpec, combine_mc_runs, make_patient_data, organ_mask, patient_dir
 from cohort_dosimetry.phantoms import compartment_activity_bq, make_anatomy
 from cohort_dosimetry.physics import dose_rate_mc
+from cohort_dosimetry.training._dataset import DataSpec, combine_mc_runs, make_patient_data, organ_mask, patient_dir
 
 # at these statistics the rule alone leaves a median label uncertainty of 0.52 at 96 h (measured): the target
 # makes compartment_mc top up
-SPEC = DataSpec(hours=(4.0, 96.0), realisations=1, mc_decays_per_voxel=2.0, mc_decays_per_activity_share=2e6,
-                mc_min_decays=20_000, mc_max_decays=400_000, mc_photon_fraction=0.5, mc_label_uncertainty_target=0.45)
+SPEC = DataSpec(
+    hours=(4.0, 96.0),
+    realisations=1,
+    mc_decays_per_voxel=2.0,
+    mc_decays_per_activity_share=2e6,
+    mc_min_decays=20_000,
+    mc_max_decays=400_000,
+    mc_photon_fraction=0.5,
+    mc_label_uncertainty_target=0.45,
+)
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +82,9 @@ def test_combined_runs_are_as_good_as_one_run_of_all_their_decays():
     density = np.ones_like(activity)
 
     def run(n, seed):
-        dose, u = dose_rate_mc(activity, density, (4.0, 4.0, 4.0), n_decays=n, seed=seed, device="cpu",
-                               emissions=("electron",))
+        dose, u = dose_rate_mc(
+            activity, density, (4.0, 4.0, 4.0), n_decays=n, seed=seed, device="cpu", emissions=("electron",)
+        )
         return dose, dose * np.nan_to_num(u), n
 
     dose, sigma, n = combine_mc_runs(run(20_000, 1), run(60_000, 2))

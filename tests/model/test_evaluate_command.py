@@ -1,5 +1,6 @@
 """`cohort-dosimetry evaluate` end to end on one tiny held-out virtual patient (synthetic, tiny MC statistics): its
 tables against VOI means taken directly from the prepared scans' stored maps."""
+
 import json
 
 import numpy as np
@@ -9,15 +10,41 @@ import pytest
 from cohort_dosimetry.cli import main
 
 # tiny MC statistics on purpose (truth about 50 % uncertain, no top-ups): this checks the wiring, not the physics
-TINY_MC = ["--mc-decays-per-voxel", "2", "--mc-decays-per-activity-share", "2e6", "--mc-min-decays", "20000",
-           "--mc-max-decays", "400000", "--mc-label-uncertainty-target", "1.0", "--mc-decays", "20000"]
+TINY_MC = [
+    "--mc-decays-per-voxel",
+    "2",
+    "--mc-decays-per-activity-share",
+    "2e6",
+    "--mc-min-decays",
+    "20000",
+    "--mc-max-decays",
+    "400000",
+    "--mc-label-uncertainty-target",
+    "1.0",
+    "--mc-decays",
+    "20000",
+]
 
 
 @pytest.fixture(scope="module")
 def evaluated(tmp_path_factory):
     out = tmp_path_factory.mktemp("evaluate")
-    code = main(["evaluate", "--out", str(out), "--seeds", "8", "--hours", "24", "--realisations", "2",
-                 "--device", "cpu", *TINY_MC])
+    code = main(
+        [
+            "evaluate",
+            "--out",
+            str(out),
+            "--seeds",
+            "8",
+            "--hours",
+            "24",
+            "--realisations",
+            "2",
+            "--device",
+            "cpu",
+            *TINY_MC,
+        ]
+    )
     assert code == 0
     return out
 
@@ -55,5 +82,7 @@ def test_means_and_biases_match_the_stored_scans(evaluated):
     assert bias["voi_mean_bias"]["kidney"]["vois"] == 2
     assert bias["voi_mean_bias"]["liver"]["vois"] == 1 and bias["voi_mean_bias"]["liver"]["dvk"][1] is None
     assert bias["voi_mean_bias"]["kidney"]["dvk"][0] == pytest.approx(np.mean(kidney_biases), rel=1e-4)
-    assert sum(b["lesions"] for b in bias["lesion_mean_bias_by_volume_ml"]) == per_voi.query(
-        "voi_class == 'lesion'")["voi"].nunique()
+    assert (
+        sum(b["lesions"] for b in bias["lesion_mean_bias_by_volume_ml"])
+        == per_voi.query("voi_class == 'lesion'")["voi"].nunique()
+    )

@@ -1,4 +1,5 @@
 """Evaluation wiring on a tiny prepared patient: errors against a truth built from the DVK itself."""
+
 import json
 
 import numpy as np
@@ -7,9 +8,9 @@ import pytest
 import torch
 
 from cohort_dosimetry.model import DblurDoseNet, save_model
-from cohort_dosimetry.model._dataset import DataSpec
-from cohort_dosimetry.model._evaluation import evaluate, goal_checks, mean_bias
 from cohort_dosimetry.physics import dose_rate_dvk
+from cohort_dosimetry.training._dataset import DataSpec
+from cohort_dosimetry.training._evaluation import evaluate, goal_checks, mean_bias
 from tests.model.conftest import CARD_SPACING_MM, make_card
 
 
@@ -42,12 +43,15 @@ def test_errors_against_a_known_truth(tmp_path, rng):
     card = save_model(net, make_card(), tmp_path / "zero.json")
     spec = DataSpec(hours=(24.0,), realisations=2)
     _prepare_patient(tmp_path / "data" / "patient_3", rng, truth_factor=2.0, spec=spec)
-    per_voi, noise, summary = evaluate(tmp_path / "data", [3], spec, card, methods=("dvk", "cnn"), device="cpu",
-                                       log=lambda s: None)
+    per_voi, noise, summary = evaluate(
+        tmp_path / "data", [3], spec, card, methods=("dvk", "cnn"), device="cpu", log=lambda s: None
+    )
     assert set(per_voi["voi_class"]) == {"liver", "lesion"}  # body is not a reported class
     voxel_ml = np.prod(CARD_SPACING_MM) / 1000
     volumes = per_voi.groupby("voi")["volume_ml"].unique()
-    assert volumes["liver"] == pytest.approx([4 * 5 * 5 * voxel_ml]) and volumes["lesion_1"] == pytest.approx([18 * voxel_ml])
+    assert volumes["liver"] == pytest.approx([4 * 5 * 5 * voxel_ml]) and volumes["lesion_1"] == pytest.approx(
+        [18 * voxel_ml]
+    )
     last = per_voi[per_voi["realisation"] == 1]
     # estimate = truth / 2 voxel by voxel: every relative error is exactly 0.5
     for column in ["mean_error", "nrmse", "dr10_error", "dr30_error", "dr70_error", "dr90_error"]:
@@ -66,20 +70,30 @@ def test_errors_against_a_known_truth(tmp_path, rng):
 
 
 def _rows(method, voi_class, mean_errors, nrmses):
-    return [{"method": method, "voi_class": voi_class, "mean_error": e, "nrmse": n}
-            for e, n in zip(mean_errors, nrmses)]
+    return [
+        {"method": method, "voi_class": voi_class, "mean_error": e, "nrmse": n} for e, n in zip(mean_errors, nrmses)
+    ]
 
 
 def test_goal_checks_by_hand():
     """Class errors are means over rows, and the reduction is taken of those means (not a mean of ratios)."""
     per_voi = pd.DataFrame(
-        _rows("cnn", "kidney", [0.1, 0.3], [0.2, 0.2]) + _rows("dvk", "kidney", [0.4, 0.2], [0.3, 0.1])
-        + _rows("cnn", "lesion", [0.1], [0.5]) + _rows("dvk", "lesion", [0.2], [0.4])
-        + _rows("cnn", "spleen", [0.3], [0.1]) + _rows("dvk", "spleen", [0.1], [0.2])
-        + _rows("dvk", "liver", [0.1], [0.1]))  # no CNN row: liver is not checked
+        _rows("cnn", "kidney", [0.1, 0.3], [0.2, 0.2])
+        + _rows("dvk", "kidney", [0.4, 0.2], [0.3, 0.1])
+        + _rows("cnn", "lesion", [0.1], [0.5])
+        + _rows("dvk", "lesion", [0.2], [0.4])
+        + _rows("cnn", "spleen", [0.3], [0.1])
+        + _rows("dvk", "spleen", [0.1], [0.2])
+        + _rows("dvk", "liver", [0.1], [0.1])
+    )  # no CNN row: liver is not checked
     checks = goal_checks(per_voi).set_index(["check", "voi_class"])
-    assert list(checks.index) == [("mean_error_reduction", "kidney"), ("mean_error_reduction", "lesion"),
-                                  ("nrmse", "lesion"), ("nrmse", "kidney"), ("nrmse", "spleen")]
+    assert list(checks.index) == [
+        ("mean_error_reduction", "kidney"),
+        ("mean_error_reduction", "lesion"),
+        ("nrmse", "lesion"),
+        ("nrmse", "kidney"),
+        ("nrmse", "spleen"),
+    ]
     # kidney: 1 - 0.2 / 0.3 (the mean of the row ratios would give 1 - (0.25 + 1.5) / 2 = 0.125)
     assert checks.loc[("mean_error_reduction", "kidney"), "reduction"] == pytest.approx(1 / 3)
     assert not checks.loc[("mean_error_reduction", "kidney"), "met"]
@@ -94,9 +108,18 @@ def test_goal_checks_by_hand():
 def test_mean_bias_by_hand():
     """A VOI's bias is averaged over its scans first, so a VOI imaged more often does not weigh more; lesions are
     banded by volume (lower edge included)."""
+
     def row(patient, voi, voi_class, method, t, estimate, volume=np.nan):
-        return {"patient": patient, "voi": voi, "voi_class": voi_class, "method": method, "timepoint": t,
-                "mean_true": 2.0, "mean_estimate": estimate, "volume_ml": volume}
+        return {
+            "patient": patient,
+            "voi": voi,
+            "voi_class": voi_class,
+            "method": method,
+            "timepoint": t,
+            "mean_true": 2.0,
+            "mean_estimate": estimate,
+            "volume_ml": volume,
+        }
 
     rows = [row("p1", "kidney_left", "kidney", "cnn", t, e) for t, e in enumerate([1.8, 2.2, 2.0, 1.6])]  # -0.05
     rows += [row("p2", "kidney_left", "kidney", "cnn", 0, 1.0)]  # -0.5

@@ -1,4 +1,5 @@
 """predict_dose_rate: shapes, normalisation, clamping and masking, refusals, and a slow per-pack reference."""
+
 import json
 
 import numpy as np
@@ -119,7 +120,7 @@ def test_shared_first_convolution_equals_each_packs_own(tmp_path, rng):
         own = conv(packs)  # (23, 8, 9, 16, 24)
         for batches in ([1] * 23, [4] * 5 + [3], [23], [2, 5, 1, 9, 6]):
             shared = _FirstConvolution(conv, planes, 11)
-            for restart in (False, True):
+            for _restart in (False, True):
                 start = 0
                 for count in batches:
                     out = shared(start, count)
@@ -128,8 +129,9 @@ def test_shared_first_convolution_equals_each_packs_own(tmp_path, rng):
                     start += count
     reference = _reference(_card_with_batchnorm_statistics(tmp_path), spect, density, dvk)
     for batch_size in (1, 5):
-        out = predict_dose_rate(spect, density, dvk, CARD_SPACING_MM, weights=tmp_path / "bn.json", device="cpu",
-                                batch_size=batch_size)
+        out = predict_dose_rate(
+            spect, density, dvk, CARD_SPACING_MM, weights=tmp_path / "bn.json", device="cpu", batch_size=batch_size
+        )
         np.testing.assert_allclose(out, reference, rtol=1e-4, atol=1e-5 * reference.max())
 
 
@@ -155,6 +157,7 @@ def test_spacing_mismatch_is_refused_unless_resampling(tmp_path, rng):
 def test_resampling_to_the_same_grid_changes_nothing(card_path, rng):
     # a spacing within the card's tolerance takes the direct path; resampling between equal grids must agree with it
     from cohort_dosimetry.model._inference import _resample
+
     spect, _, _ = _scan(rng)
     np.testing.assert_allclose(_resample(spect, CARD_SPACING_MM, spect.shape, CARD_SPACING_MM), spect, rtol=1e-6)
 
@@ -210,8 +213,9 @@ def test_mixed_precision_path_runs_on_the_cpu_and_matches_float32(monkeypatch):
     density[:, :, :4] = 0.05  # air: zero however it was computed
     dvk = dose_rate_dvk(spect, density, CARD_SPACING_MM, device="cpu")
     full = predict_dose_rate(spect, density, dvk, CARD_SPACING_MM, device="cpu", batch_size=4)
-    monkeypatch.setattr(_inference, "_mixed_precision",
-                        lambda device: torch.autocast("cpu", dtype=_inference.AUTOCAST_DTYPE))
+    monkeypatch.setattr(
+        _inference, "_mixed_precision", lambda device: torch.autocast("cpu", dtype=_inference.AUTOCAST_DTYPE)
+    )
     mixed = predict_dose_rate(spect, density, dvk, CARD_SPACING_MM, device="cpu", batch_size=4)
     assert mixed.dtype == np.float32 and (mixed >= 0).all() and (mixed[:, :, :4] == 0).all()
     difference = np.abs(mixed - full).max()

@@ -1,4 +1,5 @@
-"""DblurDoseNet against the published architecture (Li et al. 2022; DESIGN.md section 4), layer for layer."""
+"""DblurDoseNet against the published architecture (Li et al. 2022; docs/model.md), layer for layer."""
+
 import pytest
 import torch
 from torch import nn
@@ -37,8 +38,16 @@ def test_parameter_count_matches_the_published_model():
 def test_depth_feature_extractor_layers_in_torch_axis_order():
     layers = list(DblurDoseNet().depth_features)
     kinds = [type(m) for m in layers]
-    assert kinds == [nn.Conv3d, nn.BatchNorm3d, nn.LeakyReLU, nn.MaxPool3d, nn.Conv3d, nn.BatchNorm3d, nn.LeakyReLU,
-                     nn.Conv3d]
+    assert kinds == [
+        nn.Conv3d,
+        nn.BatchNorm3d,
+        nn.LeakyReLU,
+        nn.MaxPool3d,
+        nn.Conv3d,
+        nn.BatchNorm3d,
+        nn.LeakyReLU,
+        nn.Conv3d,
+    ]
     conv1, _, act, pool, conv2, _, _, conv3 = layers
     # paper (H, W, D) k(7,7,5) pad(3,3,1) -> torch (D, H, W)
     assert (conv1.in_channels, conv1.out_channels, conv1.kernel_size, conv1.padding) == (2, 8, (5, 7, 7), (1, 3, 3))
@@ -76,8 +85,11 @@ def test_inference_layout_changes_no_value_and_training_keeps_the_default_layout
 def test_depth_progression_11_9_5_3_1_keeps_the_plane():
     net = DblurDoseNet().eval()
     depths = []
-    hooks = [m.register_forward_hook(lambda m, i, o: depths.append(tuple(o.shape[2:])))
-             for m in net.depth_features if isinstance(m, (nn.Conv3d, nn.MaxPool3d))]
+    hooks = [
+        m.register_forward_hook(lambda m, i, o: depths.append(tuple(o.shape[2:])))
+        for m in net.depth_features
+        if isinstance(m, (nn.Conv3d, nn.MaxPool3d))
+    ]
     with torch.no_grad():
         net(torch.zeros(1, 2, PACK_DEPTH, 24, 40), torch.zeros(1, 1, 24, 40))
     for h in hooks:
@@ -88,8 +100,13 @@ def test_depth_progression_11_9_5_3_1_keeps_the_plane():
 def test_unet_widths_activations_and_output():
     unet = DblurDoseNet().unet
     enc = [[(c.in_channels, c.out_channels) for c in block if isinstance(c, nn.Conv2d)] for block in unet.encoder]
-    assert enc == [[(16, 16), (16, 16)], [(16, 32), (32, 32)], [(32, 64), (64, 64)], [(64, 128), (128, 128)],
-                   [(128, 128), (128, 128)]]
+    assert enc == [
+        [(16, 16), (16, 16)],
+        [(16, 32), (32, 32)],
+        [(32, 64), (64, 64)],
+        [(64, 128), (128, 128)],
+        [(128, 128), (128, 128)],
+    ]
     dec = [[(c.in_channels, c.out_channels) for c in block if isinstance(c, nn.Conv2d)] for block in unet.decoder]
     assert dec == [[(256, 128), (128, 64)], [(128, 64), (64, 32)], [(64, 32), (32, 16)], [(32, 16), (16, 16)]]
     for block in unet.encoder:

@@ -1,4 +1,5 @@
 """11-slice packs with replicate padding of the first and last slice."""
+
 import numpy as np
 import pytest
 import torch

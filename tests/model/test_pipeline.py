@@ -1,5 +1,6 @@
 """`train_model` from nothing to a loadable card on two tiny virtual patients (synthetic), with a fine-tuning stage
 on scans of another time point: what the card records, MC maps reused, a re-run that resumes instead of redoing."""
+
 import dataclasses
 import json
 import shutil
@@ -9,16 +10,27 @@ import pytest
 import torch
 
 from cohort_dosimetry.model._card import load_model
-from cohort_dosimetry.model._dataset import DataSpec
-from cohort_dosimetry.model._pipeline import FineTuning, _balanced_mix, _single_scans, train_model
-from cohort_dosimetry.model._training import FitConfig
+from cohort_dosimetry.training._dataset import DataSpec
+from cohort_dosimetry.training._fit import FitConfig
+from cohort_dosimetry.training._recipe import FineTuning, _balanced_mix, _single_scans, train_model
 
 # tiny MC statistics on purpose (labels about 50 % uncertain): no label top-ups
-SPEC = DataSpec(hours=(4.0, 96.0), realisations=1, mc_decays_per_voxel=2.0, mc_decays_per_activity_share=2e6,
-                mc_min_decays=20_000, mc_max_decays=400_000, mc_label_uncertainty_target=1.0)
+SPEC = DataSpec(
+    hours=(4.0, 96.0),
+    realisations=1,
+    mc_decays_per_voxel=2.0,
+    mc_decays_per_activity_share=2e6,
+    mc_min_decays=20_000,
+    mc_max_decays=400_000,
+    mc_label_uncertainty_target=1.0,
+)
 CONFIG = FitConfig(epochs=1, batch_size=4, crop=32, slices_per_epoch=8, validation_stride=16)
-TUNING = FineTuning(train_scans=((3, 24.0), (3, 96.0)), validation_scans=((5, 24.0),),
-                    config=dataclasses.replace(CONFIG, epochs=1, learning_rate=2.5e-4, voi_balance=True), spect="fast")
+TUNING = FineTuning(
+    train_scans=((3, 24.0), (3, 96.0)),
+    validation_scans=((5, 24.0),),
+    config=dataclasses.replace(CONFIG, epochs=1, learning_rate=2.5e-4, voi_balance=True),
+    spect="fast",
+)
 
 
 @pytest.fixture(scope="module")
@@ -87,21 +99,26 @@ def test_a_fine_tuning_scan_depends_on_its_seed_and_time_alone(trained, tmp_path
     out, _ = trained
     [alone], [meta] = _single_scans(tmp_path, out / "data", [(3, 96.0)], "fast", SPEC, "cpu", lambda s: None)
     assert meta["seed"] == 3 and meta["spec"]["hours"] == [96.0]
-    np.testing.assert_array_equal(np.asarray(alone.load("spect")),
-                                  np.load(out / "data_fine_tuning" / "h96" / "patient_3" / "spect_t0_r0.npy"))
-    assert not np.array_equal(np.asarray(alone.load("spect")),
-                              np.load(out / "data_fine_tuning" / "h24" / "patient_3" / "spect_t0_r0.npy"))
+    np.testing.assert_array_equal(
+        np.asarray(alone.load("spect")), np.load(out / "data_fine_tuning" / "h96" / "patient_3" / "spect_t0_r0.npy")
+    )
+    assert not np.array_equal(
+        np.asarray(alone.load("spect")), np.load(out / "data_fine_tuning" / "h24" / "patient_3" / "spect_t0_r0.npy")
+    )
 
 
 def test_retrain_reuses_the_mc_maps_of_an_earlier_run(trained, tmp_path):
     """``mc_from``: labels identical to the earlier run's, no MC simulated; the source and SPECT constants on the
     card."""
     out, _ = trained
-    card_path = train_model(tmp_path, [3], [5], [8], SPEC, CONFIG, device="cpu", log=lambda s: None,
-                            mc_from=out / "data")
+    card_path = train_model(
+        tmp_path, [3], [5], [8], SPEC, CONFIG, device="cpu", log=lambda s: None, mc_from=out / "data"
+    )
     for seed in (3, 5):
-        np.testing.assert_array_equal(np.load(tmp_path / "data" / f"patient_{seed}" / "label_t0.npy"),
-                                      np.load(out / "data" / f"patient_{seed}" / "label_t0.npy"))
+        np.testing.assert_array_equal(
+            np.load(tmp_path / "data" / f"patient_{seed}" / "label_t0.npy"),
+            np.load(out / "data" / f"patient_{seed}" / "label_t0.npy"),
+        )
         meta = json.loads((tmp_path / "data" / f"patient_{seed}" / "patient.json").read_text())
         assert meta["seconds"]["mc_compartments"] == 0.0
     _, card = load_model(card_path)
@@ -123,8 +140,10 @@ def test_fine_tuning_patients_must_belong_to_their_split(tmp_path):
     assert not (tmp_path / "data").exists()
 
 
-@pytest.mark.parametrize(("share", "n_stage1", "n_extra", "copies"), [(0.5, 144, 9, 16), (0.75, 144, 12, 36),
-                                                                     (0.5, 12, 1, 12), (0.1, 4, 8, 1)])
+@pytest.mark.parametrize(
+    ("share", "n_stage1", "n_extra", "copies"),
+    [(0.5, 144, 9, 16), (0.75, 144, 12, 36), (0.5, 12, 1, 12), (0.1, 4, 8, 1)],
+)
 def test_mix_gives_the_fine_tuning_scans_their_share(share, n_stage1, n_extra, copies):
     stage1, extra = [object() for _ in range(n_stage1)], [object() for _ in range(n_extra)]
     mixed = _balanced_mix(stage1, extra, share)

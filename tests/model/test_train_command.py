@@ -1,5 +1,6 @@
 """`cohort-dosimetry train` end to end on two tiny virtual patients (synthetic, tiny MC statistics): the options
 reach the card, and the same command with more epochs resumes the run instead of redoing it."""
+
 import json
 
 import pytest
@@ -8,12 +9,47 @@ from cohort_dosimetry.cli import main
 from cohort_dosimetry.model._card import load_model
 
 # tiny MC statistics on purpose (labels about 50 % uncertain, no top-ups): this checks the wiring, not the physics
-ARGS = ["--train-seeds", "3", "--validation-seeds", "5", "--test-seeds", "8", "--hours", "4", "96",
-        "--realisations", "1", "--mc-decays-per-voxel", "2", "--mc-decays-per-activity-share", "2e6",
-        "--mc-min-decays", "20000", "--mc-max-decays", "400000", "--mc-label-uncertainty-target", "1.0",
-        "--batch-size", "4", "--crop", "32", "--slices-per-epoch", "8", "--validation-stride", "16",
-        "--learning-rate", "5e-4", "--seed", "2", "--fine-tuning-epochs", "0", "--device", "cpu",
-        "--note", "wiring test"]
+ARGS = [
+    "--train-seeds",
+    "3",
+    "--validation-seeds",
+    "5",
+    "--test-seeds",
+    "8",
+    "--hours",
+    "4",
+    "96",
+    "--realisations",
+    "1",
+    "--mc-decays-per-voxel",
+    "2",
+    "--mc-decays-per-activity-share",
+    "2e6",
+    "--mc-min-decays",
+    "20000",
+    "--mc-max-decays",
+    "400000",
+    "--mc-label-uncertainty-target",
+    "1.0",
+    "--batch-size",
+    "4",
+    "--crop",
+    "32",
+    "--slices-per-epoch",
+    "8",
+    "--validation-stride",
+    "16",
+    "--learning-rate",
+    "5e-4",
+    "--seed",
+    "2",
+    "--fine-tuning-epochs",
+    "0",
+    "--device",
+    "cpu",
+    "--note",
+    "wiring test",
+]
 
 
 @pytest.fixture(scope="module")
@@ -28,10 +64,18 @@ def test_options_reach_the_card(trained):
     assert card.training_data["train_seeds"] == [3] and card.training_data["validation_seeds"] == [5]
     assert card.training_data["held_out_test_seeds"] == [8] and card.training_data["hours_post_injection"] == [4, 96]
     assert card.training_data["noise_realisations"] == 1
-    assert {k: card.training[k] for k in ("epochs", "batch_size", "learning_rate", "crop", "slices_per_epoch",
-                                          "validation_stride", "seed")} == {
-        "epochs": 1, "batch_size": 4, "learning_rate": 5e-4, "crop": 32, "slices_per_epoch": 8,
-        "validation_stride": 16, "seed": 2}
+    assert {
+        k: card.training[k]
+        for k in ("epochs", "batch_size", "learning_rate", "crop", "slices_per_epoch", "validation_stride", "seed")
+    } == {
+        "epochs": 1,
+        "batch_size": 4,
+        "learning_rate": 5e-4,
+        "crop": 32,
+        "slices_per_epoch": 8,
+        "validation_stride": 16,
+        "seed": 2,
+    }
     assert card.training["device"] == "cpu"  # the device the run used, resolved (not "auto")
     assert "fine_tuning" not in card.training and "wiring test" in json.dumps(card.training)
     labels = card.training_data["label_median_relative_uncertainty_in_organ_voxels"]

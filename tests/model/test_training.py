@@ -1,11 +1,12 @@
 """Training: the loss weights and weighted loss, one Adam step, checkpoint resume reproducing an uninterrupted run,
 fine-tuning from given parameters, CUDA training against the CPU."""
+
 import numpy as np
 import pytest
 import torch
 
 from cohort_dosimetry.model import DblurDoseNet
-from cohort_dosimetry.model._training import (
+from cohort_dosimetry.training._fit import (
     FitConfig,
     TrainingVolume,
     _batch,
@@ -51,7 +52,6 @@ def test_loss_weights_by_hand():
     np.testing.assert_allclose(balanced, expected, rtol=1e-6)  # the hot kidney and the body keep 0.7
 
 
-
 def test_lesion_balance_by_hand():
     # 1 x 2 x 4 volume: body | lesion_1 (1 voxel, cold) | lesion_2 (3 voxels, hot) | outside
     labels = np.array([[[1, 101, 102, 102], [1, 102, 0, 0]]], np.int16)
@@ -69,6 +69,7 @@ def test_lesion_balance_by_hand():
     no_lesions = labels.copy()
     no_lesions[no_lesions > 100] = 1
     np.testing.assert_array_equal(loss_weights(label, no_lesions, names, False, True), plain)
+
 
 def test_one_training_step_reduces_the_loss(rng):
     torch.manual_seed(0)
@@ -101,12 +102,19 @@ def test_resume_gives_the_parameters_of_an_uninterrupted_run(rng, tmp_path):
 
 def test_fine_tuning_starts_from_the_given_parameters(rng, tmp_path):
     train, validation = _volumes(rng), _volumes(rng, n=1)
-    start, _ = fit(train, validation, FitConfig(epochs=1, batch_size=4, crop=16, seed=3), tmp_path / "a",
-                   log=lambda s: None)
+    start, _ = fit(
+        train, validation, FitConfig(epochs=1, batch_size=4, crop=16, seed=3), tmp_path / "a", log=lambda s: None
+    )
     state = {k: v.clone() for k, v in start.state_dict().items()}
     # zero epochs: fit only loads; the loss is the start model's, not a fresh network's
-    tuned, history = fit(train, validation, FitConfig(epochs=0, batch_size=4, crop=16), tmp_path / "b",
-                         log=lambda s: None, initial_state=state)
+    tuned, history = fit(
+        train,
+        validation,
+        FitConfig(epochs=0, batch_size=4, crop=16),
+        tmp_path / "b",
+        log=lambda s: None,
+        initial_state=state,
+    )
     assert history == []
     fresh = DblurDoseNet().eval()
     assert evaluate_loss(tuned, validation, 4) == pytest.approx(evaluate_loss(start, validation, 4), rel=1e-6)
@@ -146,12 +154,17 @@ def test_cuda_training_matches_the_cpu_and_resumes_on_it(rng, tmp_path, monkeypa
     quiet = lambda s: None  # noqa: E731
     cpu_model, cpu = fit(train, validation, config, tmp_path / "cpu", log=quiet, device="cpu")
     cuda_model, cuda = fit(train, validation, config, tmp_path / "cuda", log=quiet, device="cuda")
-    fit(train, validation, FitConfig(epochs=1, batch_size=4, crop=16, seed=3), tmp_path / "moved", log=quiet,
-        device="cuda")
+    fit(
+        train,
+        validation,
+        FitConfig(epochs=1, batch_size=4, crop=16, seed=3),
+        tmp_path / "moved",
+        log=quiet,
+        device="cuda",
+    )
     _, moved = fit(train, validation, config, tmp_path / "moved", log=quiet, device="cpu")
     assert next(cuda_model.parameters()).device.type == "cpu"
     for history in (cuda, moved):
         for key in ("train_loss", "validation_loss"):
             assert [h[key] for h in history] == pytest.approx([h[key] for h in cpu], rel=1e-2), key
-    assert evaluate_loss(cuda_model, validation, 4) == pytest.approx(evaluate_loss(cpu_model, validation, 4),
-                                                                     rel=1e-2)
+    assert evaluate_loss(cuda_model, validation, 4) == pytest.approx(evaluate_loss(cpu_model, validation, 4), rel=1e-2)

@@ -1,23 +1,14 @@
 """Virtual-patient anatomy, label vocabulary and kinetics (synthetic patients on small grids)."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from cohort_dosimetry.phantoms import (
-    GRIDS,
-    LESION_LABEL_OFFSET,
-    VOI_NAMES,
-    Grid,
-    activity_true,
-    compartment_activity_bq,
-    cumulated_activity_bq_s,
-    label_of,
-    make_anatomy,
-    name_of,
-    voi_type,
-)
+from cohort_dosimetry.grid import GRIDS, Grid
+from cohort_dosimetry.phantoms import activity_true, compartment_activity_bq, cumulated_activity_bq_s, make_anatomy
 from cohort_dosimetry.physics import nuclide
+from cohort_dosimetry.vocabulary import LESION_LABEL_OFFSET, VOI_NAMES, label_of, name_of, voi_type
 
 # same 390 x 500 x 500 mm field of view as the compact grid, half the voxels per axis
 SMALL = Grid((65, 64, 64), (6.0, 7.82, 7.82))
@@ -29,9 +20,19 @@ def anatomies():
 
 
 def test_vocabulary_classes_and_labels_round_trip():
-    expected = {"body": "body", "lung_left": "lung", "lung_right": "lung", "liver": "liver",
-                "kidney_left": "kidney", "kidney_right": "kidney", "spleen": "spleen", "vertebra_L2": "vertebra",
-                "vertebra_L5": "vertebra", "lesion_1": "lesion", "lesion_12": "lesion"}
+    expected = {
+        "body": "body",
+        "lung_left": "lung",
+        "lung_right": "lung",
+        "liver": "liver",
+        "kidney_left": "kidney",
+        "kidney_right": "kidney",
+        "spleen": "spleen",
+        "vertebra_L2": "vertebra",
+        "vertebra_L5": "vertebra",
+        "lesion_1": "lesion",
+        "lesion_12": "lesion",
+    }
     for name, cls in expected.items():
         assert voi_type(name) == cls
         assert name_of(label_of(name)) == name
@@ -60,8 +61,19 @@ def test_labels_use_the_vocabulary_and_cover_every_organ(anatomies):
         assert set(np.unique(labels)) - {0} == set(names)
         for label, name in names.items():
             assert label_of(name) == label
-        organs = {"body", "lung_left", "lung_right", "liver", "kidney_left", "kidney_right", "spleen",
-                  "vertebra_L2", "vertebra_L3", "vertebra_L4", "vertebra_L5"}
+        organs = {
+            "body",
+            "lung_left",
+            "lung_right",
+            "liver",
+            "kidney_left",
+            "kidney_right",
+            "spleen",
+            "vertebra_L2",
+            "vertebra_L3",
+            "vertebra_L4",
+            "vertebra_L5",
+        }
         assert organs <= set(names.values()), f"seed {seed} misses {organs - set(names.values())}"
         lesions = [n for n in names.values() if voi_type(n) == "lesion"]
         assert 1 <= len(lesions) <= 6
@@ -79,8 +91,11 @@ def test_ct_numbers_of_tissues(anatomies):
         assert abs(np.median(hu[labels == names["liver"]]) - 60) < 25
         assert (hu[labels == 0] < -900).mean() > 0.99  # air outside the body
         # density follows the CT through the Li et al. curve
-        assert np.allclose(anatomy["density"].values[labels == names["liver"]].mean(),
-                           0.00069 * hu[labels == names["liver"]].mean() + 1.03107, atol=0.01)
+        assert np.allclose(
+            anatomy["density"].values[labels == names["liver"]].mean(),
+            0.00069 * hu[labels == names["liver"]].mean() + 1.03107,
+            atol=0.01,
+        )
 
 
 def test_anatomy_is_deterministic_and_varies_with_seed(anatomies):

@@ -4,6 +4,7 @@ The patients here are tiny synthetic Datasets of the exact form ``make_virtual_p
 spacing, an off-centre origin and unequal axis lengths, so that any swap of axes or of (row, col) shows), with
 a liver lesion that leaves a hole in the liver ROI and organs that leave holes in the body ROI.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -20,12 +21,16 @@ import xarray as xr
 from matplotlib.path import Path as PolygonPath
 
 from cohort_dosimetry.cli import main as cli_main
-from cohort_dosimetry.phantoms import Grid, make_virtual_patient
+from cohort_dosimetry.grid import Grid
+from cohort_dosimetry.phantoms import make_virtual_patient
 from cohort_dosimetry.phantoms._dicom_export import (
-    cohort_plan, export_cohort, export_dicom, read_ground_truth,
+    cohort_plan,
+    export_cohort,
+    export_dicom,
+    read_ground_truth,
 )
-from cohort_dosimetry.phantoms._virtual_patient import DEFAULT_HOURS
 from cohort_dosimetry.phantoms._identity import synthetic_identity
+from cohort_dosimetry.phantoms._virtual_patient import DEFAULT_HOURS
 from cohort_dosimetry.physics import nuclide
 
 requires_dciodvfy = pytest.mark.skipif(
@@ -36,8 +41,7 @@ requires_dciodvfy = pytest.mark.skipif(
 SHAPE = (7, 22, 26)  # (z, y, x)
 SPACING_MM = (2.5, 3.25, 4.0)
 ORIGIN_MM = (-30.0, -41.0, 17.5)
-NAMES = {1: "body", 2: "lung_left", 4: "liver", 5: "kidney_left", 6: "kidney_right", 9: "vertebra_L3",
-         101: "lesion_1"}
+NAMES = {1: "body", 2: "lung_left", 4: "liver", 5: "kidney_left", 6: "kidney_right", 9: "vertebra_L3", 101: "lesion_1"}
 INJECTION = dt.datetime(2024, 3, 5, 9, 30, 0)
 
 
@@ -71,8 +75,14 @@ def make_patient(seed: int, hours=(4.0, 24.0, 96.0)) -> xr.Dataset:
             "activity_true": (("timepoint", "z", "y", "x"), activity_true.astype(np.float32), {"units": "Bq/mL"}),
         },
         coords=coords,
-        attrs={"seed": seed, "spacing_mm": SPACING_MM, "origin_mm": ORIGIN_MM, "administered_activity_bq": 7.4e9,
-               "nuclide": "Lu177", "sex": "female"},
+        attrs={
+            "seed": seed,
+            "spacing_mm": SPACING_MM,
+            "origin_mm": ORIGIN_MM,
+            "administered_activity_bq": 7.4e9,
+            "nuclide": "Lu177",
+            "sex": "female",
+        },
     )
     return ds
 
@@ -168,8 +178,12 @@ def test_nm_round_trip_simpleitk(exported):
     for k, scan in enumerate(result.scans):
         image = sitk.ReadImage(str(scan.nm_file))
         slope = float(pydicom.dcmread(scan.nm_file, stop_before_pixels=True).RescaleSlope)
-        np.testing.assert_allclose(sitk.GetArrayFromImage(image), patient["activity"].isel(timepoint=k).values,
-                                   atol=slope / 2 * (1 + 1e-6), rtol=1e-6)
+        np.testing.assert_allclose(
+            sitk.GetArrayFromImage(image),
+            patient["activity"].isel(timepoint=k).values,
+            atol=slope / 2 * (1 + 1e-6),
+            rtol=1e-6,
+        )
         np.testing.assert_allclose(image.GetOrigin(), _expected_origin_xyz(), atol=1e-6)
         np.testing.assert_allclose(image.GetSpacing(), SPACING_MM[::-1], atol=1e-6)
         np.testing.assert_allclose(image.GetDirection(), np.eye(3).ravel(), atol=1e-9)
@@ -231,8 +245,9 @@ def test_seg_matches_labels_exactly_and_references_ct(exported):
         by_label = {}
         for number in seg.get_segment_numbers():
             name = seg.get_segment_description(number).segment_label
-            masks = seg.get_pixels_by_source_instance(source_sop_instance_uids=source_uids,
-                                                      segment_numbers=[number], assert_missing_frames_are_empty=True)
+            masks = seg.get_pixels_by_source_instance(
+                source_sop_instance_uids=source_uids, segment_numbers=[number], assert_missing_frames_are_empty=True
+            )
             by_label[name] = masks[..., 0].astype(bool)
         assert set(by_label) == set(NAMES.values())
         for value, name in NAMES.items():
@@ -247,8 +262,11 @@ def test_synthetic_identity_reaches_every_object(exported):
     patient, result = exported
     ident = synthetic_identity(patient.attrs["seed"], "F")
     assert ident.sex == "F" and "^" in ident.patient_name
-    files = [f for scan in result.scans for f in (*scan.ct_dir.glob("*.dcm"), scan.nm_file, scan.rtstruct_file,
-                                                  scan.seg_file)]
+    files = [
+        f
+        for scan in result.scans
+        for f in (*scan.ct_dir.glob("*.dcm"), scan.nm_file, scan.rtstruct_file, scan.seg_file)
+    ]
     for f in files:
         ds = pydicom.dcmread(f, stop_before_pixels=True)
         assert str(ds.PatientName) == ident.patient_name, f
@@ -295,8 +313,10 @@ def test_uids_are_deterministic_from_the_seed_and_consistent(exported, tmp_path)
         if uid is not None:
             assert pydicom.uid.UID(uid).is_valid, key
     for k, scan in enumerate(result.scans):
-        per_object = {kw: {v for key, v in first.items() if key.startswith(f"{k}/") and key.endswith(kw)}
-                      for kw in ("StudyInstanceUID", "FrameOfReferenceUID")}
+        per_object = {
+            kw: {v for key, v in first.items() if key.startswith(f"{k}/") and key.endswith(kw)}
+            for kw in ("StudyInstanceUID", "FrameOfReferenceUID")
+        }
         assert per_object["StudyInstanceUID"] == {scan.study_instance_uid}  # one study per time point
         assert per_object["FrameOfReferenceUID"] == {scan.frame_of_reference_uid}  # CT, NM, RTSTRUCT, SEG
     assert len({s.study_instance_uid for s in result.scans}) == len(result.scans)
@@ -365,8 +385,12 @@ def _check_cohort(cohort, n_patients: int, seed: int, grid) -> None:
         for k, scan in enumerate(patient.scans):
             nm = pydicom.dcmread(scan.nm_file)
             slope = float(nm.RescaleSlope)
-            np.testing.assert_allclose(nm.pixel_array * slope, generated["activity"].isel(timepoint=k).values,
-                                       atol=slope / 2 * (1 + 1e-6), rtol=1e-6)
+            np.testing.assert_allclose(
+                nm.pixel_array * slope,
+                generated["activity"].isel(timepoint=k).values,
+                atol=slope / 2 * (1 + 1e-6),
+                rtol=1e-6,
+            )
             assert nm.PatientSex == generated.attrs["sex"] and str(nm.PatientName) == ident.patient_name
             image = sitk.ReadImage(str(scan.nm_file))
             np.testing.assert_allclose(image.GetOrigin(), generated.attrs["origin_mm"][::-1], atol=1e-4)
@@ -400,8 +424,12 @@ def test_synth_cli_writes_the_cohort_with_two_processes(tmp_path, capsys):
 def test_dciodvfy_reports_no_errors(exported):
     _, result = exported
     scan = result.scans[0]
-    objects = {"CTImage": next(scan.ct_dir.glob("*.dcm")), "NMImage": scan.nm_file,
-               "RTStructureSet": scan.rtstruct_file, "Segmentation": scan.seg_file}
+    objects = {
+        "CTImage": next(scan.ct_dir.glob("*.dcm")),
+        "NMImage": scan.nm_file,
+        "RTStructureSet": scan.rtstruct_file,
+        "Segmentation": scan.seg_file,
+    }
     for iod, f in objects.items():
         run = subprocess.run(["dciodvfy", "-new", str(f)], capture_output=True, text=True, timeout=60)
         report = (run.stdout + run.stderr).splitlines()

@@ -1,4 +1,5 @@
 """The two SPECT models: recovery, count level, noise, conservation, determinism (synthetic phantoms)."""
+
 from __future__ import annotations
 
 import json
@@ -9,10 +10,9 @@ import pytest
 import xarray as xr
 from scipy import ndimage
 
+from cohort_dosimetry.grid import Grid
 from cohort_dosimetry.phantoms import (
     Acquisition,
-    Grid,
-    label_of,
     make_anatomy,
     make_virtual_patient,
     simulate_spect,
@@ -25,14 +25,16 @@ from cohort_dosimetry.phantoms._calibration import (
     SPHERE_VOLUMES_ML,
     _neighbour_correlation,
 )
+from cohort_dosimetry.vocabulary import label_of
 
 SMALL = Grid((65, 64, 64), (6.0, 7.82, 7.82))
 STORED = json.loads(resources.files("cohort_dosimetry.phantoms").joinpath("fast_spect_calibration.json").read_text())
 
 
 def _phantom_anatomy(phantom: dict, grid: Grid, seed: int = 11) -> xr.Dataset:
-    return xr.Dataset({"density": (("z", "y", "x"), phantom["density"])},
-                      attrs={"spacing_mm": list(grid.spacing_mm), "seed": seed})
+    return xr.Dataset(
+        {"density": (("z", "y", "x"), phantom["density"])}, attrs={"spacing_mm": list(grid.spacing_mm), "seed": seed}
+    )
 
 
 def _recoveries(image: np.ndarray, phantom: dict) -> dict[float, float]:
@@ -63,8 +65,9 @@ def test_fast_noise_is_correlated_like_pytomography_and_scales_with_counts(calib
     counts = STORED["settings"]["counts"]
     noise_std = {}
     for factor in (1.0, 4.0):
-        spect = simulate_spect(phantom["activity_bq_ml"][None], anatomy, [4.0], counts=counts * factor,
-                               realisations=2).values[:, 0]
+        spect = simulate_spect(
+            phantom["activity_bq_ml"][None], anatomy, [4.0], counts=counts * factor, realisations=2
+        ).values[:, 0]
         noise = (spect[0] - spect[1]) / np.sqrt(2)
         noise_std[factor] = noise[phantom["background"]].std()
         if factor == 1.0:
@@ -86,8 +89,10 @@ def test_fast_model_conserves_activity_in_a_large_uniform_region(rng, device):
     body = ((yy / 140.0) ** 2 + (xx / 160.0) ** 2 <= 1.0) & (np.abs(zz) <= 100.0)
     level = rng.uniform(5e4, 2e5)
     activity = np.where(body, level, 0.0).astype(np.float32)[None]
-    anatomy = xr.Dataset({"density": (("z", "y", "x"), np.where(body, 1.0, 0.0012).astype(np.float32))},
-                         attrs={"spacing_mm": list(grid.spacing_mm), "seed": 1})
+    anatomy = xr.Dataset(
+        {"density": (("z", "y", "x"), np.where(body, 1.0, 0.0012).astype(np.float32))},
+        attrs={"spacing_mm": list(grid.spacing_mm), "seed": 1},
+    )
     spect = simulate_spect(activity, anatomy, [24.0], counts=5e6, device=device).values[0]
     voxel_ml = grid.voxel_volume_ml
     assert spect.sum() * voxel_ml == pytest.approx(activity.sum() * voxel_ml, rel=0.01)
@@ -105,8 +110,9 @@ def test_virtual_patient_small_lesion_blurred_large_organ_recovered():
     assert ratio == pytest.approx(1.0, abs=0.1)
     # 4 mL sphere in the calibration phantom on the same grid: far below truth
     phantom = sphere_phantom(SMALL)
-    spect = simulate_spect(phantom["activity_bq_ml"][None], _phantom_anatomy(phantom, SMALL), [24.0],
-                           counts=STORED["settings"]["counts"]).values[0]
+    spect = simulate_spect(
+        phantom["activity_bq_ml"][None], _phantom_anatomy(phantom, SMALL), [24.0], counts=STORED["settings"]["counts"]
+    ).values[0]
     assert _recoveries(spect, phantom)[4.0] < 0.5
 
 
@@ -154,9 +160,15 @@ def test_pytomography_tiny_run_counts_and_recovery_ordering(device):
     phantom = sphere_phantom(grid)
     anatomy = _phantom_anatomy(phantom, grid)
     counts = 2.0e6
-    spect = simulate_spect(phantom["activity_bq_ml"][None], anatomy, [4.0], model="pytomography", counts=counts,
-                           acquisition=Acquisition(n_views=12, osem_iterations=3, osem_subsets=3, voxel_mm=9.6),
-                           device=device)
+    spect = simulate_spect(
+        phantom["activity_bq_ml"][None],
+        anatomy,
+        [4.0],
+        model="pytomography",
+        counts=counts,
+        acquisition=Acquisition(n_views=12, osem_iterations=3, osem_subsets=3, voxel_mm=9.6),
+        device=device,
+    )
     measured = spect.attrs["measured_counts"][0][0]
     assert spect.attrs["counts"][0] == pytest.approx(counts, rel=1e-5)
     assert abs(measured - counts) < 5 * np.sqrt(counts)  # Poisson total of the requested level
@@ -206,8 +218,7 @@ def test_pytomography_projection_with_banded_psf_equals_the_stock_projector():
         system = _system_matrix(pytomography, mu, acquisition)
         psf = system.obj2obj_transforms[1]
         blurs = list(psf.layers.values())
-        assert blurs and all(isinstance(b.layer_r, BandedConv1d) and isinstance(b.layer_z, BandedConv1d)
-                             for b in blurs)
+        assert blurs and all(isinstance(b.layer_r, BandedConv1d) and isinstance(b.layer_z, BandedConv1d) for b in blurs)
         banded = system.forward(activity)
         back_banded = system.backward(banded)
         for blur in blurs:  # put PyTomography's own layers back, with the same kernels

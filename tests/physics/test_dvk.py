@@ -2,14 +2,14 @@
 
 All phantoms here are synthetic (no patient data).
 """
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import scipy.signal
 
-from cohort_dosimetry.physics import dose_rate_dvk, run_monte_carlo
-from cohort_dosimetry.physics import _dvk, _kernels
+from cohort_dosimetry.physics import _dvk, _kernels, dose_rate_dvk, run_monte_carlo
 
 GY_PER_BQ_S = 1e-9  # 1 mGy/(MBq s) = 1e-9 Gy/(Bq s)
 
@@ -98,15 +98,18 @@ def test_spectrum_is_cached_per_volume_shape_and_kernel(rng):
     assert len(_dvk._spectrum_cache) == _dvk._SPECTRUM_CACHE_SIZE
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda a, r, k: (a[:-1], r, k), "shape"),
-    (lambda a, r, k: (np.where(a > 0.5, np.nan, a), r, k), "activity_bq has .* non-finite"),
-    (lambda a, r, k: (a - 0.5, r, k), "activity_bq has .* negative"),
-    (lambda a, r, k: (a, np.where(r > 0, np.nan, r), k), "density has .* non-finite"),
-    (lambda a, r, k: (a, -r, k), "density has .* negative"),
-    (lambda a, r, k: (a, r, k[:-1]), "odd"),
-    (lambda a, r, k: (a[0], r[0], k), "3-D"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda a, r, k: (a[:-1], r, k), "shape"),
+        (lambda a, r, k: (np.where(a > 0.5, np.nan, a), r, k), "activity_bq has .* non-finite"),
+        (lambda a, r, k: (a - 0.5, r, k), "activity_bq has .* negative"),
+        (lambda a, r, k: (a, np.where(r > 0, np.nan, r), k), "density has .* non-finite"),
+        (lambda a, r, k: (a, -r, k), "density has .* negative"),
+        (lambda a, r, k: (a, r, k[:-1]), "odd"),
+        (lambda a, r, k: (a[0], r[0], k), "3-D"),
+    ],
+)
 def test_bad_input_is_refused_with_a_clear_error(rng, change, message):
     a = rng.uniform(0, 1, (4, 4, 4))
     r = np.full(a.shape, 1.04)
@@ -136,8 +139,12 @@ def test_default_kernel_uses_the_shipped_compact_grid_kernel(monkeypatch, tmp_pa
     dose = dose_rate_dvk(activity, np.full(activity.shape, 1.04, np.float32), spacing, device="cpu")
     kernel = _kernels.voxel_kernel("Lu177", spacing, _kernels.default_kernel_shape(spacing))
     c = [s // 2 for s in kernel.shape]
-    np.testing.assert_allclose(dose, kernel[c[0] - 4:c[0] + 5, c[1] - 4:c[1] + 5, c[2] - 4:c[2] + 5] * 1e6 * 1e-9,
-                               rtol=1e-4, atol=1e-7 * dose.max())
+    np.testing.assert_allclose(
+        dose,
+        kernel[c[0] - 4 : c[0] + 5, c[1] - 4 : c[1] + 5, c[2] - 4 : c[2] + 5] * 1e6 * 1e-9,
+        rtol=1e-4,
+        atol=1e-7 * dose.max(),
+    )
 
 
 def test_dvk_equals_monte_carlo_in_homogeneous_tissue(rng, tmp_path, monkeypatch):
@@ -182,10 +189,12 @@ def test_dvk_equals_monte_carlo_in_homogeneous_tissue(rng, tmp_path, monkeypatch
     resolved = mc.relative_uncertainty < 0.10
     sparse_ratio = dvk[~resolved].sum() / mc_dose[~resolved].sum()
     z_sparse = (dvk[~resolved].sum() - mc_dose[~resolved].sum()) / np.sqrt(var[~resolved].sum())
-    print(f"DVK vs MC: {resolved.sum()} resolved voxels: mean z^2 {np.mean(z_score[resolved] ** 2):.3f}, "
-          f"max |z| {np.abs(z_score[resolved]).max():.2f}, mean z {z_score[resolved].mean():+.3f}; "
-          f"{(~resolved).sum()} sparse voxels in sum: DVK/MC {sparse_ratio:.4f}, z {z_sparse:+.2f}; "
-          f"whole map: sum DVK / sum MC {dvk.sum() / mc_dose.sum():.4f}")
+    print(
+        f"DVK vs MC: {resolved.sum()} resolved voxels: mean z^2 {np.mean(z_score[resolved] ** 2):.3f}, "
+        f"max |z| {np.abs(z_score[resolved]).max():.2f}, mean z {z_score[resolved].mean():+.3f}; "
+        f"{(~resolved).sum()} sparse voxels in sum: DVK/MC {sparse_ratio:.4f}, z {z_sparse:+.2f}; "
+        f"whole map: sum DVK / sum MC {dvk.sum() / mc_dose.sum():.4f}"
+    )
     assert resolved.sum() > 0.5 * resolved.size
     assert np.mean(z_score[resolved] ** 2) < 1.4
     assert np.abs(z_score[resolved]).max() < 5.0

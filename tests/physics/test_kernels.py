@@ -1,5 +1,6 @@
 """Dose voxel kernels: published S-value, energy conservation, voxel-size scaling, symmetry, cache, shipped data,
 importers and the ``kernel`` command."""
+
 from __future__ import annotations
 
 import json
@@ -8,8 +9,7 @@ import numpy as np
 import pytest
 
 from cohort_dosimetry.cli import main as cli_main
-from cohort_dosimetry.physics import load_kernel_npy_pair, load_kernel_octant_text, nuclide, voxel_kernel
-from cohort_dosimetry.physics import _kernels
+from cohort_dosimetry.physics import _kernels, load_kernel_npy_pair, load_kernel_octant_text, nuclide, voxel_kernel
 
 MEV_TO_J = 1.602176634e-13  # CODATA 2018
 TISSUE = 1.04  # g/cm3, the kernels' medium
@@ -30,31 +30,44 @@ def mgy_per_mbq_s(energy_mev, spacing_mm):
 @pytest.fixture(scope="module")
 def kernels_4p8():
     """Beta and photon kernels at 4.8 mm on a 5^3 grid (+-12 mm, far beyond the 1.8 mm maximum electron range)."""
-    return {kind: _kernels.generate_kernel("Lu177", (4.8, 4.8, 4.8), 5, kind, DECAYS, "cpu") for kind in
-            ("beta", "photon")}
+    return {
+        kind: _kernels.generate_kernel("Lu177", (4.8, 4.8, 4.8), 5, kind, DECAYS, "cpu") for kind in ("beta", "photon")
+    }
 
 
 def test_central_value_matches_lanconelli(kernels_4p8):
-    """S(0,0,0) for 4.8 mm voxels within 10 % of the published 0.178 mGy/(MBq s).
+    """S(0,0,0) for 4.8 mm voxels against the published 0.178 mGy/(MBq s), like with like.
 
-    What to expect: Lu-177 emits 147.9 keV of electrons per decay (ICRP-107: beta 133.3 + conversion 13.5 +
-    Auger 1.1 keV) = 2.370e-14 J. A 4.8 mm soft-tissue voxel weighs 0.48^3 cm3 x 1.04 g/cm3 = 0.1150 g. If the
-    voxel absorbed all the electron energy: 2.370e-14 J / 1.150e-4 kg = 2.06e-10 Gy per decay = 0.206 mGy/(MBq s).
-    It keeps a self-absorbed fraction phi = 1 - f_esc; for electrons whose energy-weighted mean deposition distance
-    r is small compared with the voxel side L, a cube loses f_esc = (S/V) r / 4 = 1.5 r / L (isotropic emission,
-    uniform source: the mean outward component of a displacement r is r/4 per unit area). The energy-weighted CSDA
-    range of the Lu-177 electrons is 0.46 mm; energy is deposited all along a track that multiple scattering folds
-    up, so r ~ 0.2-0.3 mm, f_esc ~ 0.06-0.09, phi ~ 0.91-0.94 and S_beta(0) ~ 0.187-0.194. The photons (35 keV per
-    decay) add well under 1 %: most of their energy leaves the voxel. Lanconelli's 0.178 corresponds to phi = 0.86,
-    i.e. r ~ 0.44 mm, close to the full CSDA range: the published value sits at the low end of what this
-    estimate allows, which is why only 10 % agreement is asked.
+    What the published source is: the tables hold, in the 3x3x3 voxels around the source (where all the electron
+    energy of a voxel source lands), 138 keV of electron energy per decay (published S-values x voxel mass, minus our
+    photon kernel's share; cohort_dosimetry.validation, docs/validation): about the ICRP-107 beta spectrum's 133.3 keV,
+    not all 147.9 keV of Lu-177's electrons (beta + conversion 13.5 + Auger 1.1 keV). So the comparison uses a source
+    of the beta spectrum alone (kernel kind "beta_spectrum") plus the photon kernel: measured 0.1728, 2.9 % below the
+    published value, and 2.2-2.9 % below at every published size from 2.21 to 9.28 mm (docs/validation). A transport
+    error would change with voxel size; this offset does not. It is the medium: the same source in 1.00 g/cm3
+    reproduces the published S(0,0,0) to +0.7-1.1 % and S(0,0,1) to -1.1 to -2.2 % at every size (docs/validation),
+    so their tables fit a 1.00 g/cm3 medium where ours is 1.04 g/cm3; 5 % bounds that. The old comparison with all
+    electrons (8.3 % above, asked within 10 %) mixed two sources and two media.
+
+    With all electrons (what the DVK uses) S(0,0,0) exceeds the beta-spectrum value by the energy ratio
+    147.9 / 133.3 = 1.110, or slightly more: conversion and Auger electrons are slower than the mean beta and leave
+    the voxel less often. Self-absorbed fraction of the electrons: an escape f_esc = 1.5 r / L for a mean deposition
+    distance r << L gives phi = 0.91-0.94 for r ~ 0.2-0.3 mm (energy-weighted CSDA range 0.46 mm, folded by multiple
+    scattering). The photons (35 keV per decay) add well under 1 %: most of their energy leaves the voxel.
     """
     beta, photon = kernels_4p8["beta"][0], kernels_4p8["photon"][0]
+    spectrum, _ = _kernels.generate_kernel("Lu177", (4.8, 4.8, 4.8), 5, "beta_spectrum", DECAYS, "cpu")
+    like = spectrum[2, 2, 2] + photon[2, 2, 2]
     central = beta[2, 2, 2] + photon[2, 2, 2]
-    print(f"S(0,0,0) 4.8 mm: beta {beta[2, 2, 2]:.4f} + photon {photon[2, 2, 2]:.5f} = {central:.4f} mGy/(MBq s)")
-    assert central == pytest.approx(LANCONELLI_S000_4P8MM, rel=0.10)
-    e_electron = nuclide("Lu177").energy_per_decay_mev("electron")
-    phi = beta[2, 2, 2] / mgy_per_mbq_s(e_electron, (4.8,) * 3)
+    print(
+        f"S(0,0,0) 4.8 mm: beta spectrum {spectrum[2, 2, 2]:.4f} + photon {photon[2, 2, 2]:.5f} = {like:.4f} "
+        f"({like / LANCONELLI_S000_4P8MM - 1:+.3f}); all electrons {central:.4f} mGy/(MBq s)"
+    )
+    assert like == pytest.approx(LANCONELLI_S000_4P8MM, rel=0.05)
+    lu = nuclide("Lu177")
+    energy_ratio = lu.energy_per_decay_mev("electron") / lu.energy_per_decay_mev("beta")
+    assert 1.0 <= beta[2, 2, 2] / spectrum[2, 2, 2] / energy_ratio < 1.02
+    phi = beta[2, 2, 2] / mgy_per_mbq_s(lu.energy_per_decay_mev("electron"), (4.8,) * 3)
     assert 0.80 < phi < 0.97
     assert photon[2, 2, 2] < 0.01 * central
 
@@ -87,8 +100,10 @@ def test_neighbours_share_the_escaping_electron_energy(kernels_4p8):
     full = mgy_per_mbq_s(nuclide("Lu177").energy_per_decay_mev("electron"), (4.8,) * 3)
     face, edge, corner = beta[2, 2, 3], beta[2, 3, 3], beta[3, 3, 3]
     escaped = 1 - beta[2, 2, 2] / full
-    print(f"4.8 mm beta: face {face:.4g}, edge {edge:.4g}, corner {corner:.4g} mGy/(MBq s); escaped {escaped:.4f}, "
-          f"6 faces hold {6 * face / full:.4f}, 12 edges {12 * edge / full:.4f}, 8 corners {8 * corner / full:.5f}")
+    print(
+        f"4.8 mm beta: face {face:.4g}, edge {edge:.4g}, corner {corner:.4g} mGy/(MBq s); escaped {escaped:.4f}, "
+        f"6 faces hold {6 * face / full:.4f}, 12 edges {12 * edge / full:.4f}, 8 corners {8 * corner / full:.5f}"
+    )
     assert face > 10 * edge > 0 and edge > 5 * corner
     assert 6 * face / full == pytest.approx(escaped, rel=0.15)
     # exact symmetry between the 6 faces (the kernel is symmetrised over the cube's 48 symmetries)
@@ -111,8 +126,10 @@ def test_escape_fraction_scales_inversely_with_voxel_size(kernels_4p8):
     small = kernels_4p8["beta"][0]
     f_small = 1 - small[2, 2, 2] / mgy_per_mbq_s(e_electron, (4.8,) * 3)
     f_big = 1 - big[1, 1, 1] / mgy_per_mbq_s(e_electron, (9.6,) * 3)
-    print(f"escape fraction 4.8 mm {f_small:.4f}, 9.6 mm {f_big:.4f}, ratio {f_small / f_big:.3f}; "
-          f"S(0) 9.6/4.8 = {big[1, 1, 1] / small[2, 2, 2]:.4f}")
+    print(
+        f"escape fraction 4.8 mm {f_small:.4f}, 9.6 mm {f_big:.4f}, ratio {f_small / f_big:.3f}; "
+        f"S(0) 9.6/4.8 = {big[1, 1, 1] / small[2, 2, 2]:.4f}"
+    )
     assert f_small / f_big == pytest.approx(2.0, rel=0.10)
     assert big[1, 1, 1] / small[2, 2, 2] == pytest.approx((1 - f_small / 2) / (1 - f_small) / 8, rel=0.02)
 
@@ -140,8 +157,9 @@ def test_symmetrise_uses_exactly_the_grid_symmetries(rng):
     np.testing.assert_allclose(iso, iso.transpose(1, 0, 2))
 
 
-@pytest.mark.parametrize("shape, spacing", [((5, 7, 7), (3.0, 3.9, 3.9)), ((5, 5, 5), (1.0, 1.0, 1.0)),
-                                            ((3, 5, 7), (1.0, 1.0, 1.0))])
+@pytest.mark.parametrize(
+    "shape, spacing", [((5, 7, 7), (3.0, 3.9, 3.9)), ((5, 5, 5), (1.0, 1.0, 1.0)), ((3, 5, 7), (1.0, 1.0, 1.0))]
+)
 def test_orbit_sizes_match_brute_force(shape, spacing):
     """The number of distinct voxels averaged into each voxel, against enumerating the group."""
     perms = _kernels._grid_permutations(shape, spacing)
@@ -149,8 +167,12 @@ def test_orbit_sizes_match_brute_force(shape, spacing):
     expected = np.zeros(shape)
     for v in np.ndindex(shape):
         off = np.array(v) - c
-        images = {tuple(sign * off[list(p)]) for p in perms for sign in
-                  (np.array(s) for s in np.ndindex(2, 2, 2)) for sign in [1 - 2 * sign]}
+        images = {
+            tuple(sign * off[list(p)])
+            for p in perms
+            for sign in (np.array(s) for s in np.ndindex(2, 2, 2))
+            for sign in [1 - 2 * sign]
+        }
         expected[v] = len(images)
     np.testing.assert_array_equal(_kernels._orbit_sizes(shape, spacing), expected)
 
@@ -185,15 +207,17 @@ def test_shipped_kernels_are_current_small_and_used(tmp_path, monkeypatch):
     assert total_bytes < 2 * 2**20
     for e in entries:
         assert e["engine_version"] == ENGINE_VERSION, (
-            "the engine changed since the kernels were shipped: run python -m cohort_dosimetry.physics._kernels")
+            "the engine changed since the kernels were shipped: run python -m cohort_dosimetry.physics._kernels"
+        )
         octant = np.load(_kernels._DATA_DIR / e["file"])
         assert octant.shape == tuple((s + 1) // 2 for s in e["shape"])
         kernel = _kernels.expand_octant(octant)
         absorbed = kernel.sum(dtype=np.float64) * 1e-9 * voxel_mass_kg(e["spacing_mm"]) / MEV_TO_J
         assert absorbed == pytest.approx(e["energy_per_decay_mev"]["deposited_in_grid"], rel=1e-4)
     monkeypatch.setenv("COHORT_DOSIMETRY_CACHE", str(tmp_path))
-    monkeypatch.setattr(_montecarlo, "run_monte_carlo",
-                        lambda *a, **k: (_ for _ in ()).throw(AssertionError("shipped kernel not used")))
+    monkeypatch.setattr(
+        _montecarlo, "run_monte_carlo", lambda *a, **k: (_ for _ in ()).throw(AssertionError("shipped kernel not used"))
+    )
     spacing = (3.0, 3.91, 3.91)
     total = voxel_kernel("Lu177", spacing, _kernels.default_kernel_shape(spacing))
     assert total.shape == tuple(entries[0]["shape"]) and total.dtype == np.float32
@@ -221,16 +245,19 @@ def test_octant_text_round_trip(tmp_path, rng):
     np.testing.assert_allclose(load_kernel_octant_text(path_si, (4.8, 4.8, 4.8)), kernel, rtol=1e-6)
 
 
-@pytest.mark.parametrize("lines, message", [
-    (["0 0 0 0.178", "0 0 1 0.003"], "declares no units"),
-    (["# units: mGy/(MBq s)", "0 0 0 0.178", "0 1 0.003"], r"bad\.txt:3: expected 4 columns"),
-    (["# units: mGy/(MBq s)", "0 0 0 0.178", "0 0 x 0.003"], r"bad\.txt:3: expected integers"),
-    (["# units: mGy/(MBq s)", "0 0 0 0.178", "0 0 -1 0.003"], r"bad\.txt:3: offsets must be >= 0"),
-    (["# units: mGy/(MBq s)", "0 0 0 0.178", "0 0 0 0.003"], r"bad\.txt:3: offset \(0, 0, 0\) appears twice"),
-    (["# units: mGy/(MBq s)", "0 0 0 0.178", "1 1 1 0.003"], r"bad\.txt: the octant .* incomplete"),
-    (["# units: mGy/(MBq s)", "0 0 0 nan"], r"bad\.txt:2: S-value must be finite"),
-    (["# units: uGy/(Bq s)", "0 0 0 178"], r"bad\.txt: .* deposits .* more than"),
-])
+@pytest.mark.parametrize(
+    "lines, message",
+    [
+        (["0 0 0 0.178", "0 0 1 0.003"], "declares no units"),
+        (["# units: mGy/(MBq s)", "0 0 0 0.178", "0 1 0.003"], r"bad\.txt:3: expected 4 columns"),
+        (["# units: mGy/(MBq s)", "0 0 0 0.178", "0 0 x 0.003"], r"bad\.txt:3: expected integers"),
+        (["# units: mGy/(MBq s)", "0 0 0 0.178", "0 0 -1 0.003"], r"bad\.txt:3: offsets must be >= 0"),
+        (["# units: mGy/(MBq s)", "0 0 0 0.178", "0 0 0 0.003"], r"bad\.txt:3: offset \(0, 0, 0\) appears twice"),
+        (["# units: mGy/(MBq s)", "0 0 0 0.178", "1 1 1 0.003"], r"bad\.txt: the octant .* incomplete"),
+        (["# units: mGy/(MBq s)", "0 0 0 nan"], r"bad\.txt:2: S-value must be finite"),
+        (["# units: uGy/(Bq s)", "0 0 0 178"], r"bad\.txt: .* deposits .* more than"),
+    ],
+)
 def test_octant_text_errors_name_file_and_line(tmp_path, lines, message):
     path = tmp_path / "bad.txt"
     path.write_text("\n".join(lines) + "\n")
@@ -272,8 +299,29 @@ def test_bad_kernel_requests_are_refused():
 def test_kernel_command_writes_the_cached_kernel(tmp_path, monkeypatch):
     monkeypatch.setenv("COHORT_DOSIMETRY_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "k.npy"
-    assert cli_main(["kernel", "Lu177", "--spacing", "6", "5", "5", "--shape", "3", "--kind", "beta",
-                     "--decays", "20000", "--device", "cpu", "-o", str(out)]) == 0
+    assert (
+        cli_main(
+            [
+                "kernel",
+                "Lu177",
+                "--spacing",
+                "6",
+                "5",
+                "5",
+                "--shape",
+                "3",
+                "--kind",
+                "beta",
+                "--decays",
+                "20000",
+                "--device",
+                "cpu",
+                "-o",
+                str(out),
+            ]
+        )
+        == 0
+    )
     written = np.load(out)
     assert written.shape == (3, 3, 3)
     np.testing.assert_array_equal(written, voxel_kernel("Lu177", (6, 5, 5), 3, kind="beta", n_decays=20_000))
@@ -295,8 +343,10 @@ def test_shipped_photon_kernel_exceeds_the_primary_dose_by_a_plausible_buildup()
     centre = np.array(kernel.shape) // 2
 
     def primary(r_cm):
-        mev_per_g = sum(e * y * mu_en * np.exp(-mu * TISSUE * r_cm) / (4 * np.pi * r_cm**2)
-                        for e, y, mu, mu_en in ((0.20837, 0.110, 0.1350, 0.02989), (0.11295, 0.064, 0.1644, 0.02609)))
+        mev_per_g = sum(
+            e * y * mu_en * np.exp(-mu * TISSUE * r_cm) / (4 * np.pi * r_cm**2)
+            for e, y, mu, mu_en in ((0.20837, 0.110, 0.1350, 0.02989), (0.11295, 0.064, 0.1644, 0.02609))
+        )
         return mev_per_g * MEV_TO_J * 1e3 * 1e9  # MeV/g per decay -> J/kg per decay -> mGy/(MBq s)
 
     buildup = {}

@@ -1,4 +1,5 @@
 """Transport materials against NIST reference data (XCOM/XAAMDI photon coefficients, ESTAR electron data)."""
+
 import numpy as np
 import pytest
 from scipy.integrate import quad
@@ -51,7 +52,7 @@ def test_material_by_density_thresholds():
 
 @pytest.mark.parametrize("energy_mev, nist_mu_rho", [(0.11295, 0.1644), (0.208366, 0.1350)])
 def test_water_attenuation_matches_nist(energy_mev, nist_mu_rho):
-    # NIST XCOM total with coherent (DESIGN.md section 4). Elam and XCOM differ by a few 0.1 %: 0.5 % tolerance.
+    # NIST XCOM total with coherent (docs/physics.md). Elam and XCOM differ by a few 0.1 %: 0.5 % tolerance.
     c = photon_mass_coefficients(WATER, energy_mev)
     total = c["photoelectric"] + c["incoherent"] + c["coherent"]
     assert total == pytest.approx(nist_mu_rho, rel=5e-3)
@@ -112,7 +113,7 @@ def test_water_csda_range_matches_estar(energy_mev, estar_g_cm2):
 
 
 def test_lu177_maximum_csda_range_in_water_about_1_8_mm():
-    # DESIGN.md: maximum CSDA range of Lu-177 betas (498 keV) in water about 1.8 mm.
+    # docs/physics.md: maximum CSDA range of Lu-177 betas (498 keV) in water about 1.8 mm.
     assert csda_range(WATER, 0.498) * 10.0 == pytest.approx(1.8, abs=0.05)
 
 

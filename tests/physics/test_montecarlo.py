@@ -4,13 +4,13 @@ Every phantom here is synthetic (uniform blocks, slabs, point sources), not pati
 physics that does not use the engine: energy conservation, the homogeneous (equilibrium) limit with ICRP-107
 energies per decay, ESTAR CSDA ranges, Klein-Nishina integrals and Beer-Lambert attenuation.
 """
+
 import numpy as np
 import pytest
 import torch
 from scipy.integrate import quad
 
-from tests.conftest import requires_cuda
-
+from cohort_dosimetry.constants import J_PER_MEV
 from cohort_dosimetry.physics import ENGINE_VERSION, MCResult, dose_rate_mc, nuclide, run_monte_carlo
 from cohort_dosimetry.physics._materials import (
     ELECTRON_MASS_MEV,
@@ -20,8 +20,9 @@ from cohort_dosimetry.physics._materials import (
     material_index,
     photon_mass_coefficients,
 )
-from cohort_dosimetry.physics._montecarlo import JOULE_PER_MEV, _Source, _stratified_quantiles
+from cohort_dosimetry.physics._montecarlo import _Source, _stratified_quantiles
 from cohort_dosimetry.physics._transport import Grid, sample_klein_nishina, tables_on, transport_photons
+from tests.conftest import requires_cuda
 
 SOFT_TISSUE_DENSITY = 1.04
 
@@ -48,13 +49,33 @@ def test_energy_bookkeeping_heterogeneous(rng, device, emissions):
     # the emitted power is the activity times the ICRP-107 energy per decay (stratified line sampling: the only
     # noise left is the beta spectrum's, 0.7 / sqrt(40 000) = 0.35 % for electrons)
     lu = nuclide("Lu177")
-    expected_w = activity.sum() * sum(lu.energy_per_decay_mev(k) for k in emissions) * JOULE_PER_MEV
+    expected_w = activity.sum() * sum(lu.energy_per_decay_mev(k) for k in emissions) * J_PER_MEV
     assert r.energy_emitted_j == pytest.approx(expected_w, rel=0.012)
     # the deposited energy equals the tally: sum of dose-rate x mass
     mass_kg = rho.astype(np.float64) * (0.2 * 0.15 * 0.15) * 1e-3
     assert float((r.dose_rate_gy_s * mass_kg).sum()) == pytest.approx(r.energy_deposited_j, rel=1e-5)
     assert r.dose_rate_gy_s.dtype == np.float32 and r.relative_uncertainty.dtype == np.float32
     assert np.all(r.dose_rate_gy_s >= 0)
+
+
+def test_beta_emission_is_the_beta_spectrum_alone():
+    """``emissions=("beta",)`` emits the ICRP-107 beta spectrum without conversion and Auger electrons: 133.3 keV
+    per decay (the beta spectrum's mean energy x yield), 14.7 keV less than "electron" (conversion 13.5 + Auger 1.1
+    keV), and every emitted MeV is deposited or escapes. It exists to compare like with like against published
+    kernels whose source is the beta spectrum alone (cohort_dosimetry.validation)."""
+    lu = nuclide("Lu177")
+    activity = np.zeros((5, 5, 5))
+    activity[1:4, 1:4, 1:4] = 1.0e6
+    rho = np.full(activity.shape, SOFT_TISSUE_DENSITY, np.float32)
+    per_decay = {}
+    for emissions in (("beta",), ("electron",)):
+        r = run_monte_carlo(activity, rho, (2.0, 2.0, 2.0), n_decays=50_000, seed=3, device="cpu", emissions=emissions)
+        per_decay[emissions[0]] = r.energy_emitted_j / activity.sum() / J_PER_MEV
+        assert r.energy_deposited_j + r.energy_escaped_j == pytest.approx(r.energy_emitted_j, rel=1e-6)
+    assert per_decay["beta"] == pytest.approx(lu.energy_per_decay_mev("beta"), rel=1e-3)
+    assert per_decay["electron"] - per_decay["beta"] == pytest.approx(
+        lu.energy_per_decay_mev("ic") + lu.energy_per_decay_mev("auger"), rel=0.01
+    )
 
 
 def test_homogeneous_limit_electrons(device):
@@ -64,10 +85,11 @@ def test_homogeneous_limit_electrons(device):
     shape, spacing = (5, 5, 5), (4.0, 4.0, 4.0)
     a_voxel = 1.0e6
     rho = np.full(shape, SOFT_TISSUE_DENSITY, np.float32)
-    r = run_monte_carlo(np.full(shape, a_voxel), rho, spacing, n_decays=300_000, seed=11, device=device,
-                        emissions=("electron",))
+    r = run_monte_carlo(
+        np.full(shape, a_voxel), rho, spacing, n_decays=300_000, seed=11, device=device, emissions=("electron",)
+    )
     mass_kg = SOFT_TISSUE_DENSITY * 0.4**3 * 1e-3
-    expected = a_voxel * nuclide("Lu177").energy_per_decay_mev("electron") * JOULE_PER_MEV / mass_kg
+    expected = a_voxel * nuclide("Lu177").energy_per_decay_mev("electron") * J_PER_MEV / mass_kg
     centre = r.dose_rate_gy_s[1:4, 1:4, 1:4].astype(np.float64)
     sigma = centre * r.relative_uncertainty[1:4, 1:4, 1:4]
     # the statistical uncertainty of the block mean is well below the 1 % tolerance
@@ -92,13 +114,13 @@ def test_homogeneous_limit_electrons_and_photons():
     r = run_monte_carlo(np.full(shape, a_voxel), rho, spacing, n_decays=1_000_000, seed=5, device="cpu")
     lu = nuclide("Lu177")
     mass_kg = SOFT_TISSUE_DENSITY * 10.0**3 * 1e-3
-    expected = a_voxel * lu.energy_per_decay_mev("total") * JOULE_PER_MEV / mass_kg
+    expected = a_voxel * lu.energy_per_decay_mev("total") * J_PER_MEV / mass_kg
     centre = r.dose_rate_gy_s[7:13, 7:13, 7:13].astype(np.float64)
     sigma = centre * r.relative_uncertainty[7:13, 7:13, 7:13]
     assert np.sqrt((sigma**2).sum()) / centre.sum() < 0.006  # well inside the 2 % tolerance
     assert centre.mean() == pytest.approx(expected, rel=0.02)
     # and without photons the centre would be short by the photon share (19 %): the test can tell the difference
-    electron_only = a_voxel * lu.energy_per_decay_mev("electron") * JOULE_PER_MEV / mass_kg
+    electron_only = a_voxel * lu.energy_per_decay_mev("electron") * J_PER_MEV / mass_kg
     assert abs(centre.mean() - electron_only) > 0.1 * expected
 
 
@@ -155,8 +177,9 @@ def test_batch_uncertainty_matches_scatter_of_independent_runs():
     (10 runs x ~70 correlated voxels: about 10 %); 0.7-1.4 is a > 3 sigma band, while a sqrt(n_batches) slip
     would give 0.1 or 10."""
     activity, rho = small_source_phantom()
-    runs = [run_monte_carlo(activity, rho, (1.0, 1.0, 1.0), n_decays=10_000, seed=100 + i, device="cpu")
-            for i in range(10)]
+    runs = [
+        run_monte_carlo(activity, rho, (1.0, 1.0, 1.0), n_decays=10_000, seed=100 + i, device="cpu") for i in range(10)
+    ]
     dose = np.stack([r.dose_rate_gy_s for r in runs]).astype(np.float64)
     reported_var = np.stack([(r.dose_rate_gy_s * r.relative_uncertainty) ** 2 for r in runs]).astype(np.float64)
     mean = dose.mean(axis=0)
@@ -171,6 +194,7 @@ def test_batch_uncertainty_matches_scatter_of_independent_runs():
 def straight_ahead_mean_distance_mm(nuc, density):
     """Energy-weighted mean distance (mm) from a point source at which electrons that ran straight along their CSDA
     path would deposit their energy: for an electron of energy E, (1/E) int_0^E (R(E) - R(E')) / rho dE'."""
+
     def mean_r(e):
         ep = np.linspace(1e-3, e, 400)
         return np.trapezoid(csda_range(SOFT_TISSUE, e) - csda_range(SOFT_TISSUE, ep), ep) / e / density * 10.0
@@ -224,6 +248,7 @@ def test_klein_nishina_sampler_matches_cross_section():
         def w(c):
             eps = 1.0 / (1.0 + k * (1.0 - c))
             return eps**2 * (eps + 1.0 / eps - (1.0 - c * c))
+
         return quad(lambda c: w(c) * f(c, 1.0 / (1.0 + k * (1.0 - c))), -1, 1)[0] / quad(w, -1, 1)[0]
 
     gen = torch.Generator().manual_seed(0)
@@ -282,7 +307,7 @@ def test_stratified_beta_energies_reduce_electron_dose_variance():
     cv_per_decay = float(np.median(result.relative_uncertainty[inner])) * np.sqrt(200)
     assert cv_per_decay < 0.6
     mass_kg = np.prod(spacing) * 1e-3 * 1.04e-3
-    exact = nuclide("Lu177").energy_per_decay_mev("electron") * JOULE_PER_MEV / mass_kg  # Gy/s per Bq per voxel
+    exact = nuclide("Lu177").energy_per_decay_mev("electron") * J_PER_MEV / mass_kg  # Gy/s per Bq per voxel
     assert float(result.dose_rate_gy_s[inner].mean()) == pytest.approx(exact, rel=0.01)
 
 
@@ -301,8 +326,9 @@ def test_woodcock_interaction_sites_match_beer_lambert():
     direction = torch.tensor([[0.0, 0.0, 1.0]]).repeat(n, 1)
     energy = torch.full((n,), e, dtype=torch.float64)
     tally = torch.zeros(density.size, dtype=torch.float64)
-    escaped, recoils = transport_photons(pos, direction, energy, grid, tables, tables.majorants(grid), tally,
-                                         torch.Generator().manual_seed(4))
+    escaped, recoils = transport_photons(
+        pos, direction, energy, grid, tables, tables.majorants(grid), tally, torch.Generator().manual_seed(4)
+    )
     compton_per_slab = np.bincount(np.floor(recoils.pos[:, 2].numpy() / 0.1).astype(int), minlength=4)
     photo_per_slab = tally.numpy() / e
     tau = []
@@ -344,6 +370,7 @@ def test_dose_rate_mc_returns_the_pair():
         (dict(spacing_mm=(1.0, 0.0, 1.0)), "spacing_mm"),
         (dict(spacing_mm=(1.0, 1.0)), "spacing_mm"),
         (dict(emissions=("alpha",)), "emissions"),
+        (dict(emissions=("beta", "electron")), "without both 'beta' and 'electron'"),
         (dict(n_batches=1), "n_batches"),
         (dict(n_decays=5), "n_decays"),
         (dict(nuclide="Lu-999"), "not in the ICRP-107 database"),
@@ -351,8 +378,13 @@ def test_dose_rate_mc_returns_the_pair():
     ],
 )
 def test_bad_input_is_named(kwargs, message):
-    args = dict(activity_bq=np.ones((2, 2, 2)), density=np.ones((2, 2, 2)), spacing_mm=(1.0, 1.0, 1.0),
-                n_decays=100, device="cpu")
+    args = dict(
+        activity_bq=np.ones((2, 2, 2)),
+        density=np.ones((2, 2, 2)),
+        spacing_mm=(1.0, 1.0, 1.0),
+        n_decays=100,
+        device="cpu",
+    )
     args.update(kwargs)
     with pytest.raises(ValueError, match=message):
         run_monte_carlo(**args)

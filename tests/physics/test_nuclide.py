@@ -1,4 +1,5 @@
-"""Nuclide data against ICRP-107 numbers quoted in DESIGN.md section 4 (ICRP Publication 107, 2008)."""
+"""Nuclide data against ICRP-107 numbers quoted in docs/physics.md (ICRP Publication 107, 2008)."""
+
 import numpy as np
 import pytest
 
@@ -40,7 +41,8 @@ def test_total_is_sum_of_parts(lu177):
     total = lu177.energy_per_decay_mev("electron") + lu177.energy_per_decay_mev("photon")
     assert lu177.energy_per_decay_mev("total") == pytest.approx(total, rel=1e-12)
     assert lu177.energy_per_decay_mev("photon") == pytest.approx(
-        float(np.dot(lu177.photon_energy_mev, lu177.photon_yield)), rel=1e-12)
+        float(np.dot(lu177.photon_energy_mev, lu177.photon_yield)), rel=1e-12
+    )
 
 
 def test_beta_spectrum_normalised_with_498_kev_endpoint(lu177):

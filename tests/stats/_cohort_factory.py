@@ -6,6 +6,7 @@ as its MC dose-rate (Gy/s), so the VOI's mean MC dose-rate curve is exactly bi-e
 Patients named in ``second_cycle`` get a second therapy cycle 8 weeks later with the same kinetics and protocol
 (labels continue: a 4-scan patient's second cycle is tp5..tp8), so each cycle's absorbed dose is the same.
 """
+
 from __future__ import annotations
 
 from datetime import datetime, timedelta
@@ -21,8 +22,12 @@ SHAPE = (8, 10, 12)
 SPACING_MM = (3.0, 3.91, 3.91)
 NAMES = {1: "body", 4: "liver", 5: "kidney_left", 101: "lesion_1"}
 #: VOI: (amplitude Gy/s, washout half-life h, uptake half-life h); the effective half-lives are below Lu-177's.
-KINETICS = {"body": (2e-7, 30.0, 0.5), "liver": (1e-6, 60.0, 1.0), "kidney_left": (2e-6, 45.0, 1.5),
-            "lesion_1": (5e-6, 90.0, 3.0)}
+KINETICS = {
+    "body": (2e-7, 30.0, 0.5),
+    "liver": (1e-6, 60.0, 1.0),
+    "kidney_left": (2e-6, 45.0, 1.5),
+    "lesion_1": (5e-6, 90.0, 3.0),
+}
 PROTOCOL_H = (4.0, 24.0, 96.0, 168.0)
 #: patient: hours of its scans (4, 3 and 1 time points).
 PATIENTS = {"PA": PROTOCOL_H, "PB": PROTOCOL_H[:3], "PC": (96.0,)}
@@ -65,20 +70,29 @@ def make_cohort(path, seed: int = 0, second_cycle=()):
         for i, (cycle, hour) in enumerate(scans):
             timepoint = f"tp{i + 1}"
             injection = INJECTIONS[cycle - 1]
-            scan = xr.Dataset({
-                "ct_hu": (DIMS, np.zeros(SHAPE, np.float32), {"units": "HU"}),
-                "density": (DIMS, np.ones(SHAPE, np.float32), {"units": "g/cm3"}),
-                "activity": (DIMS, np.ones(SHAPE, np.float32), {"units": "Bq/mL"}),
-                "labels": (DIMS, labels, {"units": "1", "names": dict(NAMES)}),
-            })
+            scan = xr.Dataset(
+                {
+                    "ct_hu": (DIMS, np.zeros(SHAPE, np.float32), {"units": "HU"}),
+                    "density": (DIMS, np.ones(SHAPE, np.float32), {"units": "g/cm3"}),
+                    "activity": (DIMS, np.ones(SHAPE, np.float32), {"units": "Bq/mL"}),
+                    "labels": (DIMS, labels, {"units": "1", "names": dict(NAMES)}),
+                }
+            )
             attrs = {
-                "source_hash": f"sha256:{patient}{timepoint}", "source_file_hashes": [f"sha256:{patient}{timepoint}"],
-                "spacing_mm": SPACING_MM, "origin_mm": (0.0, 0.0, 0.0),
-                "direction": (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0), "hours_post_injection": hour,
+                "source_hash": f"sha256:{patient}{timepoint}",
+                "source_file_hashes": [f"sha256:{patient}{timepoint}"],
+                "spacing_mm": SPACING_MM,
+                "origin_mm": (0.0, 0.0, 0.0),
+                "direction": (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0),
+                "hours_post_injection": hour,
                 "acquisition_datetime": (injection + timedelta(hours=hour)).isoformat(),
                 "injection_datetime": injection.isoformat(),
-                "administered_activity_bq": 7.4e9, "nuclide": "Lu177", "frame_of_reference_uid": "2.25.1",
-                "spect_series_key": f"H{patient}{timepoint}", "cycle": cycle, "synthetic": True,
+                "administered_activity_bq": 7.4e9,
+                "nuclide": "Lu177",
+                "frame_of_reference_uid": "2.25.1",
+                "spect_series_key": f"H{patient}{timepoint}",
+                "cycle": cycle,
+                "synthetic": True,
             }
             cohort.write_scan(patient, timepoint, scan, attrs)
             mc = np.zeros(SHAPE)
@@ -89,7 +103,10 @@ def make_cohort(path, seed: int = 0, second_cycle=()):
                 attrs = {"units": "Gy/s"}
                 if method == "cnn":  # as dose_rates records it: these maps stand in for the shipped weights'
                     attrs["weights_sha256"] = weights_sha256()
-                cohort.write_arrays(patient, timepoint, xr.Dataset(
-                    {f"dose_rate_{method}": (DIMS, dose_rate.astype(np.float32), attrs)}),
-                    provenance={"method": method, "note": "synthetic test cohort"})
+                cohort.write_arrays(
+                    patient,
+                    timepoint,
+                    xr.Dataset({f"dose_rate_{method}": (DIMS, dose_rate.astype(np.float32), attrs)}),
+                    provenance={"method": method, "note": "synthetic test cohort"},
+                )
     return cohort, anatomy

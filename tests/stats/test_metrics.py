@@ -1,4 +1,5 @@
 """VOI metrics, DRVHs and agreement measures against independent computations and hand-worked cases."""
+
 from __future__ import annotations
 
 import dask.array as da
@@ -112,7 +113,7 @@ def test_nan_outside_every_voi_is_ignored():
         (np.array([[[1, 3]]]), {1: "liver"}, r"labels \[3\] occur in the label map but have no VOI name"),
         (np.array([[[1.0, 0.0]]]), {1: "liver"}, "integer map"),
         (np.array([[[1, -1]]]), {1: "liver"}, "negative"),
-        (np.array([[[1, 0]]]), {"x": "liver"}, "not an integer label"),
+        (np.array([[[1, 0]]]), {"x": "liver"}, "label value .x. of .liver. is not an integer"),
         (np.array([[[1, 0, 0]]]), {1: "liver"}, r"shape \(1, 1, 2\) but the label map has shape \(1, 1, 3\)"),
     ],
 )
@@ -124,8 +125,12 @@ def test_bad_labels_are_clear_errors(labels, names, message):
 def test_lazy_inputs_give_the_same_table(rng):
     dose_rate, labels, names = random_scan(rng)
     eager = voi_metrics(dose_rate, labels, names, SPACING)
-    lazy = voi_metrics(xr.DataArray(da.from_array(dose_rate, chunks=(4, 10, 9)), dims=("z", "y", "x")),
-                       da.from_array(labels, chunks=(6, 20, 18)), names, SPACING)
+    lazy = voi_metrics(
+        xr.DataArray(da.from_array(dose_rate, chunks=(4, 10, 9)), dims=("z", "y", "x")),
+        da.from_array(labels, chunks=(6, 20, 18)),
+        names,
+        SPACING,
+    )
     pd.testing.assert_frame_equal(eager, lazy)
 
 

@@ -1,4 +1,5 @@
 """Cohort tables through the store, on a tiny synthetic cohort with known kinetics."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -90,8 +91,11 @@ def test_scan_errors_name_the_scan(cohort_and_tables):
 def test_scans_without_dose_rates_are_skipped_with_a_warning(tmp_path):
     cohort, _ = make_cohort(tmp_path / "cohort")
     scan = cohort.scan("PC", "tp1")
-    attrs = {k: v for k, v in cohort.scan_attrs("PC", "tp1").items()
-             if k not in ("status", "version", "written_utc", "provenance")}
+    attrs = {
+        k: v
+        for k, v in cohort.scan_attrs("PC", "tp1").items()
+        if k not in ("status", "version", "written_utc", "provenance")
+    }
     ingest_only = xr.Dataset({name: scan[name].load() for name in ("ct_hu", "density", "activity", "labels")})
     cohort.write_scan("PD", "tp1", ingest_only, {**attrs, "source_hash": "sha256:PDtp1"})
     with pytest.warns(RuntimeWarning, match="without any dose-rate map skipped: PD/tp1"):
@@ -121,7 +125,8 @@ def test_each_cycle_is_integrated_on_its_own_and_the_total_sums_them(tmp_path):
     hanscheid = chosen.loc[("PC", 1, "liver", "mc"), "absorbed_dose_gy"]
     assert chosen.loc[("PC", 2, "liver", "mc"), "model"] == "hanscheid"
     assert totals.loc[("PC", "liver", "mc"), "absorbed_dose_gy"] == pytest.approx(
-        hanscheid + chosen.loc[("PC", 2, "liver", "mc"), "absorbed_dose_gy"], rel=1e-12)
+        hanscheid + chosen.loc[("PC", 2, "liver", "mc"), "absorbed_dose_gy"], rel=1e-12
+    )
     assert np.isnan(totals.loc[("PC", "liver", "mc"), "uncertainty_gy"])  # Hanscheid's has no statistical model
     assert totals.loc[("PB", "liver", "mc"), "cycles"] == "1"
     assert cohort.table_units("absorbed_dose_total")["absorbed_dose_gy"] == "Gy"

@@ -1,4 +1,5 @@
 """Time integration: analytic curves, the selection rule, Hanscheid's formula and virtual patients' kinetics."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -30,7 +31,7 @@ def exact_dose_gy(curve) -> float:
 
 
 def test_physical_decay_is_lu177_from_icrp107():
-    # Lu-177 half-life 6.647 d (ICRP-107; DESIGN.md section 4).
+    # Lu-177 half-life 6.647 d (ICRP-107; docs/physics.md).
     assert physical_decay_per_h() == pytest.approx(LN2 / (6.647 * 24), rel=1e-3)
 
 
@@ -82,7 +83,7 @@ def test_uncertainty_from_the_fit_covariance_matches_the_spread_over_noise_reali
 def test_hanscheid_single_time_point_against_the_exact_integral():
     t = 96.0
     for effective_h in (40.0, 60.0, 96.0, 125.0):
-        curve = lambda s: 2e-6 * np.exp(-LN2 / effective_h * s)  # noqa: E731
+        curve = lambda s, h=effective_h: 2e-6 * np.exp(-LN2 / h * s)  # noqa: E731
         fit = fit_time_activity([t], [curve(t)])
         assert fit.selected == "hanscheid" and np.isnan(fit.uncertainty_gy)
         # Expected ratio estimate/exact = 2 x exp(-x) / ln 2 with x = t ln2 / T: exact at T = t, within 10 %
@@ -115,8 +116,13 @@ def test_three_time_points_use_aic_for_the_only_judgeable_model():
 
 @pytest.mark.parametrize(
     ("hours", "rates", "message"),
-    [([], [], "non-empty"), ([4, 24], [1e-6], "matching"), ([4, 4], [1e-6, 2e-6], "distinct"),
-     ([0, 24], [1e-6, 2e-6], "> 0"), ([4, 24], [np.nan, 1e-6], "non-finite")],
+    [
+        ([], [], "non-empty"),
+        ([4, 24], [1e-6], "matching"),
+        ([4, 4], [1e-6, 2e-6], "distinct"),
+        ([0, 24], [1e-6, 2e-6], "> 0"),
+        ([4, 24], [np.nan, 1e-6], "non-finite"),
+    ],
 )
 def test_bad_curves_are_clear_errors(hours, rates, message):
     with pytest.raises(ValueError, match=message):
@@ -128,8 +134,9 @@ def test_absorbed_dose_table_has_one_selected_row_per_curve():
     rows = []
     for patient, washout in (("P1", 50.0), ("P2", 80.0)):
         for hour, rate in zip(hours, bi_exp(hours, 1e-6, washout, 2.0)):
-            rows.append({"patient": patient, "voi": "kidney_left", "method": "mc", "hours_post_injection": hour,
-                         "mean": rate})
+            rows.append(
+                {"patient": patient, "voi": "kidney_left", "method": "mc", "hours_post_injection": hour, "mean": rate}
+            )
     rows.append({"patient": "P3", "voi": "lesion_1", "method": "mc", "hours_post_injection": 96.0, "mean": 1e-6})
     rows.append({"patient": "P3", "voi": "lesion_2", "method": "mc", "hours_post_injection": 96.0, "mean": np.nan})
     table = absorbed_dose(pd.DataFrame(rows))
@@ -137,7 +144,7 @@ def test_absorbed_dose_table_has_one_selected_row_per_curve():
     assert list(chosen.index) == ["P1", "P2", "P3"]  # the all-NaN curve gets no row
     assert chosen.loc["P3", "model"] == "hanscheid" and chosen.loc["P3", "n_timepoints"] == 1
     for patient, washout in (("P1", 50.0), ("P2", 80.0)):
-        exact = exact_dose_gy(lambda t: bi_exp(t, 1e-6, washout, 2.0))
+        exact = exact_dose_gy(lambda t, w=washout: bi_exp(t, 1e-6, w, 2.0))
         assert chosen.loc[patient, "absorbed_dose_gy"] == pytest.approx(exact, rel=1e-4)
         assert chosen.loc[patient, "n_timepoints"] == 4
     assert table.groupby(["patient", "voi", "method"]).selected.sum().eq(1).all()
@@ -154,7 +161,8 @@ def test_virtual_patients_kidneys_and_large_lesions_within_5_percent(seed):
     """
     from scipy.ndimage import gaussian_filter
 
-    from cohort_dosimetry.phantoms import Grid, compartment_activity_bq, make_anatomy
+    from cohort_dosimetry.grid import Grid
+    from cohort_dosimetry.phantoms import compartment_activity_bq, make_anatomy
     from cohort_dosimetry.physics import nuclide
     from cohort_dosimetry.stats import VoiIndex
 
@@ -171,11 +179,18 @@ def test_virtual_patients_kidneys_and_large_lesions_within_5_percent(seed):
     decay = LN2 / (nuclide("Lu177").half_life_s / 3600.0)
     k_up = LN2 / anatomy["uptake_half_life_h"].values
     k_wash = LN2 / anatomy["washout_half_life_h"].values
-    cumulated_bq_s = (anatomy["fraction"].values * anatomy.attrs["administered_activity_bq"]
-                      * (1 / (k_wash + decay) - 1 / (k_up + decay)) * 3600.0)
+    cumulated_bq_s = (
+        anatomy["fraction"].values
+        * anatomy.attrs["administered_activity_bq"]
+        * (1 / (k_wash + decay) - 1 / (k_up + decay))
+        * 3600.0
+    )
     volume_ml = index.n_voxels * voxel_ml
-    checked = [j for j, name in enumerate(index.names)
-               if name.startswith("kidney") or (name.startswith("lesion") and volume_ml[j] >= 20.0)]
+    checked = [
+        j
+        for j, name in enumerate(index.names)
+        if name.startswith("kidney") or (name.startswith("lesion") and volume_ml[j] >= 20.0)
+    ]
     checked_names = [index.names[j] for j in checked]
     assert {"kidney_left", "kidney_right"} <= set(checked_names) and any(n.startswith("lesion") for n in checked_names)
     for fwhm_mm in (0.0, 10.0):
@@ -192,9 +207,19 @@ def test_virtual_patients_kidneys_and_large_lesions_within_5_percent(seed):
 
 
 def _curve_rows(patient, cycle, hours, rates, nuclide="Lu177", voi="kidney_left", first_label=1):
-    return [{"patient": patient, "timepoint": f"tp{first_label + k}", "cycle": cycle, "voi": voi, "method": "mc",
-             "hours_post_injection": hour, "mean": rate, "nuclide": nuclide}
-            for k, (hour, rate) in enumerate(zip(hours, rates))]
+    return [
+        {
+            "patient": patient,
+            "timepoint": f"tp{first_label + k}",
+            "cycle": cycle,
+            "voi": voi,
+            "method": "mc",
+            "hours_post_injection": hour,
+            "mean": rate,
+            "nuclide": nuclide,
+        }
+        for k, (hour, rate) in enumerate(zip(hours, rates))
+    ]
 
 
 def test_each_cycle_is_its_own_curve_and_the_total_is_their_sum():
@@ -204,8 +229,10 @@ def test_each_cycle_is_its_own_curve_and_the_total_is_their_sum():
     table = absorbed_dose(pd.DataFrame(rows))  # the same hours in both cycles: one curve each, not one with repeats
     chosen = table[table.selected].set_index("cycle")
     assert list(chosen.index) == [1, 2] and (chosen["n_timepoints"] == 4).all()
-    exact = {1: exact_dose_gy(lambda t: bi_exp(t, 1e-6, 50.0, 2.0)),
-             2: exact_dose_gy(lambda t: bi_exp(t, 0.8e-6, 60.0, 2.0))}
+    exact = {
+        1: exact_dose_gy(lambda t: bi_exp(t, 1e-6, 50.0, 2.0)),
+        2: exact_dose_gy(lambda t: bi_exp(t, 0.8e-6, 60.0, 2.0)),
+    }
     for cycle in (1, 2):
         assert chosen.loc[cycle, "absorbed_dose_gy"] == pytest.approx(exact[cycle], rel=1e-4)
     total = absorbed_dose_total(table).set_index(["patient", "voi", "method"]).loc[("P1", "kidney_left", "mc")]
@@ -216,11 +243,13 @@ def test_each_cycle_is_its_own_curve_and_the_total_is_their_sum():
 
 def test_a_curve_that_cannot_be_integrated_gets_a_row_naming_its_scans_and_the_others_go_on():
     good = bi_exp(PROTOCOL_H, 1e-6, 50.0, 2.0)
-    rows = (_curve_rows("P1", 1, [24.0, 96.0, 96.0], [2e-6, 1e-6, 1.1e-6])  # two reconstructions at 96 h
-            + _curve_rows("P1", 2, PROTOCOL_H, good, first_label=4)
-            + _curve_rows("P2", 1, PROTOCOL_H[:2], good[:2], nuclide="Lu177")
-            + _curve_rows("P2", 1, PROTOCOL_H[2:], good[2:], nuclide="Tc99m", first_label=3)
-            + _curve_rows("P3", 1, PROTOCOL_H, good, nuclide="Y90"))
+    rows = (
+        _curve_rows("P1", 1, [24.0, 96.0, 96.0], [2e-6, 1e-6, 1.1e-6])  # two reconstructions at 96 h
+        + _curve_rows("P1", 2, PROTOCOL_H, good, first_label=4)
+        + _curve_rows("P2", 1, PROTOCOL_H[:2], good[:2], nuclide="Lu177")
+        + _curve_rows("P2", 1, PROTOCOL_H[2:], good[2:], nuclide="Tc99m", first_label=3)
+        + _curve_rows("P3", 1, PROTOCOL_H, good, nuclide="Y90")
+    )
     table = absorbed_dose(pd.DataFrame(rows))
     chosen = table[table.selected].set_index(["patient", "cycle"])
     assert table.groupby(["patient", "cycle", "voi", "method"]).selected.sum().eq(1).all()
@@ -232,7 +261,8 @@ def test_a_curve_that_cannot_be_integrated_gets_a_row_naming_its_scans_and_the_o
     assert mixed["model"] == NOT_INTEGRATED and "different nuclides ['Lu177', 'Tc99m']" in mixed["reason"]
     # the other curves go on, each with its own nuclide's physical decay
     assert chosen.loc[("P1", 2), "absorbed_dose_gy"] == pytest.approx(
-        exact_dose_gy(lambda t: bi_exp(t, 1e-6, 50.0, 2.0)), rel=1e-4)
+        exact_dose_gy(lambda t: bi_exp(t, 1e-6, 50.0, 2.0)), rel=1e-4
+    )
     y90 = fit_time_activity(PROTOCOL_H, good, "Y90")
     assert chosen.loc[("P3", 1), "absorbed_dose_gy"] == pytest.approx(y90.absorbed_dose_gy, rel=1e-12)
     assert physical_decay_per_h("Y90") != pytest.approx(physical_decay_per_h("Lu177"), rel=0.1)
@@ -244,10 +274,14 @@ def test_a_curve_that_cannot_be_integrated_gets_a_row_naming_its_scans_and_the_o
 
 def test_a_total_is_nan_when_a_cycle_has_no_curve_of_the_voi():
     good = bi_exp(PROTOCOL_H, 1e-6, 50.0, 2.0)
-    rows = (_curve_rows("P1", 1, PROTOCOL_H, good) + _curve_rows("P1", 1, PROTOCOL_H, good, voi="liver")
-            + _curve_rows("P1", 2, PROTOCOL_H, good, voi="liver", first_label=5))
+    rows = (
+        _curve_rows("P1", 1, PROTOCOL_H, good)
+        + _curve_rows("P1", 1, PROTOCOL_H, good, voi="liver")
+        + _curve_rows("P1", 2, PROTOCOL_H, good, voi="liver", first_label=5)
+    )
     totals = absorbed_dose_total(absorbed_dose(pd.DataFrame(rows))).set_index("voi")
     assert np.isnan(totals.loc["kidney_left", "absorbed_dose_gy"])
     assert totals.loc["kidney_left", "reason"] == "cycle 2: no mc curve of kidney_left"
-    assert totals.loc["liver", "absorbed_dose_gy"] == pytest.approx(2 * exact_dose_gy(
-        lambda t: bi_exp(t, 1e-6, 50.0, 2.0)), rel=1e-4)
+    assert totals.loc["liver", "absorbed_dose_gy"] == pytest.approx(
+        2 * exact_dose_gy(lambda t: bi_exp(t, 1e-6, 50.0, 2.0)), rel=1e-4
+    )

@@ -1,4 +1,5 @@
 """Seeded tiny scans for the store tests (synthetic stand-ins: no patient data)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -9,8 +10,9 @@ SHAPE = (20, 6, 5)  # 20 slices: two z-chunks of the store (16 + 4)
 LABEL_NAMES = {1: "liver", 2: "kidney_left", 3: "lesion_1"}
 
 
-def make_scan(seed: int, shape: tuple[int, int, int] = SHAPE, spect_series_key: str | None = None
-              ) -> tuple[xr.Dataset, dict]:
+def make_scan(
+    seed: int, shape: tuple[int, int, int] = SHAPE, spect_series_key: str | None = None
+) -> tuple[xr.Dataset, dict]:
     """A (dataset, attrs) pair as ingest would hand it to ``Cohort.write_scan``; values drawn from ``seed``.
 
     ``spect_series_key``: the scan's SPECT series; default one of its own per seed (pass the key of a stored scan to

@@ -1,4 +1,5 @@
 """Child-process bodies for the crash and concurrency tests (importable, so they run under 'spawn')."""
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """Writers killed with SIGKILL, staging leftovers, and two writers at once (real child processes)."""
+
 from __future__ import annotations
 
 import multiprocessing
@@ -48,8 +49,9 @@ def test_sigkill_during_a_write_leaves_a_valid_store_and_a_rerun_completes(cohor
     assert child.exitcode == -signal.SIGKILL
 
     leftovers = validate_cohort(cohort.path)
-    assert leftovers and all("leftover of an interrupted write" in p or "not listed in the scan's provenance" in p
-                             for p in leftovers), leftovers
+    assert leftovers and all(
+        "leftover of an interrupted write" in p or "not listed in the scan's provenance" in p for p in leftovers
+    ), leftovers
     reopened = open_cohort(cohort.path)  # removes the dead writer's staging (and its half-published arrays)
     assert validate_cohort(cohort.path) == []
 

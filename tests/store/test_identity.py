@@ -1,4 +1,5 @@
 """Scan identity (one SPECT series per timepoint label), label allocation, therapy cycles, and the schema-1 refusal."""
+
 from __future__ import annotations
 
 import json
@@ -76,8 +77,14 @@ def test_the_patient_lock_serialises_allocation_between_threads(cohort):
 
 
 def test_cycles_number_the_injections_in_time_order():
-    days = ["2026-01-05T09:00:00", "2026-03-02T10:00:00", "2026-01-05T09:30:00", "2026-01-06T20:00:00",
-            "2026-04-27T08:00:00", "2026-03-03T11:59:00"]
+    days = [
+        "2026-01-05T09:00:00",
+        "2026-03-02T10:00:00",
+        "2026-01-05T09:30:00",
+        "2026-01-06T20:00:00",
+        "2026-04-27T08:00:00",
+        "2026-03-03T11:59:00",
+    ]
     # Jan 5 09:00, 09:30 and Jan 6 20:00 (35 h later) are one cycle; Mar 2/3 (26 h apart) the next; Apr 27 the third
     assert number_cycles(days) == [1, 2, 1, 1, 3, 2]
     assert number_cycles(["2026-01-05T09:00:00", "2026-01-07T09:00:00"]) == [1, 2]  # 2 days apart: two cycles

@@ -1,4 +1,5 @@
 """Label maps of overlapping VOIs (regions with a ``vois`` table) in the store: written, read back, validated."""
+
 from __future__ import annotations
 
 import json
@@ -22,9 +23,12 @@ def _region_scan():
     ds, attrs = make_scan(seed=4)
     rng = np.random.default_rng(4)
     ds["labels"].values[:] = rng.choice([0, 1000, 10000, 10001], size=ds["labels"].shape).astype(np.int16)
-    ds["labels"].attrs.update(names=dict(NAMES), vois={k: list(v) for k, v in VOIS.items()},
-                              source_names={"external": "BODY", "liver": "Liver", "lesion_1": "GTV_1"},
-                              derived={"liver_healthy": "liver minus lesion_1"})
+    ds["labels"].attrs.update(
+        names=dict(NAMES),
+        vois={k: list(v) for k, v in VOIS.items()},
+        source_names={"external": "BODY", "liver": "Liver", "lesion_1": "GTV_1"},
+        derived={"liver_healthy": "liver minus lesion_1"},
+    )
     return ds, attrs
 
 

@@ -1,5 +1,6 @@
 """Store locks wait a bounded time: a writer that finds a lock held longer than the lock timeout fails with an error
 naming what the lock guards and how long it waited."""
+
 from __future__ import annotations
 
 import fcntl

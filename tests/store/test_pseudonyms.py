@@ -1,4 +1,5 @@
 """Keyed pseudonyms: published HMAC vector, determinism, key dependence, key configuration, safe names."""
+
 from __future__ import annotations
 
 import logging
@@ -65,7 +66,9 @@ def test_key_from_environment_then_key_file_then_a_private_cohort_key(tmp_path, 
 
     monkeypatch.setenv("COHORT_DOSIMETRY_PSEUDONYM_KEY", "env-key-abcdefghijklmnop")
     assert pseudonym_key(cohort.path) == b"env-key-abcdefghijklmnop"
-    assert cohort.pseudonymise_patient_id("PAT-0001") == pseudonymise_patient_id("PAT-0001", b"env-key-abcdefghijklmnop")
+    assert cohort.pseudonymise_patient_id("PAT-0001") == pseudonymise_patient_id(
+        "PAT-0001", b"env-key-abcdefghijklmnop"
+    )
 
     monkeypatch.setenv("COHORT_DOSIMETRY_PSEUDONYM_KEY", "")
     monkeypatch.setenv("COHORT_DOSIMETRY_PSEUDONYM_KEY_FILE", str(tmp_path / "missing.key"))

@@ -1,4 +1,5 @@
 """Writing and reading scans: round trip, laziness, versions, derived arrays, input errors."""
+
 from __future__ import annotations
 
 import os

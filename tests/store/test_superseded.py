@@ -1,5 +1,6 @@
 """Recomputed derived arrays supersede the old ones (kept readable with their provenance), a writer that dies
 part-way through a replacement is rolled back, and the compute lock's wait is bounded."""
+
 from __future__ import annotations
 
 import os
@@ -53,7 +54,8 @@ def test_the_two_mc_arrays_are_superseded_together_in_one_slot(cohort):
     ds, attrs = make_scan(seed=1)
     cohort.write_scan("P1", "tp1", ds, attrs)
     mc = make_dose_rate(seed=5, name="dose_rate_mc").assign(
-        dose_rate_mc_uncertainty=make_dose_rate(seed=6)["dose_rate_dvk"].assign_attrs(units="1"))
+        dose_rate_mc_uncertainty=make_dose_rate(seed=6)["dose_rate_dvk"].assign_attrs(units="1")
+    )
     cohort.write_arrays("P1", "tp1", mc, {"method": "mc", "n_decays": 1000})
     cohort.write_arrays("P1", "tp1", mc, {"method": "mc", "n_decays": 2000})
     (slot,) = cohort.superseded_maps("P1", "tp1")

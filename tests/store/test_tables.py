@@ -1,4 +1,5 @@
 """Parquet tables: schema columns and dtypes, units in the Arrow metadata, atomic replace and append."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -41,8 +42,9 @@ def _run_row(run_id: str, n_done: int) -> pd.DataFrame:
     )
 
 
-@pytest.mark.parametrize("name", ["voi_stats", "concordance", "absorbed_dose", "absorbed_dose_total", "runs",
-                                  "ingest_report"])
+@pytest.mark.parametrize(
+    "name", ["voi_stats", "concordance", "absorbed_dose", "absorbed_dose_total", "runs", "ingest_report"]
+)
 def test_tables_not_yet_written_are_empty_with_the_schema_columns(cohort, name):
     df = getattr(cohort, name)()
     assert list(df.columns) == list(store_schema()["tables"][name]["columns"])
@@ -63,7 +65,11 @@ def test_table_round_trip_keeps_values_and_records_units(cohort, rng):
     assert fields["note"][b"units"] == b"1"
     assert fields["patient"] is None or b"units" not in fields["patient"]
     assert cohort.table_units("absorbed_dose") == {
-        "cycle": "1", "absorbed_dose_gy": "Gy", "uncertainty_gy": "Gy", "n_timepoints": "1", "note": "1",
+        "cycle": "1",
+        "absorbed_dose_gy": "Gy",
+        "uncertainty_gy": "Gy",
+        "n_timepoints": "1",
+        "note": "1",
     }
     assert validate_cohort(cohort.path) == []
 

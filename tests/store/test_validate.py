@@ -1,4 +1,5 @@
 """The validator catches each kind of departure from the schema; the CLI prints them and exits non-zero."""
+
 from __future__ import annotations
 
 import json
@@ -25,9 +26,20 @@ def valid_cohort(cohort):
     cohort.write_arrays("P1", "tp1", make_dose_rate(seed=2), {"method": "dvk"})
     cohort.write_table(
         "concordance",
-        pd.DataFrame({"patient": ["P1"], "timepoint": ["tp1"], "voi": ["liver"], "method_a": ["cnn"],
-                      "method_b": ["mc"], "n_voxels": [120], "pearson_r2": [0.95], "ccc": [0.97],
-                      "slope": [1.01], "intercept": [1e-8]}),
+        pd.DataFrame(
+            {
+                "patient": ["P1"],
+                "timepoint": ["tp1"],
+                "voi": ["liver"],
+                "method_a": ["cnn"],
+                "method_b": ["mc"],
+                "n_voxels": [120],
+                "pearson_r2": [0.95],
+                "ccc": [0.97],
+                "slope": [1.01],
+                "intercept": [1e-8],
+            }
+        ),
     )
     assert validate_cohort(cohort.path) == []
     return cohort
@@ -55,63 +67,87 @@ def _rewrite_table(root: Path, edit) -> None:
 
 
 CORRUPTIONS = {
-    "missing required array": (
-        lambda r: _drop_array(r, "density"), "v0001: required array 'density' is missing"),
+    "missing required array": (lambda r: _drop_array(r, "density"), "v0001: required array 'density' is missing"),
     "missing required attribute": (
         lambda r: _edit_json(r / SCAN / "zarr.json", lambda m: m["attributes"].pop("hours_post_injection")),
-        "v0001: required attribute 'hours_post_injection' is missing"),
+        "v0001: required attribute 'hours_post_injection' is missing",
+    ),
     "attribute of the wrong type": (
         lambda r: _edit_json(r / SCAN / "zarr.json", lambda m: m["attributes"].update(spacing_mm="3x4x4")),
-        "attribute 'spacing_mm' = '3x4x4' is not a valid list[number]"),
+        "attribute 'spacing_mm' = '3x4x4' is not a valid list[number]",
+    ),
     "version number mismatch": (
-        lambda r: (r / SCAN).rename(r / SCAN.parent / "v0002"), "version=1 does not match the directory name"),
+        lambda r: (r / SCAN).rename(r / SCAN.parent / "v0002"),
+        "version=1 does not match the directory name",
+    ),
     "wrong dims": (
         lambda r: _edit_json(r / SCAN / "activity" / "zarr.json", lambda m: m.update(dimension_names=["x", "y", "z"])),
-        "v0001/activity: dims ('x', 'y', 'z'), the schema needs ('z', 'y', 'x')"),
+        "v0001/activity: dims ('x', 'y', 'z'), the schema needs ('z', 'y', 'x')",
+    ),
     "wrong dtype": (
         lambda r: _edit_json(r / SCAN / "labels" / "zarr.json", lambda m: m.update(data_type="float32")),
-        "v0001/labels: dtype 'float32', the schema needs 'int16'"),
+        "v0001/labels: dtype 'float32', the schema needs 'int16'",
+    ),
     "wrong units": (
         lambda r: _edit_json(r / SCAN / "activity" / "zarr.json", lambda m: m["attributes"].update(units="MBq")),
-        "v0001/activity: units 'MBq', the schema needs 'Bq/mL'"),
+        "v0001/activity: units 'MBq', the schema needs 'Bq/mL'",
+    ),
     "shape mismatch between arrays": (
         lambda r: _edit_json(r / SCAN / "dose_rate_dvk" / "zarr.json", lambda m: m.update(shape=[21, 6, 5])),
-        "v0001: arrays differ in shape"),
+        "v0001: arrays differ in shape",
+    ),
     "array outside the schema": (
-        lambda r: _copy_array_as(r, "activity", "spect_counts"), "v0001/spect_counts: array not in the store schema"),
+        lambda r: _copy_array_as(r, "activity", "spect_counts"),
+        "v0001/spect_counts: array not in the store schema",
+    ),
     "array not declared in provenance": (
         lambda r: _edit_json(r / SCAN / "zarr.json", lambda m: m["attributes"]["provenance"].pop("dose_rate_dvk")),
-        "v0001/dose_rate_dvk: array is not listed in the scan's provenance"),
+        "v0001/dose_rate_dvk: array is not listed in the scan's provenance",
+    ),
     "declared array missing": (
-        lambda r: shutil.rmtree(r / SCAN / "dose_rate_dvk"), "provenance lists 'dose_rate_dvk' but the array is missing"),
+        lambda r: shutil.rmtree(r / SCAN / "dose_rate_dvk"),
+        "provenance lists 'dose_rate_dvk' but the array is missing",
+    ),
     "label table missing": (
         lambda r: _edit_json(r / SCAN / "labels" / "zarr.json", lambda m: m["attributes"].pop("names")),
-        "v0001/labels: labels attribute 'names' must be a non-empty"),
+        "v0001/labels: labels attribute 'names' must be a non-empty",
+    ),
     "wrong chunks": (
-        lambda r: _edit_json(r / SCAN / "ct_hu" / "zarr.json",
-                             lambda m: m["chunk_grid"]["configuration"].update(chunk_shape=[20, 6, 5])),
-        "v0001/ct_hu: chunks (20, 6, 5), the schema needs (16 slices, full y, full x)"),
+        lambda r: _edit_json(
+            r / SCAN / "ct_hu" / "zarr.json", lambda m: m["chunk_grid"]["configuration"].update(chunk_shape=[20, 6, 5])
+        ),
+        "v0001/ct_hu: chunks (20, 6, 5), the schema needs (16 slices, full y, full x)",
+    ),
     "unsafe directory name": (
         lambda r: shutil.copytree(r / SCAN.parent.parent, r / SCAN.parent.parent.parent / "Doe Jane"),
-        "scans/Doe Jane: unexpected entry"),
+        "scans/Doe Jane: unexpected entry",
+    ),
     "staging leftover": (
         lambda r: shutil.copytree(r / SCAN, r / "store.zarr/.staging/scan.P1.tp2.0123456789ab"),
-        ".staging/scan.P1.tp2.0123456789ab: leftover of an interrupted write"),
+        ".staging/scan.P1.tp2.0123456789ab: leftover of an interrupted write",
+    ),
     "table column missing": (
-        lambda r: _rewrite_table(r, lambda t: t.drop_columns(["ccc"])), "tables/concordance.parquet: column 'ccc' is missing"),
+        lambda r: _rewrite_table(r, lambda t: t.drop_columns(["ccc"])),
+        "tables/concordance.parquet: column 'ccc' is missing",
+    ),
     "table column of the wrong type": (
-        lambda r: _rewrite_table(r, lambda t: t.set_column(t.schema.get_field_index("n_voxels"), "n_voxels",
-                                                           pa.array(["120"]))),
-        "column 'n_voxels' has type string, the schema needs int64"),
+        lambda r: _rewrite_table(
+            r, lambda t: t.set_column(t.schema.get_field_index("n_voxels"), "n_voxels", pa.array(["120"]))
+        ),
+        "column 'n_voxels' has type string, the schema needs int64",
+    ),
     "table units missing": (
         lambda r: _rewrite_table(r, lambda t: t.cast(pa.schema([f.remove_metadata() for f in t.schema]))),
-        "column 'intercept' has units None in its metadata, the schema needs 'Gy/s'"),
+        "column 'intercept' has units None in its metadata, the schema needs 'Gy/s'",
+    ),
     "table not Parquet": (
         lambda r: (r / "tables" / "voi_stats.parquet").write_text("voi,mean\nliver,1\n"),
-        "tables/voi_stats.parquet: not a readable Parquet file"),
+        "tables/voi_stats.parquet: not a readable Parquet file",
+    ),
     "root attribute missing": (
         lambda r: _edit_json(r / "store.zarr" / "zarr.json", lambda m: m["attributes"].pop("created")),
-        "store.zarr: root attribute 'created' is missing"),
+        "store.zarr: root attribute 'created' is missing",
+    ),
 }
 
 
@@ -130,25 +166,32 @@ def _set_attr(root: Path, scan: str, name: str, value) -> None:
 IDENTITY_CORRUPTIONS = {
     "series key missing": (
         lambda r: _edit_json(r / SCAN / "zarr.json", lambda m: m["attributes"].pop("spect_series_key")),
-        "v0001: required attribute 'spect_series_key' is missing"),
+        "v0001: required attribute 'spect_series_key' is missing",
+    ),
     "two labels of one series": (
         lambda r: _set_attr(r, "tp2/v0001", "spect_series_key", "Hseries000000000000000001"),
-        "P1: timepoints tp1, tp2 hold the same SPECT series 'Hseries000000000000000001'"),
+        "P1: timepoints tp1, tp2 hold the same SPECT series 'Hseries000000000000000001'",
+    ),
     "versions of different series": (
         lambda r: _set_attr(r, "tp1/v0001", "spect_series_key", "Hseries-other"),
-        "P1/tp1: its versions are of different SPECT series (v0001 'Hseries-other', "
-        "v0002 'Hseries000000000000000001')"),
+        "P1/tp1: its versions are of different SPECT series (v0001 'Hseries-other', v0002 'Hseries000000000000000001')",
+    ),
     "cycle out of order": (
         lambda r: _set_attr(r, "tp2/v0001", "cycle", 2),
-        "tp2 has cycle 2, its injection 2026-03-02T06:00:00 makes it cycle 1"),
+        "tp2 has cycle 2, its injection 2026-03-02T06:00:00 makes it cycle 1",
+    ),
     "second injection in the same cycle": (
         lambda r: _set_attr(r, "tp2/v0001", "injection_datetime", "2026-04-27T06:00:00"),
-        "tp2 has cycle 1, its injection 2026-04-27T06:00:00 makes it cycle 2"),
+        "tp2 has cycle 1, its injection 2026-04-27T06:00:00 makes it cycle 2",
+    ),
     "cycle not a positive integer": (
-        lambda r: _set_attr(r, "tp2/v0001", "cycle", 0), "attribute 'cycle' = 0 must be positive"),
+        lambda r: _set_attr(r, "tp2/v0001", "cycle", 0),
+        "attribute 'cycle' = 0 must be positive",
+    ),
     "label not tp<n>": (
         lambda r: shutil.copytree(r / SCAN.parent, r / SCAN.parent.parent / "tp01"),
-        "scans/P1/tp01: unexpected entry (timepoints are directories named tp1, tp2, ...)"),
+        "scans/P1/tp01: unexpected entry (timepoints are directories named tp1, tp2, ...)",
+    ),
 }
 
 
@@ -166,7 +209,9 @@ def test_validator_checks_scan_identity_and_cycles(valid_cohort, kind):
 
 
 def test_validator_on_a_directory_that_is_not_a_cohort(tmp_path):
-    assert validate_cohort(tmp_path) == [f"{tmp_path}: not a cohort directory (store.zarr/zarr.json is missing or unreadable)"]
+    assert validate_cohort(tmp_path) == [
+        f"{tmp_path}: not a cohort directory (store.zarr/zarr.json is missing or unreadable)"
+    ]
 
 
 def test_cli_validate_prints_problems_and_exits_non_zero(valid_cohort, capsys):
