@@ -407,10 +407,7 @@ def check(args: argparse.Namespace, torch) -> tuple[dict, int]:
             },
             task_seconds={k: round(v, 1) for k, v in sorted(summary.get("task_seconds", {}).items())},
             dose_map_devices=dict(devices),
-            peak_gpu_memory={
-                "torch_per_worker": worker_memory,
-                "nvidia_smi_mib_per_gpu": sampler.peak_mib,
-            },
+            peak_gpu_memory={"torch_per_worker": worker_memory, "nvidia_smi_mib_per_gpu": sampler.peak_mib},
         )
         print(
             "stage wall s: "

@@ -36,8 +36,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     commands = _subcommands()
     chosen = next((a for a in argv if not a.startswith("-")), None)
     parser = argparse.ArgumentParser(
-        prog="cohort-dosimetry",
-        description="Voxel-level Lu-177 dosimetry over multi-timepoint SPECT/CT cohorts.",
+        prog="cohort-dosimetry", description="Voxel-level Lu-177 dosimetry over multi-timepoint SPECT/CT cohorts."
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -18,6 +18,12 @@ DOSE_NUCLIDE = "Lu177"
 #: statistical uncertainty of a few per cent in kidney voxels of a typical virtual patient 24 h after injection;
 #: the run records the number used with every MC map.
 MC_DECAYS = 5_000_000
+#: Which scans Monte Carlo runs on (``mc_scans`` of the flows, ``cohort-dosimetry run --mc-scans``): every scan, or one
+#: per patient and therapy cycle, the earliest or the one nearest :data:`MC_TARGET_HOURS` after injection.
+MC_SCAN_RULES: tuple[str, ...] = ("all", "first", "nearest-96h")
+#: Hours post injection "nearest-96h" aims at: the "single measurement after 4 days" of Hänscheid et al. (J Nucl Med
+#: 59:75, 2018), the middle of the 72-120 h window in which the single-time-point absorbed dose uses their formula.
+MC_TARGET_HOURS = 96.0
 
 #: The compact dose grid spacing (z, y, x) in mm: the grid the shipped CNN weights were trained on, and the default
 #: dose grid of ``ingest`` and ``run`` (a (130, 128, 128) virtual patient covers 390 x 500 x 500 mm).

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -21,7 +22,7 @@ from typing import Any, cast
 import pandas as pd
 
 from cohort_dosimetry import __version__
-from cohort_dosimetry.constants import DEFAULT_DOSE_GRID, MC_DECAYS, METHODS
+from cohort_dosimetry.constants import DEFAULT_DOSE_GRID, MC_DECAYS, MC_SCAN_RULES, MC_TARGET_HOURS, METHODS
 from cohort_dosimetry.grid import parse_dose_grid
 
 
@@ -422,6 +423,35 @@ def kernel_sha256(cohort_dir: str | Path) -> str:
     cohort = open_cohort(cohort_dir)
     spacings = sorted({tuple(cohort.scan_attrs(p, t)["spacing_mm"]) for p, t in cohort.scans()})
     return ",".join(dose_method("dvk").settings(tuple(float(v) for v in s))["kernel_sha256"] for s in spacings)
+
+
+def select_mc_scans(scan_attrs: Mapping[tuple[str, str], Mapping[str, Any]], rule: str) -> set[tuple[str, str]]:
+    """The scans Monte Carlo runs on under ``rule`` (one of ``constants.MC_SCAN_RULES``).
+
+    ``scan_attrs``: {(patient, timepoint): the scan's attrs}, with ``cycle`` and, for "first",
+    ``acquisition_datetime``, for "nearest-96h", ``hours_post_injection`` (h from the cycle's injection).
+    "all": every scan. "first": per patient and cycle the earliest acquisition (timepoint labels count arrivals, not
+    time). "nearest-96h": per patient and cycle the scan whose ``hours_post_injection`` is nearest
+    ``constants.MC_TARGET_HOURS`` (96 h); of two as near, the later one (after uptake, where a single-time-point
+    estimate assumes washout), then the first label.
+    """
+    if rule not in MC_SCAN_RULES:
+        raise ValueError(f"unknown mc_scans rule {rule!r}; expected one of {MC_SCAN_RULES}")
+    if rule == "all":
+        return set(scan_attrs)
+    if rule == "first":
+        order = sorted(scan_attrs, key=lambda scan: scan_attrs[scan]["acquisition_datetime"])
+    else:
+
+        def distance(scan: tuple[str, str]) -> tuple[float, float, str]:
+            hours = float(scan_attrs[scan]["hours_post_injection"])
+            return abs(hours - MC_TARGET_HOURS), -hours, scan[1]
+
+        order = sorted(scan_attrs, key=distance)
+    chosen: dict[tuple[str, int], tuple[str, str]] = {}
+    for patient, timepoint in order:
+        chosen.setdefault((patient, int(scan_attrs[patient, timepoint]["cycle"])), (patient, timepoint))
+    return set(chosen.values())
 
 
 def scan_outcomes(results: list[dict]) -> dict[str, int]:

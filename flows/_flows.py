@@ -20,8 +20,8 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 from prefect_dask import DaskTaskRunner
 
-from cohort_dosimetry.constants import DEFAULT_DOSE_GRID, MC_DECAYS, METHODS
-from cohort_dosimetry.pipeline import StepResult, failed_planned_scan, scan_outcomes
+from cohort_dosimetry.constants import DEFAULT_DOSE_GRID, MC_DECAYS, MC_SCAN_RULES, METHODS
+from cohort_dosimetry.pipeline import StepResult, failed_planned_scan, scan_outcomes, select_mc_scans
 from cohort_dosimetry.store import lock_timeout
 from flows._runtime import cluster_has_gpus, dask_scheduler, parameter_from_environment
 from flows._tasks import (
@@ -198,12 +198,13 @@ def dose_flow(
 ) -> list[dict]:
     """Per scan: DVK, then CNN (on the DVK map of the same scan), and MC where asked.
 
-    ``mc_scans``: "all", or "first" for the earliest scan of each patient's therapy cycle only (to bound MC cost on
-    a CPU). ``use_gpu_resources``: every dose task asks for a worker's ``GPU`` resource (the cluster has such
-    workers); each worker computes on its own CUDA device if it has one, else on its CPU. When the cluster has had
-    no GPU worker for ``gpu_wait_timeout_s`` seconds (they died or left), the dose tasks still waiting for one fail,
-    naming their scans. ``task_timeout_s``: the longest a dose task may run (None: no limit); ``lock_timeout_s``:
-    the longest wait for a store lock (None: the configured wait).
+    ``mc_scans``: "all"; or, to bound MC cost on a CPU, one scan per patient and therapy cycle: "first" (the
+    earliest) or "nearest-96h" (the one nearest 96 h after injection, where a single-time-point absorbed dose
+    holds; ``cohort_dosimetry.pipeline.select_mc_scans``). ``use_gpu_resources``: every dose task asks for a
+    worker's ``GPU`` resource (the cluster has such workers); each worker computes on its own CUDA device if it has
+    one, else on its CPU. When the cluster has had no GPU worker for ``gpu_wait_timeout_s`` seconds (they died or
+    left), the dose tasks still waiting for one fail, naming their scans. ``task_timeout_s``: the longest a dose task
+    may run (None: no limit); ``lock_timeout_s``: the longest wait for a store lock (None: the configured wait).
     """
     from cohort_dosimetry.store import open_cohort
 
@@ -212,17 +213,13 @@ def dose_flow(
         raise ValueError(f"unknown dose methods {sorted(unknown)}; expected some of {METHODS}")
     cohort = open_cohort(cohort_dir)
     scans = cohort.scans()
-    # "first": the earliest acquisition of each patient's therapy cycle (labels count arrivals, not time)
-    first_tp: dict[tuple[str, int], str] = {}
-    for patient, timepoint in sorted(scans, key=lambda s: cohort.scan_attrs(*s)["acquisition_datetime"]):
-        first_tp.setdefault((patient, cohort.scan_attrs(patient, timepoint)["cycle"]), timepoint)
-    first_scans = {(patient, timepoint) for (patient, _), timepoint in first_tp.items()}
+    mc_selected = select_mc_scans({s: cohort.scan_attrs(*s) for s in scans}, mc_scans) if "mc" in methods else set()
     # One task per scan for DVK -> CNN (the CNN's prior is the DVK map) and one for MC, which needs neither.
     # No task waits on another inside Dask, so every worker runs one task at a time.
     pending, on_gpu = [], []
     for patient, timepoint in scans:
         kernel_methods = tuple(m for m in ("dvk", "cnn") if m in methods)
-        run_mc = "mc" in methods and (mc_scans == "all" or (patient, timepoint) in first_scans)
+        run_mc = (patient, timepoint) in mc_selected
         for group in (kernel_methods, ("mc",) if run_mc else ()):
             if not group:
                 continue
@@ -315,10 +312,16 @@ def cohort_flow(
     logger = get_run_logger()
     t0 = time.perf_counter()
     methods = tuple(methods)
+    if mc_scans not in MC_SCAN_RULES:  # refused before anything runs
+        raise ValueError(f"unknown mc_scans rule {mc_scans!r}; expected one of {MC_SCAN_RULES}")
     notes = []
-    if "mc" in methods and mc_scans == "first":
+    if "mc" in methods and mc_scans != "all":
+        which = "the earliest scan" if mc_scans == "first" else "the scan nearest 96 h after injection"
         notes.append(
-            "Monte Carlo was run on the earliest scan of each patient's therapy cycle only, to bound its CPU cost."
+            f"Monte Carlo was run on {which} of each patient's therapy cycle only, to bound its CPU cost: each MC "
+            "absorbed dose is a single-time-point estimate (Hänscheid's formula for a scan at 72-120 h, else "
+            "Madsen's with the VOI class's prior effective half-life inside its window, else none); the "
+            "absorbed-dose table names the rule and the reason for each."
         )
     with dask_scheduler(address) as addr:
         # prefect_dask's runner subclasses TaskRunner unparametrised, which prefect's with_options does not accept

@@ -243,11 +243,7 @@ def dask_scheduler(address: str | None = None, n_workers: int | None = None) -> 
 
         n = n_workers or max(1, os.cpu_count() or 1)
         cluster = LocalCluster(
-            n_workers=n,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=None,
-            env=worker_env,
+            n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None, env=worker_env
         )
     log.info("embedded Dask cluster at %s (%d GPUs)", cluster.scheduler_address, n_gpus)
     try:

@@ -10,7 +10,7 @@ import pytest
 from cohort_dosimetry import constants, io, pipeline
 from cohort_dosimetry.commands import demo, ingest, run
 from cohort_dosimetry.dose import REGISTRY, dose_rates
-from cohort_dosimetry.physics import dose_rate_mc, run_monte_carlo
+from cohort_dosimetry.physics import run_monte_carlo
 from flows import _flows
 
 
@@ -41,7 +41,6 @@ def test_ingest_and_run_commands_default_to_the_same_dose_grid():
     "function",
     [
         dose_rates,
-        dose_rate_mc,
         run_monte_carlo,
         pipeline.compute_scan_dose,
         pipeline.map_settings,

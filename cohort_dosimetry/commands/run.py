@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cohort_dosimetry.constants import DEFAULT_DOSE_GRID, MC_DECAYS, METHODS
+from cohort_dosimetry.constants import DEFAULT_DOSE_GRID, MC_DECAYS, MC_SCAN_RULES, METHODS
 from cohort_dosimetry.grid import parse_dose_grid
 
 
@@ -50,9 +50,10 @@ def add_flow_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--mc-scans",
-        choices=("all", "first"),
+        choices=MC_SCAN_RULES,
         default="all",
-        help="run Monte Carlo on all scans or on the earliest scan of each patient's therapy cycle",
+        help="run Monte Carlo on all scans, or on one scan per patient and therapy cycle: the earliest (first) or "
+        "the one nearest 96 h after injection (nearest-96h), whose single-time-point absorbed dose holds",
     )
     parser.add_argument(
         "--mc-decays", type=int, default=MC_DECAYS, help=f"Monte Carlo decays per scan (default {MC_DECAYS})"
@@ -170,6 +171,13 @@ def print_summary(summary: dict) -> None:
     )
     print(f"\nCohort summary: dose-rate in mGy/h, mean (min-max) over scans and VOIs of each class ({origin}):")
     print(table.to_string())
+    absorbed = cohort.absorbed_dose()
+    if not absorbed.empty:  # which rule gave each method's absorbed doses (per curve: the absorbed_dose table)
+        chosen = absorbed[absorbed["selected"].astype(bool)]
+        print("\nAbsorbed dose per therapy cycle: time-integration model chosen, curves per method (none: no dose):")
+        for method in [m for m in METHODS if m in set(chosen["method"])]:
+            counts = chosen.loc[chosen["method"] == method, "model"].value_counts()
+            print(f"  {method.upper()}: " + ", ".join(f"{model} {count}" for model, count in counts.items()))
     for note in summary.get("notes", []):
         print(f"note: {note}")
     print(

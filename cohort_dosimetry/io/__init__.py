@@ -21,6 +21,13 @@ Public API::
     resample_to_grid(volume, grid, "activity" | "ct_hu" | "labels" | "dose") -> Volume
     IngestError                                         bad input: .subject (file or series) and .problem
 
+DICOM out, in the reference CT's frame of reference and study (identity read from the CT, never from the store)::
+
+    write_rt_dose(dose_gy, grid, reference_ct, path, ...)        RT Dose, GY, PHYSICAL, DoseGridScaling for the range
+    write_dose_rate_map(dose_rate_gy_s, grid, reference_ct, ...)  Parametric Map in Gy/s (highdicom)
+    write_seg(labels, names, grid, reference_ct, path)           SEG of the VOIs as used (highdicom, BINARY)
+    export_scans(cohort_dir, dicom_dir, out_dir, patients=None)  every scan's maps and VOIs (`cohort-dosimetry export`)
+
 Axis order is (z, y, x) everywhere; geometry follows DICOM patient space (LPS, mm), see :mod:`cohort_dosimetry.grid`.
 """
 
@@ -28,6 +35,8 @@ from cohort_dosimetry.io._contours import LabelMap, read_rtstruct, read_seg
 from cohort_dosimetry.io._ct import read_ct_series
 from cohort_dosimetry.io._discovery import Discovery, ScanSources, Series, discover_studies
 from cohort_dosimetry.io._errors import IngestError, Problem
+from cohort_dosimetry.io._export import SUMMATION_TYPES, reference_series, write_dose_rate_map, write_rt_dose, write_seg
+from cohort_dosimetry.io._export_scans import EXPORT_COLUMNS, ReferenceCT, export_scans, find_reference_cts
 from cohort_dosimetry.io._ingest import IngestPlan, PlannedScan, finish_ingest, ingest, ingest_scan, plan_ingest
 from cohort_dosimetry.io._nm import CountsCalibration, SpectImage, read_nm
 from cohort_dosimetry.io._resample import dose_grid, resample_to_grid
@@ -35,6 +44,15 @@ from cohort_dosimetry.io._rtdose import ExternalDose, read_rtdose
 from cohort_dosimetry.io._volume import Volume
 
 __all__ = [
+    "EXPORT_COLUMNS",
+    "SUMMATION_TYPES",
+    "ReferenceCT",
+    "export_scans",
+    "find_reference_cts",
+    "reference_series",
+    "write_dose_rate_map",
+    "write_rt_dose",
+    "write_seg",
     "CountsCalibration",
     "Discovery",
     "ExternalDose",

@@ -13,12 +13,16 @@ from cohort_dosimetry.phantoms._kinetics import (
     compartment_activity_bq,
     cumulated_activity_bq_s,
 )
+from cohort_dosimetry.phantoms._motion import BREATHING_ORGANS, motion_points, move_patient
 from cohort_dosimetry.phantoms._spect import SPECT_MODELS, simulate_spect
 from cohort_dosimetry.phantoms._spect_acquisition import Acquisition
 from cohort_dosimetry.phantoms._spect_fast import FastModelCalibration
 from cohort_dosimetry.phantoms._virtual_patient import make_virtual_patient
 
 __all__ = [
+    "BREATHING_ORGANS",
+    "motion_points",
+    "move_patient",
     "ADMINISTERED_ACTIVITY_BQ",
     "Acquisition",
     "FastModelCalibration",

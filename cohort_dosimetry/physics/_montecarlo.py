@@ -391,30 +391,11 @@ def _simulate_chunk(n: int, source: _Source, grid: Grid, tables: Tables, majoran
     return emitted, escaped
 
 
-def dose_rate_mc(
-    activity_bq,
-    density,
-    spacing_mm,
-    nuclide="Lu177",
-    n_decays=MC_DECAYS,
-    seed=0,
-    device=None,
-    emissions=("electron", "photon"),
-    n_batches=10,
-) -> tuple[np.ndarray, np.ndarray]:
+def dose_rate_mc(activity_bq, density, spacing_mm, **options) -> tuple[np.ndarray, np.ndarray]:
     """Monte Carlo dose-rate (Gy/s) and its relative uncertainty, float32 (z, y, x) arrays.
 
-    Same arguments as :func:`run_monte_carlo` (activity in Bq per voxel, density g/cm3, spacing mm (z, y, x)).
+    The arguments and ``options`` (nuclide, n_decays, seed, device, emissions, n_batches) and their defaults are
+    :func:`run_monte_carlo`'s: activity in Bq per voxel, density g/cm3, spacing mm (z, y, x).
     """
-    result = run_monte_carlo(
-        activity_bq,
-        density,
-        spacing_mm,
-        nuclide=nuclide,
-        n_decays=n_decays,
-        seed=seed,
-        device=device,
-        emissions=emissions,
-        n_batches=n_batches,
-    )
+    result = run_monte_carlo(activity_bq, density, spacing_mm, **options)
     return result.dose_rate_gy_s, result.relative_uncertainty

@@ -21,15 +21,7 @@ from scipy.interpolate import PchipInterpolator
 _DATA_DIR = Path(icrp107_database.__file__).parent / "icrp107"
 
 # Seconds per time unit used in the ICRP-107 files (Julian year, as ICRP-107 uses).
-_SECONDS_PER_UNIT = {
-    "us": 1e-6,
-    "ms": 1e-3,
-    "s": 1.0,
-    "m": 60.0,
-    "h": 3600.0,
-    "d": 86400.0,
-    "y": 365.25 * 86400.0,
-}
+_SECONDS_PER_UNIT = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "y": 365.25 * 86400.0}
 
 ENERGY_KINDS = ("beta", "ic", "auger", "electron", "photon", "total")
 

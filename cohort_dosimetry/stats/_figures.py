@@ -132,7 +132,7 @@ def plot_time_activity(fits: Mapping[str, TimeActivityFit], title: str = "") -> 
     ``fits``: {VOI name: :class:`TimeActivityFit`} (dose-rates in Gy/s, hours post injection).
     """
     figure, axes = _figure(len(fits))
-    styles = {"mono_exp": ":", "bi_exp": "-.", "trapezoid": "--", "hanscheid": "--"}
+    styles = {"mono_exp": ":", "bi_exp": "-.", "trapezoid": "--", "hanscheid": "--", "madsen": "--"}
     for ax, (voi, fit) in zip(axes, fits.items()):
         t_max = max(float(fit.hours.max()) * 1.3, 24.0)
         t = np.linspace(0, t_max, 200)

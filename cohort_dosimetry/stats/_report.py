@@ -72,8 +72,10 @@ _PACKAGES = (
 SELECTION_RULE = (
     "among the fitted models with at least one residual degree of freedom (mono-exponential from 3 time points, "
     "bi-exponential from 4), the lowest AICc wins, or the lowest AIC where AICc is undefined for one of them "
-    "(4 time points); without such a model the trapezoid with a physical-decay tail is used, and with a single "
-    "time point Hänscheid's formula. Each row of the absorbed-dose table names its model and the reason."
+    "(4 time points); without such a model the trapezoid with a physical-decay tail is used. With a single time "
+    "point: Hänscheid's formula for a scan at 72\u2013120 h after injection, else Madsen's formula with the VOI "
+    "class's prior effective half-life for a scan inside that prior's window, else no absorbed dose (model none, "
+    "with the reason). Each row of the absorbed-dose table names its model and the reason."
 )
 
 METHODS_TEXT = (
@@ -95,12 +97,20 @@ named VOI without voxels gets a row with volume 0 and NaN statistics.</li>
 <p>Per patient, therapy cycle, VOI and method, the VOI's mean dose-rate at each time point (hours from the cycle's
 injection) is integrated from injection to infinity with one of: a mono-exponential, a bi-exponential with uptake
 (both with washout no slower than Lu-177's physical decay, ICRP-107), a trapezoid from zero at injection with a
-physical-decay tail after the last point, or with one time point Hänscheid's formula (J Nucl Med 59:75, 2018:
-D = r(t) 2t / ln 2, published for a measurement at about 4 days). Fits minimise relative residuals. Model choice:
+physical-decay tail after the last point. With one time point a single-time-point formula is used only inside the
+window where it holds to within 10 %: Hänscheid's (J Nucl Med 59:75, 2018: D = r(t) 2t / ln 2, exact when the
+effective half-life equals t, published for a measurement after about 4 days) for a scan at 72&ndash;120 h; else
+Madsen's (Med Phys 45:2318, 2018: D = r(t) e<sup>&lambda;t</sup> / &lambda;, &lambda; = ln 2 / T<sub>prior</sub>)
+with a prior effective half-life of Lu-177 DOTATATE for the VOI's class: kidney 50 h (range 34&ndash;77 h; Sandström
+et al., J Nucl Med 54:33, 2013; window 67&ndash;75 h), liver and spleen 66 h (48&ndash;84 h; Garske-Román et al.,
+Eur J Nucl Med Mol Imaging 45:970, 2018; window 60&ndash;108 h), lesions 85 h (60&ndash;110 h; Ilan et al., J Nucl
+Med 56:177, 2015; window 82&ndash;134 h); each window is the scan times at which the estimate stays within 10 % for
+every half-life of the range. Outside every window (or for a VOI class without a prior) there is no absorbed dose,
+and its reason names the windows. Fits minimise relative residuals. Model choice:
 """
     + SELECTION_RULE
     + """ Uncertainties (1 sigma) come from the fit's parameter covariance; the trapezoid and
-Hänscheid's formula have none (their error is that of their assumptions).</p>
+the single-time-point formulas have none (their error is that of their assumptions).</p>
 <h3>DVK dose-rates in bone</h3>
 <p>The dose voxel kernel method scales soft-tissue kernels by 1.04/&rho;. That holds for the betas, absorbed where
 they are released, not for photons, which bone absorbs 1.5&ndash;5 times more per gram than soft tissue at Lu-177's
@@ -110,6 +120,10 @@ spleen and lesions, but far below it in the lumbar vertebrae and far above it in
 section 3).</p>
 """
 )
+
+
+#: The columns of the report's table of chosen time-integration models.
+_CHOSEN_COLUMNS = "patient cycle voi method model absorbed_dose_gy uncertainty_gy n_timepoints reason".split()
 
 
 def write_report(cohort, notes: Sequence[str] = (), model_card: dict | None = None) -> Path:
@@ -180,26 +194,13 @@ def write_report(cohort, notes: Sequence[str] = (), model_card: dict | None = No
         ]
         if not failed.empty:
             parts += [
-                f"<p>{len(failed)} curve(s) could not be integrated and have no dose:</p>",
+                f"<p>{len(failed)} curve(s) have no absorbed dose (a single scan outside every single-time-point "
+                "window, or a curve that could not be integrated), each with the reason:</p>",
                 _table_html(failed[["patient", "cycle", "voi", "method", "n_timepoints", "reason"]]),
             ]
         parts += [
             "<details><summary>Chosen model per patient, cycle, VOI and method, and why</summary>",
-            _table_html(
-                chosen[
-                    [
-                        "patient",
-                        "cycle",
-                        "voi",
-                        "method",
-                        "model",
-                        "absorbed_dose_gy",
-                        "uncertainty_gy",
-                        "n_timepoints",
-                        "reason",
-                    ]
-                ].round({"absorbed_dose_gy": 3, "uncertainty_gy": 3})
-            ),
+            _table_html(chosen[_CHOSEN_COLUMNS].round({"absorbed_dose_gy": 3, "uncertainty_gy": 3})),
             "</details>",
         ]
     if not totals.empty:
@@ -292,46 +293,38 @@ def concordance_summary(concordance: pd.DataFrame, voi_type_of: dict) -> pd.Data
 
 def absorbed_summary(chosen: pd.DataFrame, voi_type_of: dict) -> pd.DataFrame:
     """Per VOI class and method: absorbed dose (Gy) as mean (min-max) and how often each model was chosen."""
-    table = chosen.assign(voi_type=chosen["voi"].map(voi_type_of))
-    rows = []
-    for (voi_type, method), group in table.groupby(["voi_type", "method"]):
+
+    def describe(group: pd.DataFrame) -> dict:
         counts = group["model"].value_counts()
-        rows.append(
-            (
-                _type_order(voi_type),
-                _method_order(method),
-                {
-                    "VOI class": voi_type,
-                    "method": method.upper(),
-                    "n": len(group),
-                    "absorbed dose (Gy)": _mean_min_max(group["absorbed_dose_gy"]),
-                    "models chosen": ", ".join(f"{model} {count}" for model, count in counts.items()),
-                },
-            )
-        )
-    return pd.DataFrame([row for *_, row in sorted(rows, key=lambda r: r[:2])])
+        return {
+            "absorbed dose (Gy)": _mean_min_max(group["absorbed_dose_gy"]),
+            "models chosen": ", ".join(f"{model} {count}" for model, count in counts.items()),
+        }
+
+    return _per_class_and_method(chosen, voi_type_of, describe)
 
 
 def total_summary(totals: pd.DataFrame, voi_type_of: dict) -> pd.DataFrame:
     """Per VOI class and method: absorbed dose over all cycles (Gy) as mean (min-max), patients with more than one
     cycle, and totals that are n/a (a cycle without dose)."""
-    table = totals.assign(voi_type=totals["voi"].map(voi_type_of))
+
+    def describe(group: pd.DataFrame) -> dict:
+        return {
+            "total absorbed dose (Gy)": _mean_min_max(group["absorbed_dose_gy"]),
+            "over 2+ cycles": int((group["n_cycles"] > 1).sum()),
+            "n/a": int(group["absorbed_dose_gy"].isna().sum()),
+        }
+
+    return _per_class_and_method(totals, voi_type_of, describe)
+
+
+def _per_class_and_method(table: pd.DataFrame, voi_type_of: dict, describe) -> pd.DataFrame:
+    """One row per VOI class and method (in report order): class, method, n and ``describe(group)``'s columns."""
+    table = table.assign(voi_type=table["voi"].map(voi_type_of))
     rows = []
     for (voi_type, method), group in table.groupby(["voi_type", "method"]):
-        rows.append(
-            (
-                _type_order(voi_type),
-                _method_order(method),
-                {
-                    "VOI class": voi_type,
-                    "method": method.upper(),
-                    "n": len(group),
-                    "total absorbed dose (Gy)": _mean_min_max(group["absorbed_dose_gy"]),
-                    "over 2+ cycles": int((group["n_cycles"] > 1).sum()),
-                    "n/a": int(group["absorbed_dose_gy"].isna().sum()),
-                },
-            )
-        )
+        row = {"VOI class": voi_type, "method": method.upper(), "n": len(group), **describe(group)}
+        rows.append((_type_order(voi_type), _method_order(method), row))
     return pd.DataFrame([row for *_, row in sorted(rows, key=lambda r: r[:2])])
 
 
@@ -471,7 +464,10 @@ def _time_activity_figures(voi_stats: pd.DataFrame, methods: list[str]) -> list[
                 continue
             try:
                 fits[voi] = fit_time_activity(
-                    curve["hours_post_injection"].to_numpy(), curve["mean"].to_numpy(), curve["nuclide"].iloc[0]
+                    curve["hours_post_injection"].to_numpy(),
+                    curve["mean"].to_numpy(),
+                    curve["nuclide"].iloc[0],
+                    voi_class=str(voi),
                 )
             except ValueError:
                 continue

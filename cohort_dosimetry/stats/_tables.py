@@ -151,7 +151,9 @@ def absorbed_dose(voi_stats: pd.DataFrame, nuclide: str = "Lu177") -> pd.DataFra
     (default the ``nuclide`` argument; decay data from ICRP-107) and ``timepoint`` (names the scans in reasons) are
     used where present. Hours count from each cycle's own injection, so each cycle is a curve of its own.
 
-    One row per model applied (``mono_exp``, ``bi_exp``, ``trapezoid``, or ``hanscheid`` for one time point):
+    One row per model applied (``mono_exp``, ``bi_exp``, ``trapezoid``; for one time point the single-time-point
+    rule's ``hanscheid`` or ``madsen``, the VOI's class choosing the prior, or :data:`NOT_INTEGRATED` outside every
+    window):
     ``patient, cycle, voi, method, model, absorbed_dose_gy, uncertainty_gy, n_timepoints, selected, aic, aicc,
     reason``. Exactly one row per curve has ``selected`` True; its ``reason`` says why (criterion values or the rule
     that applied), the others' ``reason`` says why they were not chosen. Scans where the VOI's mean is NaN (empty
@@ -176,7 +178,7 @@ def absorbed_dose(voi_stats: pd.DataFrame, nuclide: str = "Lu177") -> pd.DataFra
         try:
             if len(nuclides) > 1:
                 raise ValueError(f"its scans are of different nuclides {nuclides}")
-            fit = fit_time_activity(hours, curve["mean"].to_numpy(), nuclides[0])
+            fit = fit_time_activity(hours, curve["mean"].to_numpy(), nuclides[0], voi_class=str(voi))
         except ValueError as err:
             names = curve["timepoint"] if "timepoint" in curve else [f"scan {k + 1}" for k in range(len(curve))]
             scans = ", ".join(f"{patient}/{name} ({hour:g} h)" for name, hour in zip(names, hours))

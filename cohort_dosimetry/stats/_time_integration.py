@@ -8,11 +8,19 @@ Input: the mean dose-rate of one VOI (Gy/s) at ``n`` times ``t_i`` (hours post i
                ``D = a (1/l_w - 1/l_u)``. The phantoms' compartment model (physical decay included in both rates).
 ``trapezoid``  linear from ``(0, 0)`` (no activity at injection) through the measured points, then physical decay
                from the last point: tail ``r(t_n) / l_p``. No fitted parameters.
-``hanscheid``  one time point (Hanscheid et al., J Nucl Med 59:75, 2018): ``D = r(t) 2 t / ln 2``. This is the exact
-               integral of a mono-exponential whose effective half-life equals ``t``; for an effective half-life ``T``
-               the ratio estimate/exact is ``2 x exp(-x) / ln 2`` with ``x = t ln 2 / T``: 1 at ``T = t``, at most
-               1.062 (at ``T = t ln 2``), within 10 % for ``0.41 t < T < 1.31 t`` (39 h to 125 h for a scan at
-               96 h); a VOI that keeps its activity (``T`` = 159.5 h, physical) is underestimated by 21 %.
+``hanscheid``  one time point at 72-120 h (Hanscheid et al., J Nucl Med 59:75, 2018, "a single measurement after
+               4 days"): ``D = r(t) 2 t / ln 2``. This is the exact integral of a mono-exponential whose effective
+               half-life equals ``t``; for an effective half-life ``T`` the ratio estimate/exact is
+               ``2 x exp(-x) / ln 2`` with ``x = t ln 2 / T``: 1 at ``T = t``, at most 1.062 (at ``T = t ln 2``),
+               within 10 % for ``0.41 t < T < 1.31 t`` (39 h to 125 h for a scan at 96 h); a VOI that keeps its
+               activity (``T`` = 159.5 h, physical) is underestimated by 21 %.
+``madsen``     one time point outside Hanscheid's window (Madsen et al., Med Phys 45:2318, 2018):
+               ``D = r(t) exp(l t) / l``, ``l = ln 2 / T_prior``, with the prior effective half-life of the VOI's
+               class (kidney 50 h, Sandström et al., J Nucl Med 54:33, 2013; liver and spleen 66 h, Garske-Román et
+               al., Eur J Nucl Med Mol Imaging 45:970, 2018; lesions 85 h, Ilan et al., J Nucl Med 56:177, 2015),
+               only for scan times at which it stays within 10 % over the class's published range of half-lives
+               (kidney 67-75 h, liver and spleen 60-108 h, lesions 82-134 h; derived in
+               :mod:`._single_timepoint`, :func:`~._single_timepoint.madsen_window_h`).
 
 Washout rates are bounded below by the Lu-177 physical decay constant ``l_p`` (biological clearance can only add to
 it; half-life from ICRP-107 via :func:`cohort_dosimetry.physics.nuclide`).
@@ -34,14 +42,17 @@ Model selection (documented rule, reported with every result):
   common 4-time-point protocol for no reason but the protocol's length; in that case all candidates are ranked by
   the uncorrected ``AIC = n ln(RSS / n) + 2p`` instead. The reason string says which criterion was used.
 * Lowest criterion wins. Without any candidate (``n = 2``, or every fit failed) the trapezoid with physical tail is
-  chosen; with ``n = 1``, Hanscheid's formula.
+  chosen; with ``n = 1``, the single-time-point rule of :mod:`._single_timepoint`: Hanscheid's formula for a scan at
+  72-120 h, else Madsen's with the VOI class's prior effective half-life inside that prior's window, else no
+  absorbed dose (model ``none``, NaN, the reason naming the windows missed; ``stats.NOT_INTEGRATED``).
 * The criteria compare residuals: on noise-free data every adequate model reaches rounding level and the ranking is
   meaningless.
 
 Uncertainty (one standard deviation, Gy): for fitted models, propagated from the fit's parameter covariance (residual
 variance estimate, ``absolute_sigma=False``) through the analytic gradient of the integral (delta method); NaN when the
-fit has no residual degrees of freedom (``n = p``). The trapezoid and Hanscheid estimates carry no statistical model of
-the data, so their uncertainty is NaN: their error is the systematic one of their assumptions stated above.
+fit has no residual degrees of freedom (``n = p``). The trapezoid and the single-time-point estimates carry no
+statistical model of the data, so their uncertainty is NaN: their error is the systematic one of their assumptions
+stated above (within 10 % inside their windows for the stated half-lives).
 """
 
 from __future__ import annotations
@@ -93,6 +104,8 @@ class ModelFit:
             return p["a_gy_s"] * (np.exp(-p["l_washout_per_h"] * t) - np.exp(-p["l_uptake_per_h"] * t))
         if self.model == "hanscheid":
             return p["r_gy_s"] * 2.0 ** (1.0 - t / p["t_h"])
+        if self.model == "madsen":
+            return p["r_gy_s"] * np.exp(-p["l_per_h"] * (t - p["t_h"]))
         if self.model == "trapezoid":
             knots_t = np.concatenate([[0.0], p["hours"]])
             knots_r = np.concatenate([[0.0], p["dose_rate_gy_s"]])
@@ -249,10 +262,12 @@ def hanscheid_absorbed_dose_gy(hours: float, dose_rate_gy_s: float) -> float:
     return float(dose_rate_gy_s * 2.0 * hours / np.log(2.0) * SECONDS_PER_HOUR)
 
 
-def fit_time_activity(hours, dose_rate_gy_s, nuclide: str = "Lu177") -> TimeActivityFit:
+def fit_time_activity(hours, dose_rate_gy_s, nuclide: str = "Lu177", voi_class: str | None = None) -> TimeActivityFit:
     """Apply every time-integration model to one VOI's mean dose-rate curve and choose one (see module docstring).
 
     ``hours`` (n,) hours post injection, distinct and > 0; ``dose_rate_gy_s`` (n,) mean dose-rate, Gy/s, finite.
+    ``voi_class``: the VOI's class or name (``"kidney"``, ``"kidney_left"``), used only with one time point, for the
+    Madsen prior (Lu-177 only); None: no prior (one time point outside Hanscheid's window then gets no dose).
     """
     t = np.asarray(hours, dtype=np.float64).ravel()
     r = np.asarray(dose_rate_gy_s, dtype=np.float64).ravel()
@@ -267,15 +282,18 @@ def fit_time_activity(hours, dose_rate_gy_s, nuclide: str = "Lu177") -> TimeActi
     l_p = physical_decay_per_h(nuclide)
     n = t.size
     if n == 1:
-        fit = ModelFit(
-            "hanscheid",
-            hanscheid_absorbed_dose_gy(t[0], r[0]),
-            parameters={"r_gy_s": r[0], "t_h": t[0]},
-            note="single time point: exact only if the effective half-life equals t",
-        )
-        return TimeActivityFit(
-            t, r, {"hanscheid": fit}, "hanscheid", f"one time point ({t[0]:g} h): Hanscheid 2018, D = r(t) 2t/ln2"
-        )
+        from ._single_timepoint import prior_for, single_timepoint_dose
+
+        # the priors are effective half-lives of Lu-177 DOTATATE: no prior for another nuclide
+        lu177 = l_p == physical_decay_per_h("Lu177")
+        single = single_timepoint_dose(t[0], r[0], voi_class if lu177 else None, nuclide=nuclide)
+        parameters: dict[str, float | np.ndarray] = {"r_gy_s": r[0], "t_h": t[0]}
+        if single.method == "madsen":
+            prior = prior_for(voi_class)
+            assert prior is not None  # Madsen is chosen only with a prior
+            parameters["l_per_h"] = float(np.log(2.0) / prior.effective_half_life_h)
+        fit = ModelFit(single.method, single.dose_gy, parameters=parameters, note=single.reason)
+        return TimeActivityFit(t, r, {single.method: fit}, single.method, single.reason)
     fits = {model: _fitted_model(model, t, r, l_p) for model in N_PARAMETERS}
     fits["trapezoid"] = _trapezoid(t, r, l_p)
     candidates = [name for name in N_PARAMETERS if not np.isnan(fits[name].aic)]  # -inf (RSS = 0) stays in

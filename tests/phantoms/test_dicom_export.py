@@ -23,12 +23,7 @@ from matplotlib.path import Path as PolygonPath
 from cohort_dosimetry.cli import main as cli_main
 from cohort_dosimetry.grid import Grid
 from cohort_dosimetry.phantoms import make_virtual_patient
-from cohort_dosimetry.phantoms._dicom_export import (
-    cohort_plan,
-    export_cohort,
-    export_dicom,
-    read_ground_truth,
-)
+from cohort_dosimetry.phantoms._dicom_export import cohort_plan, export_cohort, export_dicom, read_ground_truth
 from cohort_dosimetry.phantoms._identity import synthetic_identity
 from cohort_dosimetry.phantoms._virtual_patient import DEFAULT_HOURS
 from cohort_dosimetry.physics import nuclide

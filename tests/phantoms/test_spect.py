@@ -11,13 +11,7 @@ import xarray as xr
 from scipy import ndimage
 
 from cohort_dosimetry.grid import Grid
-from cohort_dosimetry.phantoms import (
-    Acquisition,
-    make_anatomy,
-    make_virtual_patient,
-    simulate_spect,
-    sphere_phantom,
-)
+from cohort_dosimetry.phantoms import Acquisition, make_anatomy, make_virtual_patient, simulate_spect, sphere_phantom
 from cohort_dosimetry.phantoms._calibration import (
     BACKGROUND_BQ_ML,
     CALIBRATION_GRID,
@@ -204,11 +198,7 @@ def test_pytomography_projection_with_banded_psf_equals_the_stock_projector():
     """The system matrix with banded PSF blurs projects as PyTomography's own Conv1d layers do."""
     import torch
 
-    from cohort_dosimetry.phantoms._spect_pytomography import (
-        BandedConv1d,
-        _pytomography_on,
-        _system_matrix,
-    )
+    from cohort_dosimetry.phantoms._spect_pytomography import BandedConv1d, _pytomography_on, _system_matrix
 
     acquisition = Acquisition(n_views=8, voxel_mm=9.6)
     rng = np.random.default_rng(2)

@@ -16,10 +16,7 @@ def test_lu177_half_life(lu177):
     assert lu177.decay_constant_per_s == pytest.approx(np.log(2) / (6.647 * 86400.0), rel=1e-9)
 
 
-@pytest.mark.parametrize(
-    "kind, kev",
-    [("beta", 133.3), ("ic", 13.5), ("auger", 1.1), ("electron", 147.9)],
-)
+@pytest.mark.parametrize("kind, kev", [("beta", 133.3), ("ic", 13.5), ("auger", 1.1), ("electron", 147.9)])
 def test_lu177_electron_energy_per_decay(lu177, kind, kev):
     # ICRP-107 values are quoted to 0.1 keV: allow half of the last digit.
     assert lu177.energy_per_decay_mev(kind) * 1e3 == pytest.approx(kev, abs=0.05)

@@ -95,6 +95,43 @@ def test_hanscheid_single_time_point_against_the_exact_integral():
     assert hanscheid_absorbed_dose_gy(96.0, 1e-6) == pytest.approx(1e-6 * 2 * 96 / LN2 * 3600)
 
 
+def test_single_time_point_outside_every_window_gives_no_dose_with_the_reason():
+    # 24 h: before Hanscheid's 72-120 h window and before every class's Madsen window (kidney's starts at 67 h).
+    for voi_class in (None, "kidney_left", "liver", "lesion_2", "lung"):
+        fit = fit_time_activity([24.0], [1e-6], voi_class=voi_class)
+        assert fit.selected == NOT_INTEGRATED and np.isnan(fit.absorbed_dose_gy)
+        assert (
+            "no single-time-point method applies" in fit.reason and "outside Hanscheid's window 72-120 h" in fit.reason
+        )
+    table = absorbed_dose(
+        pd.DataFrame(
+            [
+                {"patient": "P1", "voi": "liver", "method": "mc", "hours_post_injection": 24.0, "mean": 1e-6},
+                {"patient": "P2", "voi": "liver", "method": "mc", "hours_post_injection": 96.0, "mean": 1e-6},
+            ]
+        )
+    ).set_index("patient")
+    assert table.loc["P1", "model"] == NOT_INTEGRATED and bool(table.loc["P1", "selected"])
+    assert np.isnan(table.loc["P1", "absorbed_dose_gy"]) and "Madsen's window" in table.loc["P1", "reason"]
+    assert table.loc["P2", "model"] == "hanscheid"
+    assert np.isnan(absorbed_dose_total(table.reset_index()).set_index("patient").loc["P1", "absorbed_dose_gy"])
+
+
+def test_single_time_point_outside_hanscheids_window_uses_the_class_prior_inside_madsens():
+    # Kidney prior 50 h (Sandstrom 2013), Madsen window 67-75 h: a scan at 70 h. Independent truth: the exact
+    # integral of a mono-exponential with the prior's half-life through the measured point, r(t) exp(l t) / l.
+    t, rate, prior_h = 70.0, 1e-6, 50.0
+    fit = fit_time_activity([t], [rate], voi_class="kidney_right")
+    assert fit.selected == "madsen" and "Madsen" in fit.reason
+    curve = lambda s: rate * np.exp(-LN2 / prior_h * (s - t))  # noqa: E731
+    assert fit.absorbed_dose_gy == pytest.approx(exact_dose_gy(curve), rel=1e-9)
+    model_curve = fit.fits["madsen"].dose_rate
+    assert exact_dose_gy(model_curve) == pytest.approx(fit.absorbed_dose_gy, rel=1e-9)
+    # Without a class prior (or for another nuclide: the priors are Lu-177 DOTATATE's) there is no dose at 70 h.
+    assert fit_time_activity([t], [rate]).selected == NOT_INTEGRATED
+    assert fit_time_activity([t], [rate], "Y90", voi_class="kidney_right").selected == NOT_INTEGRATED
+
+
 def test_trapezoid_with_physical_tail_when_no_fit_can_be_judged():
     l_p = physical_decay_per_h()
     fit = fit_time_activity([24.0, 48.0], [2e-6, 1e-6])
