@@ -19,17 +19,12 @@ import hashlib
 import os
 import shutil
 import tempfile
-import time
 from pathlib import Path
+
+from _timing import timed
 
 GOAL_INGEST_S = 300.0
 GOAL_RERUN_S = 0.1 * GOAL_INGEST_S
-
-
-def _timed(fn):
-    start = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - start
 
 
 def _hash_all(root: Path) -> int:
@@ -54,7 +49,7 @@ def main() -> None:
     from cohort_dosimetry.store import open_cohort, validate_cohort
 
     if not (args.data / "dicom").is_dir():
-        exported, t_synth = _timed(
+        exported, t_synth = timed(
             lambda: export_cohort(
                 args.data, n_patients=12, seed=0, grid="compact", spect="fast", progress=False, workers=args.workers
             )
@@ -62,12 +57,12 @@ def main() -> None:
         print(f"generated {exported.n_scans} scans in {args.data} in {t_synth:.0f} s")
     work = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
     try:
-        n_files, t_hash = _timed(lambda: _hash_all(args.data / "dicom"))
-        report1, t_one = _timed(lambda: ingest(args.data, work / "one", grid="ct", workers=1))
-        report2, t_many = _timed(lambda: ingest(args.data, work / "many", grid="ct", workers=args.workers))
+        n_files, t_hash = timed(lambda: _hash_all(args.data / "dicom"))
+        report1, t_one = timed(lambda: ingest(args.data, work / "one", grid="ct", workers=1))
+        report2, t_many = timed(lambda: ingest(args.data, work / "many", grid="ct", workers=args.workers))
         many = open_cohort(work / "many")
         before = {s: many.scan_attrs(*s)["written_utc"] for s in many.scans()}
-        report3, t_rerun = _timed(lambda: ingest(args.data, work / "many", grid="ct", workers=args.workers))
+        report3, t_rerun = timed(lambda: ingest(args.data, work / "many", grid="ct", workers=args.workers))
         after = {s: many.scan_attrs(*s)["written_utc"] for s in many.scans()}
         scans = lambda r: r[r["timepoint"] != ""].drop_duplicates(["patient", "timepoint"])  # noqa: E731
         n_scans = len(scans(report1))

@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import os
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import xarray as xr
+from _timing import best_of
 
 from cohort_dosimetry.phantoms import activity_true, make_anatomy
 from cohort_dosimetry.stats import DR_PERCENTS, VoiIndex, absorbed_dose, scan_tables, voi_metrics
@@ -35,15 +35,6 @@ N_SCANS = 42
 N_PATIENTS = 12
 GOAL_S = 120.0
 DIMS = ("z", "y", "x")
-
-
-def best_of(repeats: int, func) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        func()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def per_mask_loop(dose_rate: np.ndarray, labels: np.ndarray, names: dict, spacing_mm) -> pd.DataFrame:

@@ -13,16 +13,10 @@ Usage: ``python bench/synth.py [--seed 1] [--full]``
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 import torch
-
-
-def _timed(fn):
-    start = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - start
+from _timing import timed
 
 
 def main() -> None:
@@ -37,8 +31,8 @@ def main() -> None:
 
     hours = (4.0, 24.0, 96.0, 168.0)
     make_anatomy(args.seed, "compact")  # warm-up: imports, torch start-up
-    anatomy, t_anatomy = _timed(lambda: make_anatomy(args.seed, "compact"))
-    patient, t_fast = _timed(lambda: make_virtual_patient(args.seed, "compact", hours=hours, spect="fast"))
+    anatomy, t_anatomy = timed(lambda: make_anatomy(args.seed, "compact"))
+    patient, t_fast = timed(lambda: make_virtual_patient(args.seed, "compact", hours=hours, spect="fast"))
 
     acquisition = Acquisition()
     spacing = tuple(anatomy.attrs["spacing_mm"])
@@ -52,19 +46,19 @@ def main() -> None:
         from pytomography.algorithms import OSEM
         from pytomography.likelihoods import PoissonLogLikelihood
 
-        system, t_build = _timed(
+        system, t_build = timed(
             lambda: realistic._system_matrix(pytomography, realistic._to_xyz(mu, device), acquisition)
         )
         obj = realistic._to_xyz(activity, device)
-        projection, t_forward = _timed(lambda: system.forward(obj))
+        projection, t_forward = timed(lambda: system.forward(obj))
         stock = realistic._system_matrix(pytomography, realistic._to_xyz(mu, device), acquisition)
         for blur in stock.obj2obj_transforms[1].layers.values():  # PyTomography's own grouped conv1d blur
             blur.layer_r, blur.layer_z = blur.layer_r.as_conv1d(), blur.layer_z.as_conv1d()
-        _, t_forward_stock = _timed(lambda: stock.forward(obj))
+        _, t_forward_stock = timed(lambda: stock.forward(obj))
         counts = projection * acquisition.sensitivity_cps_per_mbq * 1e-6 * acquisition.seconds_per_view
         measured = torch.poisson(counts, generator=torch.Generator().manual_seed(0))
         if args.full:
-            _, t_osem = _timed(
+            _, t_osem = timed(
                 lambda: OSEM(PoissonLogLikelihood(system, measured))(
                     n_iters=acquisition.osem_iterations, n_subsets=acquisition.osem_subsets
                 )
@@ -80,9 +74,9 @@ def main() -> None:
             label = "measured: build + FP + OSEM"
         else:
             likelihood = PoissonLogLikelihood(system, measured)
-            _, t_norm = _timed(lambda: likelihood._set_n_subsets(acquisition.osem_subsets))
+            _, t_norm = timed(lambda: likelihood._set_n_subsets(acquisition.osem_subsets))
             # the iteration re-uses the normalisation computed above (same number of subsets)
-            _, t_iter = _timed(lambda: OSEM(likelihood)(n_iters=1, n_subsets=acquisition.osem_subsets))
+            _, t_iter = timed(lambda: OSEM(likelihood)(n_iters=1, n_subsets=acquisition.osem_subsets))
             t_scan = t_build + t_forward + t_norm + acquisition.osem_iterations * t_iter
             rows += [
                 ("pytomography: OSEM normalisation (1 back projection)", t_norm),

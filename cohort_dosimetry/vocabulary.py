@@ -550,3 +550,59 @@ def labels_attrs(
     if derived:
         attrs["derived"] = dict(derived)
     return attrs
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# DICOM SEG codes
+
+
+def segment_description(number: int, name: str, algorithm):
+    """A highdicom SEG segment description of VOI ``name``: SNOMED CT category and type (and laterality modifier)
+    codes of :func:`snomed_codes`, made by ``algorithm`` (an AlgorithmIdentificationSequence)."""
+    import highdicom as hd
+
+    category, property_type, modifier = snomed_codes(name)
+    description = hd.seg.SegmentDescription(
+        segment_number=number,
+        segment_label=name,
+        segmented_property_category=category,
+        segmented_property_type=property_type,
+        algorithm_type="AUTOMATIC",
+        algorithm_identification=algorithm,
+    )
+    if modifier is not None:
+        description.SegmentedPropertyTypeCodeSequence[0].SegmentedPropertyTypeModifierCodeSequence = [
+            hd.sr.CodedConcept.from_code(modifier)
+        ]
+    return description
+
+
+def snomed_codes(name: str):
+    """(category, type, laterality modifier or None) of a VOI name, SNOMED CT codes as pydicom ships them (DICOM
+    SEG segmented property codes)."""
+    from pydicom.sr.codedict import codes
+
+    anatomy = codes.SCT.AnatomicalStructure
+    organs = {
+        "body": (codes.SCT.EntireBody, None),
+        "external": (codes.SCT.EntireBody, None),
+        "lung_left": (codes.SCT.Lung, codes.SCT.Left),
+        "lung_right": (codes.SCT.Lung, codes.SCT.Right),
+        "lungs": (codes.SCT.Lung, codes.SCT.Bilateral),
+        "liver": (codes.SCT.Liver, None),
+        "liver_healthy": (codes.SCT.Liver, None),
+        "kidney_left": (codes.SCT.Kidney, codes.SCT.Left),
+        "kidney_right": (codes.SCT.Kidney, codes.SCT.Right),
+        "kidneys": (codes.SCT.Kidney, codes.SCT.Bilateral),
+        "spleen": (codes.SCT.Spleen, None),
+    }
+    kind = voi_type(name)
+    if kind == "lesion":
+        return codes.SCT.MorphologicallyAbnormalStructure, codes.SCT.Lesion, None
+    if kind == "vertebra":  # vertebra_L2 -> SCT "L2 vertebra"; pydicom has no S1 vertebra: the vertebral column
+        level = name.split("_", 1)[1]
+        vertebra = getattr(codes.SCT, f"{level}Vertebra", None)
+        return anatomy, vertebra if vertebra is not None else codes.SCT.StructureOfVertebralColumn, None
+    if name in organs:
+        return anatomy, *organs[name]
+    return codes.SCT.SpatialAndRelationalConcept, codes.DCM.RegionInSpace, None

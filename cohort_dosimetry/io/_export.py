@@ -45,7 +45,7 @@ from pydicom.valuerep import format_number_as_ds
 
 from cohort_dosimetry import __version__
 from cohort_dosimetry.grid import Grid
-from cohort_dosimetry.vocabulary import voi_regions, voi_type
+from cohort_dosimetry.vocabulary import segment_description, voi_regions
 
 #: Equipment of every object written here (General Equipment Module).
 MANUFACTURER = "cohort-dosimetry"
@@ -319,7 +319,7 @@ def write_seg(
         family=codes.cid7162.MorphologicalOperations,
         version=__version__,
     )
-    descriptions = [_segment_description(number, name, algorithm) for number, (name, _) in enumerate(present, start=1)]
+    descriptions = [segment_description(number, name, algorithm) for number, (name, _) in enumerate(present, start=1)]
     seg = hd.seg.Segmentation(
         **_new_instance(
             ct, _volume(pixels, grid, ct[0].FrameOfReferenceUID), series_instance_uid, series_number, sop_instance_uid
@@ -474,52 +474,6 @@ def _anatomic_region(ct: Dataset) -> Dataset:
 
 # ---------------------------------------------------------------------------------------------------------------
 # segments
-
-
-def _segment_description(number: int, name: str, algorithm) -> hd.seg.SegmentDescription:
-    """One segment: VOI ``name`` with SNOMED CT category and type (and laterality modifier) codes."""
-    category, property_type, modifier = _segment_codes(name)
-    description = hd.seg.SegmentDescription(
-        segment_number=number,
-        segment_label=name,
-        segmented_property_category=category,
-        segmented_property_type=property_type,
-        algorithm_type="AUTOMATIC",
-        algorithm_identification=algorithm,
-    )
-    if modifier is not None:
-        description.SegmentedPropertyTypeCodeSequence[0].SegmentedPropertyTypeModifierCodeSequence = [
-            hd.sr.CodedConcept.from_code(modifier)
-        ]
-    return description
-
-
-def _segment_codes(name: str):
-    """(category, type, laterality modifier or None) of a VOI name, SNOMED CT codes as pydicom ships them."""
-    anatomy = codes.SCT.AnatomicalStructure
-    organs = {
-        "body": (codes.SCT.EntireBody, None),
-        "external": (codes.SCT.EntireBody, None),
-        "lung_left": (codes.SCT.Lung, codes.SCT.Left),
-        "lung_right": (codes.SCT.Lung, codes.SCT.Right),
-        "lungs": (codes.SCT.Lung, codes.SCT.Bilateral),
-        "liver": (codes.SCT.Liver, None),
-        "liver_healthy": (codes.SCT.Liver, None),
-        "kidney_left": (codes.SCT.Kidney, codes.SCT.Left),
-        "kidney_right": (codes.SCT.Kidney, codes.SCT.Right),
-        "kidneys": (codes.SCT.Kidney, codes.SCT.Bilateral),
-        "spleen": (codes.SCT.Spleen, None),
-    }
-    kind = voi_type(name)
-    if kind == "lesion":
-        return codes.SCT.MorphologicallyAbnormalStructure, codes.SCT.Lesion, None
-    if kind == "vertebra":  # vertebra_L2 -> SCT "L2 vertebra"; pydicom has no S1 vertebra: the vertebral column
-        level = name.split("_", 1)[1]
-        vertebra = getattr(codes.SCT, f"{level}Vertebra", None)
-        return anatomy, vertebra if vertebra is not None else codes.SCT.StructureOfVertebralColumn, None
-    if name in organs:
-        return anatomy, *organs[name]
-    return codes.SCT.SpatialAndRelationalConcept, codes.DCM.RegionInSpace, None
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -76,7 +76,7 @@ from cohort_dosimetry import __version__
 from cohort_dosimetry.constants import SYNTHETIC_MODEL_NAME
 from cohort_dosimetry.phantoms._identity import SyntheticIdentity, synthetic_identity
 from cohort_dosimetry.physics import nuclide
-from cohort_dosimetry.vocabulary import label_of, voi_type
+from cohort_dosimetry.vocabulary import label_of, segment_description
 
 # RT Referenced Study Sequence items reference the study with the (retired) Detached Study Management SOP Class,
 # as PS3.3 C.8.8.5 prescribes.
@@ -801,32 +801,15 @@ def _write_rtstruct(scan: _ScanContext, ct_slices: list[Dataset], contours: dict
     return path
 
 
-def _segment_descriptions(names: dict[int, str], where: str) -> dict[int, tuple[str, object, object, object]]:
-    """Per label: (name, category, property type, laterality modifier or None) as SNOMED CT codes for the SEG."""
-    anatomy = codes.SCT.AnatomicalStructure
-    organs = {
-        "body": (codes.SCT.EntireBody, None),
-        "lung_left": (codes.SCT.Lung, codes.SCT.Left),
-        "lung_right": (codes.SCT.Lung, codes.SCT.Right),
-        "liver": (codes.SCT.Liver, None),
-        "kidney_left": (codes.SCT.Kidney, codes.SCT.Left),
-        "kidney_right": (codes.SCT.Kidney, codes.SCT.Right),
-        "spleen": (codes.SCT.Spleen, None),
-    }
-    described: dict[int, tuple[str, object, object, object]] = {}
+def _segment_descriptions(names: dict[int, str], where: str) -> dict[int, str]:
+    """Per label: the VOI name its SEG segment gets (codes: :func:`cohort_dosimetry.vocabulary.snomed_codes`); every
+    name must be a virtual patient's VOI (organs, vertebra_L2-L5, lesion_k)."""
     for value, name in names.items():
         try:
-            label_of(name)  # a virtual patient's VOI (organs, vertebra_L2-L5, lesion_k): SNOMED codes below
+            label_of(name)
         except ValueError as err:
             raise ValueError(f"{where}: label {value}: {err}") from None
-        kind = voi_type(name)
-        if kind == "lesion":
-            described[value] = (name, codes.SCT.MorphologicallyAbnormalStructure, codes.SCT.Lesion, None)
-        elif kind == "vertebra":  # vertebra_L2 -> SCT "L2 vertebra"
-            described[value] = (name, anatomy, getattr(codes.SCT, f"{name.split('_')[1]}Vertebra"), None)
-        else:
-            described[value] = (name, anatomy, *organs[name])
-    return described
+    return dict(names)
 
 
 def _write_seg(scan: _ScanContext, ct_slices: list[Dataset], segments: dict, path: Path) -> Path:
@@ -844,19 +827,7 @@ def _write_seg(scan: _ScanContext, ct_slices: list[Dataset], segments: dict, pat
     descriptions = []
     for number, value in enumerate(present, start=1):
         segment_map[labels == value] = number
-        name, category, property_type, laterality = segments[value]
-        description = hd.seg.SegmentDescription(
-            segment_number=number,
-            segment_label=name,
-            segmented_property_category=category,
-            segmented_property_type=property_type,
-            algorithm_type="AUTOMATIC",
-            algorithm_identification=algorithm,
-        )
-        if laterality is not None:
-            description.SegmentedPropertyTypeCodeSequence[0].SegmentedPropertyTypeModifierCodeSequence = [
-                hd.sr.CodedConcept.from_code(laterality)
-            ]
+        description = segment_description(number, segments[value], algorithm)
         descriptions.append(description)
     seg = hd.seg.Segmentation(
         source_images=ct_slices,
