@@ -236,3 +236,27 @@ def test_missing_scans_and_foreign_schema_versions_are_named(cohort):
     root.write_text(root.read_text().replace('"schema_version": 2', '"schema_version": 3'))
     with pytest.raises(ValueError, match="has schema_version 3; this software reads version 2"):
         open_cohort(cohort.path)
+
+
+def test_scans_carry_their_voxel_centres_in_patient_millimetres(cohort):
+    """z, y, x coordinates are the voxel centres origin + index x spacing (LPS mm), so .sel works in patient space;
+    they are computed on reading and are not arrays of the store."""
+    ds, attrs = make_scan(seed=4)
+    cohort.write_scan("P000000000001", "tp1", ds, attrs)
+    scan = cohort.scan("P000000000001", "tp1")
+    for axis, origin, spacing, n in zip(("z", "y", "x"), attrs["origin_mm"], attrs["spacing_mm"], SHAPE):
+        assert scan[axis].attrs["units"] == "mm"
+        np.testing.assert_allclose(scan[axis].values, origin + spacing * np.arange(n))
+    # the slice through z = origin + 5 slices, found by position
+    z = attrs["origin_mm"][0] + 5 * attrs["spacing_mm"][0] + 0.4
+    np.testing.assert_array_equal(scan["activity"].sel(z=z, method="nearest").values, ds["activity"].isel(z=5).values)
+    assert set(scan.data_vars) == set(ds.data_vars)  # coordinates are not stored as arrays
+
+
+def test_an_oblique_scan_has_no_per_axis_coordinates(cohort):
+    """A grid whose axes are not the patient axes has no product of three coordinate axes: none are invented."""
+    ds, attrs = make_scan(seed=5)
+    c, s = np.cos(0.3), np.sin(0.3)
+    attrs["direction"] = (1.0, 0.0, 0.0, 0.0, c, s, 0.0, -s, c)
+    cohort.write_scan("P000000000001", "tp1", ds, attrs)
+    assert not {"z", "y", "x"} & set(cohort.scan("P000000000001", "tp1").coords)
