@@ -19,13 +19,12 @@ def model_card(weights: str | None) -> ModelCard:
     return ModelCard.from_json(Path(weights) if weights is not None else SHIPPED_CARD)
 
 
-def _card(inputs_or_weights) -> ModelCard:
-    weights = getattr(inputs_or_weights, "weights", inputs_or_weights)
+def _card(weights: str | Path | None) -> ModelCard:
     return model_card(str(weights) if weights is not None else None)
 
 
 def _check(inputs: DoseInputs) -> None:
-    card = _card(inputs)
+    card = _card(inputs.weights)
     if not card.on_grid(inputs.spacing_mm):
         # one grid for every map of a scan: the CNN map is not resampled behind the caller's back
         raise ValueError(
@@ -43,7 +42,7 @@ def _prior(inputs: DoseInputs):
 
 
 def _compute(inputs: DoseInputs) -> Maps:
-    card = _card(inputs)
+    card = _card(inputs.weights)
     cnn = predict_dose_rate(
         inputs.activity_bq,
         inputs.density,

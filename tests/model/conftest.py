@@ -26,3 +26,11 @@ def card_path(tmp_path):
     """Model card (JSON) of a seeded, untrained DblurDoseNet in tmp_path."""
     torch.manual_seed(7)
     return save_model(DblurDoseNet(), make_card(), tmp_path / "net.json")
+
+
+#: Tiny Monte Carlo statistics for the command tests, on purpose (truth about 50 % uncertain, no top-ups): they
+#: check the wiring of the data options, not the physics.
+TINY_MC_OPTIONS = (
+    "--mc-decays-per-voxel 2 --mc-decays-per-activity-share 2e6 --mc-min-decays 20000 --mc-max-decays 400000 "
+    "--mc-label-uncertainty-target 1.0"
+).split()

@@ -8,22 +8,9 @@ import pandas as pd
 import pytest
 
 from cohort_dosimetry.cli import main
+from tests.model.conftest import TINY_MC_OPTIONS
 
-# tiny MC statistics on purpose (truth about 50 % uncertain, no top-ups): this checks the wiring, not the physics
-TINY_MC = [
-    "--mc-decays-per-voxel",
-    "2",
-    "--mc-decays-per-activity-share",
-    "2e6",
-    "--mc-min-decays",
-    "20000",
-    "--mc-max-decays",
-    "400000",
-    "--mc-label-uncertainty-target",
-    "1.0",
-    "--mc-decays",
-    "20000",
-]
+TINY_MC = [*TINY_MC_OPTIONS, "--mc-decays", "20000"]
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,8 @@ import json
 import pytest
 
 from cohort_dosimetry.cli import main
-from cohort_dosimetry.model._card import load_model
+from cohort_dosimetry.model import load_model
+from tests.model.conftest import TINY_MC_OPTIONS
 
 # tiny MC statistics on purpose (labels about 50 % uncertain, no top-ups): this checks the wiring, not the physics
 ARGS = [
@@ -21,16 +22,7 @@ ARGS = [
     "96",
     "--realisations",
     "1",
-    "--mc-decays-per-voxel",
-    "2",
-    "--mc-decays-per-activity-share",
-    "2e6",
-    "--mc-min-decays",
-    "20000",
-    "--mc-max-decays",
-    "400000",
-    "--mc-label-uncertainty-target",
-    "1.0",
+    *TINY_MC_OPTIONS,
     "--batch-size",
     "4",
     "--crop",

@@ -10,11 +10,12 @@ import pytest
 
 from cohort_dosimetry.cli import main as cli_main
 from cohort_dosimetry.physics import _kernels, load_kernel_npy_pair, load_kernel_octant_text, nuclide, voxel_kernel
+from cohort_dosimetry.validation import LANCONELLI_2012_LU177_SOFT
 
 MEV_TO_J = 1.602176634e-13  # CODATA 2018
 TISSUE = 1.04  # g/cm3, the kernels' medium
 #: Lanconelli et al., Phys Med Biol 57:517 (2012), Lu-177 soft tissue, 4.8 mm voxels: S(0, 0, 0), mGy/(MBq s).
-LANCONELLI_S000_4P8MM = 0.178
+LANCONELLI_S000_4P8MM = LANCONELLI_2012_LU177_SOFT[4.8][0]
 DECAYS = 200_000
 
 
