@@ -11,6 +11,7 @@ pseudonym key file from COHORT_DOSIMETRY_PSEUDONYM_KEY_FILE (exported in their j
 Dask worker with one GPU, declared to Dask as the resource GPU=1 (the dose tasks ask for it). Adjust account,
 partition, walltime and memory to your site; nothing here is specific to one.
 """
+
 import argparse
 import os
 import shlex
@@ -36,9 +37,12 @@ tls = Path(args.tls_dir).expanduser().resolve()
 use_tls_dir(tls)  # the flow's own Dask client (ca.pem, client.pem, client.key); refuses a folder lacking them
 security = Security(
     tls_ca_file=str(tls / "ca.pem"),
-    tls_scheduler_cert=str(tls / "scheduler.pem"), tls_scheduler_key=str(tls / "scheduler.key"),
-    tls_worker_cert=str(tls / "worker.pem"), tls_worker_key=str(tls / "worker.key"),
-    tls_client_cert=str(tls / "client.pem"), tls_client_key=str(tls / "client.key"),
+    tls_scheduler_cert=str(tls / "scheduler.pem"),
+    tls_scheduler_key=str(tls / "scheduler.key"),
+    tls_worker_cert=str(tls / "worker.pem"),
+    tls_worker_key=str(tls / "worker.key"),
+    tls_client_cert=str(tls / "client.pem"),
+    tls_client_key=str(tls / "client.key"),
     require_encryption=True,
 )
 key_file = os.environ.get("COHORT_DOSIMETRY_PSEUDONYM_KEY_FILE")
@@ -55,7 +59,8 @@ cluster = SLURMCluster(
     security=security,  # the workers get --tls-ca-file/--tls-cert/--tls-key of the worker role
     job_extra_directives=["--gres=gpu:1"],
     job_script_prologue=[
-        "export COHORT_DOSIMETRY_PSEUDONYM_KEY_FILE=" + shlex.quote(str(Path(key_file).expanduser().resolve()))],
+        "export COHORT_DOSIMETRY_PSEUDONYM_KEY_FILE=" + shlex.quote(str(Path(key_file).expanduser().resolve()))
+    ],
     worker_extra_args=["--resources", "GPU=1"],
     # the scheduler listens on the submit host's interface that the compute nodes reach; it is not exposed further
 )
