@@ -13,7 +13,7 @@ Measured per patient in this run:
   the reference body voxels whose true position lies inside the field of view, and Dice of the kidneys and the spleen
   (``contour_dice``), with registration and without (``identity_result``: the maps used as they lie);
 - warp + integrate: the 3 later dose-rate maps warped onto the first time point's grid (``RegistrationResult.warp``,
-  linear) and ``integrate_voxels`` of the 4 maps;
+  as the cohort flow warps them: ``pipeline.REGISTRATION_SETTINGS["warp"]``) and ``integrate_voxels`` of the 4 maps;
 - baseline, VOI level: each time point's VOI mean dose-rates (its own contours, no registration needed) and
   ``fit_time_activity`` of every VOI's mean curve (best of 3).
 Ratio: (registration + warp + integrate) / VOI level, i.e. how many times the VOI-level cost the voxel-level path
@@ -36,6 +36,7 @@ from _timing import best_of
 from cohort_dosimetry.grid import GRIDS, Grid
 from cohort_dosimetry.phantoms import make_virtual_patient, move_patient
 from cohort_dosimetry.physics import dose_rate_dvk
+from cohort_dosimetry.pipeline import REGISTRATION_SETTINGS
 from cohort_dosimetry.registration import contour_dice, identity_result, register, target_registration_error
 from cohort_dosimetry.stats import fit_time_activity, integrate_voxels
 
@@ -123,7 +124,7 @@ def bench_patient(seed: int, device) -> dict:
 
     # warp the later dose-rate maps onto the reference and integrate voxel by voxel
     start = time.perf_counter()
-    warped = np.stack([rates[0]] + [results[t].warp(rates[t], "linear") for t in range(1, n_t)])
+    warped = np.stack([rates[0]] + [results[t].warp(rates[t], REGISTRATION_SETTINGS["warp"]) for t in range(1, n_t)])
     voxel = integrate_voxels(warped, hours)
     row["warp_integrate_s"] = time.perf_counter() - start
     row["voxel_counts"] = voxel.counts

@@ -8,7 +8,7 @@ import os
 # value set by the user wins. Set before Prefect is imported: Prefect reads its settings once, at import.
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
-from flows._flows import aggregate_flow, cohort_flow, dose_flow, ingest_flow  # noqa: E402
+from flows._flows import absorbed_dose_flow, aggregate_flow, cohort_flow, dose_flow, ingest_flow  # noqa: E402
 from flows._runtime import (  # noqa: E402
     SchedulerUnreachable,
     check_scheduler_security,
@@ -20,6 +20,7 @@ from flows._runtime import (  # noqa: E402
 
 __all__ = [
     "SchedulerUnreachable",
+    "absorbed_dose_flow",
     "aggregate_flow",
     "check_scheduler_security",
     "cluster_workers",

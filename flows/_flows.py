@@ -1,8 +1,8 @@
 """The cohort flows. They orchestrate only: every computation is a library step wrapped by a task in ``_tasks``.
 
-``cohort_flow`` = ``ingest_flow`` -> ``dose_flow`` -> ``aggregate_flow`` -> run record. Each runs its tasks on Dask
-(``address`` of an existing cluster, or the embedded default of ``_runtime``). A failed scan is recorded and the
-others go on; a rerun computes only the maps the store does not hold for these settings.
+``cohort_flow`` = ``ingest_flow`` -> ``dose_flow`` -> ``absorbed_dose_flow`` -> ``aggregate_flow`` -> run record.
+Each runs its tasks on Dask (``address`` of an existing cluster, or the embedded default of ``_runtime``). A failed
+scan is recorded and the others go on; a rerun computes only the maps the store does not hold for these settings.
 
 No ``from __future__ import annotations`` here: the flows' parameter annotations must be objects, not strings. A
 served deployment (``Flow.serve``) runs its flow in a subprocess from a by-value cloudpickle of the function, whose
@@ -21,11 +21,20 @@ from prefect.runtime import flow_run
 from prefect_dask import DaskTaskRunner
 
 from cohort_dosimetry.constants import DEFAULT_DOSE_GRID, MC_DECAYS, MC_SCAN_RULES, METHODS
-from cohort_dosimetry.pipeline import StepResult, failed_planned_scan, scan_outcomes, select_mc_scans
+from cohort_dosimetry.pipeline import (
+    StepResult,
+    cycle_timepoints,
+    failed_planned_scan,
+    patient_cycles,
+    scan_outcomes,
+    select_mc_scans,
+)
 from cohort_dosimetry.store import lock_timeout
 from flows._runtime import cluster_has_gpus, dask_scheduler, parameter_from_environment
 from flows._tasks import (
     cohort_tables_task,
+    cycle_dose_task,
+    cycle_stats_task,
     dose_task,
     finish_ingest_task,
     ingest_scan_task,
@@ -245,6 +254,12 @@ def dose_flow(
             len(stranded),
             ", ".join(stranded),
         )
+    return _collect(pending, given_up)
+
+
+def _collect(pending: list, given_up: dict[int, str]) -> list[dict]:
+    """The StepResults of submitted tasks ``(future, steps, patient, timepoint)``: a task given up on fails each
+    of its steps with the reason."""
     results = []
     for fut, steps, patient, timepoint in pending:
         if id(fut) in given_up:
@@ -254,22 +269,57 @@ def dose_flow(
     return results
 
 
+@flow(name="absorbed-dose", log_prints=True)
+def absorbed_dose_flow(
+    cohort_dir: str,
+    methods: Sequence[str] = METHODS,
+    task_timeout_s: float | None = None,
+    lock_timeout_s: float | None = None,
+) -> list[dict]:
+    """Per patient and therapy cycle, in parallel: register the cycle's CTs onto its earliest scan, warp the
+    dose-rate maps and integrate them voxel by voxel into absorbed-dose maps (``pipeline.cycle_absorbed_dose``).
+    A cycle that fails is recorded against its reference scan; the others go on."""
+    pending = []
+    for patient, cycle in patient_cycles(cohort_dir):
+        reference = cycle_timepoints(cohort_dir, patient, cycle)[0]
+        future = cycle_dose_task.submit(cohort_dir, patient, cycle, tuple(methods), lock_timeout_s=lock_timeout_s)
+        pending.append((future, [f"absorbed_dose_{m}" for m in methods], patient, reference))
+    return _collect(pending, _watch([(p[0], False) for p in pending], task_timeout_s=task_timeout_s))
+
+
 @flow(name="aggregate", log_prints=True)
-def aggregate_flow(cohort_dir: str, notes: Sequence[str] = ()) -> dict:
-    """Per-scan VOI statistics in parallel, then the cohort tables (incl. absorbed dose) and the HTML report."""
+def aggregate_flow(
+    cohort_dir: str,
+    notes: Sequence[str] = (),
+    sensitivity_cps_per_mbq: float | None = None,
+    calibration_uncertainty: float | None = None,
+) -> dict:
+    """Per-scan VOI statistics and per-cycle absorbed-dose-map statistics in parallel, then the cohort tables
+    (incl. absorbed dose, with the uncertainty components that ``sensitivity_cps_per_mbq`` and
+    ``calibration_uncertainty`` allow: ``cohort_dosimetry.stats.absorbed_dose``) and the HTML report."""
     from cohort_dosimetry.store import open_cohort
 
-    scans = open_cohort(cohort_dir).scans()
-    futures = [(scan_stats_task.submit(cohort_dir, p, t), p, t) for p, t in scans]
-    per_scan, failures = [], []
+    cohort = open_cohort(cohort_dir)
+    futures = [(scan_stats_task.submit(cohort_dir, p, t), p, t) for p, t in cohort.scans()]
+    cycle_futures = [(cycle_stats_task.submit(cohort_dir, p, c), p, c) for p, c in cohort.cycle_results()]
+    per_scan, per_cycle, failures = [], [], []
     for fut, p, t in futures:
         result, message = _settled(fut)
         if message is None:
             per_scan.append(result)
         else:  # statistics are recomputed every run, so only their failures belong in the run record
             failures.append(StepResult("stats", p, t, "failed", 0.0, message).as_dict())
+    for fut, p, c in cycle_futures:
+        result, message = _settled(fut)
+        if message is None:
+            per_cycle.append(result)
+        else:
+            reference = cohort.cycle_attrs(p, c) or {}
+            failures.append(
+                StepResult("stats", p, reference.get("reference_timepoint", ""), "failed", 0.0, message).as_dict()
+            )
     if per_scan:
-        summary = cohort_tables_task(cohort_dir, per_scan)
+        summary = cohort_tables_task(cohort_dir, per_scan, per_cycle, sensitivity_cps_per_mbq, calibration_uncertainty)
         summary["report"] = report_task(cohort_dir, list(notes))
     else:  # no scan has a dose-rate map (each one's failure is in ``failures``): no tables or report; a run record
         summary = {"report": ""}
@@ -291,12 +341,18 @@ def cohort_flow(
     gpu_wait_timeout_s: float = DEFAULT_GPU_WAIT_TIMEOUT_S,
     task_timeout_s: float | None = None,
     lock_timeout_s: float | None = None,
+    sensitivity_cps_per_mbq: float | None = None,
+    calibration_uncertainty: float | None = None,
 ) -> dict:
-    """The whole overnight job: ingest, dose-rate maps, statistics, report, run record.
+    """The whole overnight job: ingest, dose-rate maps, absorbed-dose maps per therapy cycle, statistics, report,
+    run record.
 
     ``address``: a Dask scheduler (``tcp://host:8786``); None starts the embedded default for the length of the run.
     ``roi_names``: the user's {ROI name as written: vocabulary name} for ingest
     (``cohort_dosimetry.vocabulary.read_roi_names``).
+    ``sensitivity_cps_per_mbq`` (the site's camera, cps/MBq) and ``calibration_uncertainty`` (relative, e.g. 0.05):
+    the count-noise and calibration components of the absorbed dose's uncertainty (None: not estimated; the
+    ``absorbed_dose`` table and the report say so).
     Timeouts, in seconds, each failing what waited and naming its scan in the run record: ``gpu_wait_timeout_s``,
     how long dose tasks wait while the cluster has no GPU worker (it had one at the start); ``task_timeout_s``, the
     longest an ingest or dose task may run (None: no limit); ``lock_timeout_s``, the longest wait for a store lock
@@ -350,8 +406,15 @@ def cohort_flow(
         )
         stage_wall_s["dose"] = time.perf_counter() - t
         t = time.perf_counter()
+        results += absorbed_dose_flow.with_options(task_runner=runner)(
+            cohort_dir, methods, task_timeout_s=task_timeout_s, lock_timeout_s=lock_timeout_s
+        )
+        stage_wall_s["absorbed dose"] = time.perf_counter() - t
+        t = time.perf_counter()
         with lock_timeout(lock_timeout_s):
-            summary = aggregate_flow.with_options(task_runner=runner)(cohort_dir, notes)
+            summary = aggregate_flow.with_options(task_runner=runner)(
+                cohort_dir, notes, sensitivity_cps_per_mbq, calibration_uncertainty
+            )
         stage_wall_s["stats+report"] = time.perf_counter() - t
     results += summary.pop("results")
     wall = time.perf_counter() - t0

@@ -86,9 +86,31 @@ def scan_stats_task(cohort_dir: str, patient: str, timepoint: str) -> dict:
         return pipeline.scan_statistics(cohort_dir, patient, timepoint)
 
 
+@task(name="absorbed-dose", task_run_name="absorbed dose {patient} cycle {cycle}", **_step)
+def cycle_dose_task(
+    cohort_dir: str, patient: str, cycle: int, methods: tuple[str, ...], lock_timeout_s: float | None = None
+) -> list[dict]:
+    with _self_contained(lock_timeout_s):
+        return pipeline.cycle_absorbed_dose(cohort_dir, patient, cycle, methods)
+
+
+@task(name="cycle-statistics", task_run_name="stats {patient} cycle {cycle}", **_step)
+def cycle_stats_task(cohort_dir: str, patient: str, cycle: int) -> dict:
+    with _self_contained():
+        return pipeline.cycle_statistics(cohort_dir, patient, cycle)
+
+
 @task(name="cohort-tables", **_step)
-def cohort_tables_task(cohort_dir: str, per_scan: list[dict]) -> dict:
-    return pipeline.write_cohort_tables(cohort_dir, per_scan)
+def cohort_tables_task(
+    cohort_dir: str,
+    per_scan: list[dict],
+    per_cycle: list[dict],
+    sensitivity_cps_per_mbq: float | None = None,
+    calibration_uncertainty: float | None = None,
+) -> dict:
+    return pipeline.write_cohort_tables(
+        cohort_dir, per_scan, per_cycle, sensitivity_cps_per_mbq, calibration_uncertainty
+    )
 
 
 @task(name="report", **_step)

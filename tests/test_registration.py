@@ -169,3 +169,20 @@ def test_dice_and_target_registration_error_on_known_values():
     assert isinstance(identity, RegistrationResult)
     assert contour_dice(labels, labels, identity) == {"spleen": 1.0, "50": 1.0}
     assert contour_dice(labels, labels) == {"spleen": 1.0, "50": 1.0}
+
+
+def test_bspline_warp_keeps_a_hot_box_sharper_than_linear():
+    """Cubic B-spline against linear interpolation on a hot box shifted by half a voxel: both reproduce the array
+    without motion; with the shift, B-spline keeps more of the box's dose inside it, and its negatives are clipped."""
+    box = np.zeros((12, 12, 12), np.float32)
+    box[4:8, 4:8, 4:8] = 1.0
+    result = identity_result(box, (3.0, 3.0, 3.0))
+    np.testing.assert_allclose(result.warp(box, "bspline"), box, atol=1e-5)
+    result.displacement_mm[0] = 1.5  # half a voxel along z: linear gives 0.5 on one z face, 0.5 outside the other
+    linear, bspline = result.warp(box, "linear"), result.warp(box, "bspline")
+    inside = box > 0
+    assert bspline.min() >= 0.0 and bspline.dtype == np.float32
+    assert linear[inside].mean() == pytest.approx(0.875, abs=1e-5)
+    assert bspline[inside].mean() > linear[inside].mean() + 0.02
+    with pytest.raises(ValueError, match="warp kind"):
+        result.warp(box, "cubic")

@@ -1,5 +1,5 @@
-"""The regenerating validation (cohort_dosimetry.validation): the kernel and homogeneous-limit sections at the
-smallest size, written to a folder and read back from it."""
+"""The regenerating validation (cohort_dosimetry.validation): the kernel, homogeneous-limit and motion sections at
+the smallest size, written to a folder and read back from it."""
 
 from __future__ import annotations
 
@@ -8,7 +8,16 @@ import pandas as pd
 import pytest
 
 from cohort_dosimetry.cli import build_parser
-from cohort_dosimetry.validation import LANCONELLI_2012_LU177_SOFT, SIZES, validate_science
+from cohort_dosimetry.phantoms import make_virtual_patient, move_patient
+from cohort_dosimetry.registration import contour_dice
+from cohort_dosimetry.validation import (
+    LANCONELLI_2012_LU177_SOFT,
+    MOTION_LESION_MIN_ML,
+    MOTION_METHODS,
+    SIZES,
+    _true_motion,
+    validate_science,
+)
 
 
 @pytest.fixture(scope="module")
@@ -97,3 +106,60 @@ def test_a_run_of_some_sections_keeps_the_others_evidence(tiny):
     readme = (out / "README.md").read_text()
     assert "## 1. Kernels against published voxel S-values" in readme and "## 2. The homogeneous limit" in readme
     assert "latest run: sections homogeneous" in readme
+
+
+# ------------------------------------------------------------------------------------------------ motion section
+@pytest.fixture(scope="module")
+def motion(tmp_path_factory):
+    out = tmp_path_factory.mktemp("validation_motion")
+    results = validate_science(out, size="tiny", sections=("motion",), device="cpu", log=lambda s: None)
+    return out, results["motion"]
+
+
+def test_motion_section_separates_registration_from_resampling(motion):
+    """One moving virtual patient (seed 67) on a 40 x 48 x 64 grid of 6 x 6.5 x 6.5 mm, scans at 4, 24, 96 h.
+    Measured: TRE 0.7-0.9 mm mean registered, 16 mm without; over the kidneys and lesions >= 15 mL the mean |error| of
+    the VOI mean absorbed dose is 29 % without registration, 11 % registered (linear warp), 11 % with the true motion
+    (linear) and 7 % with B-spline warps: on this coarse grid resampling, not registration, dominates."""
+    out, result = motion
+    for name in ("motion_acceptance.csv", "motion_summary.csv", "motion_registration.csv", "motion_per_voi.csv"):
+        assert (out / name).stat().st_size > 0, name
+    assert (out / "motion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    readme = (out / "README.md").read_text()
+    assert "## 5. Registration and voxel integration" in readme and "synthetic virtual" in readme
+    per_voi = pd.read_csv(out / "motion_per_voi.csv")
+    for method in MOTION_METHODS:  # every error is the ratio of its own columns
+        np.testing.assert_allclose(
+            per_voi[f"{method}_error"], per_voi[f"{method}_gy"] / per_voi["truth_gy"] - 1, rtol=1e-4, atol=1e-6
+        )
+    kidneys = per_voi["voi_class"] == "kidney"
+    expected = kidneys | ((per_voi["voi_class"] == "lesion") & (per_voi["volume_ml"] >= MOTION_LESION_MIN_ML))
+    assert (per_voi["acceptance"] == expected).all() and kidneys.sum() == 2 and expected.sum() > 2
+    accepted = per_voi[expected]
+    # registration recovers most of what no registration loses, and stays close to the true motion (the same Monte
+    # Carlo runs are warped, so their noise cancels in that difference)
+    assert accepted["registered_linear_error"].abs().mean() < 0.6 * accepted["none_error"].abs().mean()
+    assert (accepted["registered_linear_error"] - accepted["true_motion_linear_error"]).abs().max() < 0.05
+    # cubic B-spline interpolation spreads a hot organ less than linear interpolation
+    kidney = per_voi[kidneys]
+    assert (kidney["true_motion_bspline_error"].abs() < kidney["true_motion_linear_error"].abs()).all()
+    assert (kidney["mc_rel_uncertainty_max"] < 0.03).all()
+    registration = pd.read_csv(out / "motion_registration.csv")
+    assert len(registration) == 2 and (registration["tre_mean_mm"] < registration["tre_none_mean_mm"] / 5).all()
+    for organ in ("kidney_left", "kidney_right", "spleen"):
+        assert (registration[f"dice_{organ}"] > registration[f"dice_none_{organ}"]).all(), organ
+    assert result.numbers["registration_settings"] and set(result.numbers["passed"]) == set(MOTION_METHODS)
+
+
+def test_true_motion_warp_brings_the_moved_labels_back():
+    """The section's true-motion transform against move_patient's own truth: warping a moved time point's labels
+    with it restores the reference organs, and its Jacobian determinant matches the drawn field's smallest one."""
+    grid = SIZES["tiny"].motion_grid
+    patient = make_virtual_patient(68, grid, hours=(4.0, 24.0), device="cpu")
+    moved = move_patient(patient, seed=68)
+    result = _true_motion(moved, 1, grid)
+    back = contour_dice(patient["labels"].values, moved["labels"].values[1], result)
+    before = contour_dice(patient["labels"].values, moved["labels"].values[1])
+    for organ in ("liver", "kidney_left", "kidney_right", "spleen"):
+        assert back[organ] > 0.93 and back[organ] > before[organ] + 0.05, (organ, back[organ], before[organ])
+    assert float(result.jacobian.min()) == pytest.approx(float(moved["jacobian_min"].values[1]), abs=0.03)

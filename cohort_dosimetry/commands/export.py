@@ -1,11 +1,16 @@
-"""Write a cohort's maps as DICOM on the original CT: dose rates (Parametric Map, Gy/s) and VOIs (SEG) per scan.
+"""Write a cohort's maps as DICOM on the original CT: dose rates and VOIs per scan, absorbed dose per therapy cycle.
+
+Dose rates as Parametric Maps (Gy/s), VOIs as SEG, absorbed doses as RT Dose (Gy).
 
 Needs the DICOM folder the cohort was ingested from: the store holds pseudonyms only, so patient and study identity
 and the reference CT are read there again. Each scan's CT is found as ingest paired it and must be the CT ingested
 (its Frame of Reference and file hashes, as the store recorded them); a scan whose CT changed is reported, not
-exported. Files go to OUT_DIR/PATIENT/TIMEPOINT/ (SEG.dcm, PM_<method>.dcm), in the CT's frame of reference and study,
-for 3D Slicer, MIM or any DICOM viewer. The pseudonym key is the cohort's (as for ingest). Exit status 1 when a scan
-was refused, 2 when the pseudonym key is not the cohort's or a folder is missing.
+exported. Files go to OUT_DIR/PATIENT/TIMEPOINT/ (SEG.dcm, PM_<method>.dcm) and, for each therapy cycle with stored
+absorbed-dose maps (voxel-level: registered onto the cycle's reference scan and integrated), OUT_DIR/PATIENT/cycle_C/
+(RTDOSE_<method>.dcm, Dose Summation Type CYCLE) on the reference scan's CT; in the CT's frame of reference and
+study, for 3D Slicer, MIM or any DICOM viewer. A cycle is refused when its reference scan's CT is, or when its maps
+predate a scan re-ingested or added since (recompute with `run`). The pseudonym key is the cohort's (as for ingest).
+Exit status 1 when a scan or cycle was refused, 2 when the pseudonym key is not the cohort's or a folder is missing.
 """
 
 from __future__ import annotations
@@ -48,8 +53,8 @@ def run(args: argparse.Namespace) -> int:
         where = f"{row.patient}/{row.timepoint}" if row.timepoint else row.patient
         print(f"{row.status:8s} {where:24s} {row.file or '-'}: {row.message}")
     written = rows[rows["status"] == "written"]
-    print(
-        f"{len(written)} DICOM objects of {written[['patient', 'timepoint']].drop_duplicates().shape[0]} scans "
-        f"written to {args.out_dir}"
-    )
+    per_cycle = written["object"].str.startswith("RTDOSE ")
+    scans = written.loc[~per_cycle, ["patient", "timepoint"]].drop_duplicates().shape[0]
+    cycles = written.loc[per_cycle, "file"].map(lambda f: f.rsplit("/", 1)[0]).nunique()  # PATIENT/cycle_C
+    print(f"{len(written)} DICOM objects of {scans} scans and {cycles} cycles written to {args.out_dir}")
     return 1 if (rows["status"] == "refused").any() else 0

@@ -97,6 +97,54 @@ def add_flow_arguments(parser: argparse.ArgumentParser) -> None:
         help="the longest wait for a store lock held by another writer (default: "
         "$COHORT_DOSIMETRY_LOCK_TIMEOUT_S, else 600)",
     )
+    add_uncertainty_arguments(parser)
+
+
+def add_uncertainty_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--sensitivity-cps-per-mbq`` and ``--calibration-uncertainty`` (`run`, `serve` and `stats`)."""
+    group = parser.add_argument_group(
+        "absorbed-dose uncertainty (components of the absorbed_dose table, EANM 2018; not estimated when not given)"
+    )
+    group.add_argument(
+        "--sensitivity-cps-per-mbq",
+        type=_sensitivity,
+        default=None,
+        metavar="S",
+        help="the camera's sensitivity for Lu-177 (counts per second per MBq, one head, as the site calibrated it): "
+        "with each scan's acquisition duration from its NM header it gives the counts of every VOI and so the "
+        "count-noise component (default: none, count noise not estimated)",
+    )
+    group.add_argument(
+        "--calibration-uncertainty",
+        type=_relative_uncertainty,
+        default=None,
+        metavar="U",
+        help="relative standard uncertainty of the activity calibration, e.g. 0.05 for 5 %%; common to every scan "
+        "(default: none; there is no default value, as 0 would claim a perfect calibration: the totals then leave "
+        "the calibration out and the report says so)",
+    )
+
+
+def _sensitivity(text: str) -> float:
+    """--sensitivity-cps-per-mbq: a positive number."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of cps/MBq") from None
+    if not (value > 0 and value < float("inf")):
+        raise argparse.ArgumentTypeError(f"the camera sensitivity must be positive cps/MBq, got {text!r}")
+    return value
+
+
+def _relative_uncertainty(text: str) -> float:
+    """--calibration-uncertainty: a fraction in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a relative uncertainty") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"give the relative uncertainty as a fraction, e.g. 0.05 for 5 %: {text!r}")
+    return value
 
 
 def _seconds(text: str) -> float:
@@ -148,6 +196,8 @@ def flow_parameters(args: argparse.Namespace) -> dict:
         gpu_wait_timeout_s=args.gpu_wait_timeout,
         task_timeout_s=args.task_timeout,
         lock_timeout_s=args.lock_timeout,
+        sensitivity_cps_per_mbq=args.sensitivity_cps_per_mbq,
+        calibration_uncertainty=args.calibration_uncertainty,
     )
 
 
@@ -178,6 +228,23 @@ def print_summary(summary: dict) -> None:
         for method in [m for m in METHODS if m in set(chosen["method"])]:
             counts = chosen.loc[chosen["method"] == method, "model"].value_counts()
             print(f"  {method.upper()}: " + ", ".join(f"{model} {count}" for model, count in counts.items()))
+    voxel = cohort.read_table("voxel_absorbed_dose")
+    if not voxel.empty:  # the absorbed-dose maps of each cycle against the VOI-level result of the same curve
+        registrations = cohort.read_table("registrations")
+        print(
+            f"\nAbsorbed-dose maps: {voxel[['patient', 'cycle']].drop_duplicates().shape[0]} cycles, "
+            f"{len(registrations)} scans registered onto their cycle's first scan"
+            + (
+                f" (smallest Dice of warped contours {registrations['dice_min'].min():.3f})"
+                if len(registrations)
+                else ""
+            )
+            + "; map mean against the VOI-level dose, median (min to max) %:"
+        )
+        for (voi_type, method), rows in voxel.groupby(["voi_type", "method"]):
+            d = rows["difference_percent"].dropna()
+            if len(d):
+                print(f"  {voi_type:>9} {method.upper():>4}: {d.median():+.1f} ({d.min():+.1f} to {d.max():+.1f})")
     for note in summary.get("notes", []):
         print(f"note: {note}")
     print(

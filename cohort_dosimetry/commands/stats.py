@@ -13,8 +13,11 @@ import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from cohort_dosimetry.commands.run import add_uncertainty_arguments
+
     parser.add_argument("cohort_dir", help="cohort directory (holds store.zarr)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_uncertainty_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -23,7 +26,12 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         cohort = open_cohort(args.cohort_dir)
-        tables = compute_cohort_tables(cohort, progress=not args.quiet)
+        tables = compute_cohort_tables(
+            cohort,
+            progress=not args.quiet,
+            sensitivity_cps_per_mbq=args.sensitivity_cps_per_mbq,
+            calibration_uncertainty=args.calibration_uncertainty,
+        )
     except (ValueError, FileNotFoundError, KeyError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

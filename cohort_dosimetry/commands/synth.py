@@ -3,6 +3,8 @@
 By default 12 patients with 3 or 4 scans each (42 scans, day 0 to 7 after a Lu-177 DOTATATE cycle), like the
 cohort of Li et al. (Med Phys 49:1216, 2022). The patients are synthetic: names, IDs and birth dates are fake.
 Layout: OUT_DIR/dicom/patient_NN/study_K/{CT,NM,RTSTRUCT,SEG}/ and OUT_DIR/ground_truth/<PatientID>.zarr.
+With --motion the patients move between scans (rigid up to 15 mm / 5 degrees plus breathing-scale organ displacement
+up to 8 mm): every study has its own CT and contours, and the ground truth keeps the true motion.
 """
 
 from __future__ import annotations
@@ -35,6 +37,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="processes generating patients side by side (default: one per CPU core)",
     )
+    parser.add_argument(
+        "--motion",
+        action="store_true",
+        help="move the patients between scans: rigid shift up to 15 mm and rotation up to 5 degrees plus "
+        "breathing-scale organ displacement up to 8 mm, drawn from each patient's seed (the true motion is kept in "
+        "the ground truth)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -52,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
             spect=args.spect,
             progress=True,
             workers=args.workers,
+            motion=args.motion,
         )
     except FileExistsError as err:
         print(f"synth: {err}", file=sys.stderr)
@@ -65,4 +75,6 @@ def run(args: argparse.Namespace) -> int:
         f"{cohort.n_scans} scans of {len(cohort.patients)} synthetic virtual patients in {cohort.out_dir} "
         f"({elapsed:.0f} s, {elapsed / cohort.n_scans:.1f} s per scan)"
     )
+    if args.motion:
+        print("the patients move between scans; the true motion is in the ground truth")
     return 0

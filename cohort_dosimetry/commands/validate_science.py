@@ -3,8 +3,8 @@
 Sections (cohort_dosimetry.validation): kernels against the published Lu-177 voxel S-values of Lanconelli et al.
 2012 (all ICRP-107 electrons, and the beta spectrum alone to compare like with like); the homogeneous limit of the
 Monte Carlo and the DVK; DVK against Monte Carlo on synthetic virtual patients; the CNN against the DVK on held-out
-synthetic virtual patients. Size quick takes about 10 minutes on 2 CPU cores, full (the documented evidence in
-docs/validation) about 40.
+synthetic virtual patients; registration and voxel-level time integration on moving synthetic virtual patients. Size
+quick takes about 15 minutes on 2 CPU cores, full (the documented evidence in docs/validation) about 55.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--size",
         choices=("quick", "full"),
         default="full",
-        help="how much to compute: quick (about 10 min on 2 cores) or full (default, about 40 min)",
+        help="how much to compute: quick (about 15 min on 2 cores) or full (default, about 55 min)",
     )
     parser.add_argument(
         "--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS), help="sections to run (default: all)"

@@ -26,7 +26,8 @@ DICOM out, in the reference CT's frame of reference and study (identity read fro
     write_rt_dose(dose_gy, grid, reference_ct, path, ...)        RT Dose, GY, PHYSICAL, DoseGridScaling for the range
     write_dose_rate_map(dose_rate_gy_s, grid, reference_ct, ...)  Parametric Map in Gy/s (highdicom)
     write_seg(labels, names, grid, reference_ct, path)           SEG of the VOIs as used (highdicom, BINARY)
-    export_scans(cohort_dir, dicom_dir, out_dir, patients=None)  every scan's maps and VOIs (`cohort-dosimetry export`)
+    export_scans(cohort_dir, dicom_dir, out_dir, patients=None)  every scan's maps and VOIs, every cycle's absorbed
+                                                                 dose as RT Dose (`cohort-dosimetry export`)
 
 Axis order is (z, y, x) everywhere; geometry follows DICOM patient space (LPS, mm), see :mod:`cohort_dosimetry.grid`.
 """

@@ -506,7 +506,7 @@ def _build_scan(job: _Job) -> _Built:
         "spect_units_in_file": spect.units_in_file,
         # how the file was read: nuclide_source, spect_modality, spect_value_mapping, activity_reference_datetime,
         # decay_correction_in_file / _reference_datetime / _applied, decay_factor_in_file, decay_frame_duration_s,
-        # negative_voxels_clamped, negative_activity_removed_bq
+        # negative_voxels_clamped, negative_activity_removed_bq; acquisition_duration_s where the NM header gives it
         **spect.reading_attrs(),
         "dose_grid": job.grid if isinstance(job.grid, str) else list(job.grid),
         "ct_pairing": sources.ct_pairing,

@@ -85,6 +85,8 @@ class SpectImage:
     #: the negative activity they held; the total activity rose by that much
     negative_voxels_clamped: int = 0
     negative_activity_removed_bq: float = 0.0
+    #: projection time summed over all views, s (:func:`acquisition_duration_s`); None when the header does not say
+    acquisition_duration_s: float | None = None
     #: what the reader assumed or changed, for the ingest report
     notes: tuple[str, ...] = ()
 
@@ -96,9 +98,9 @@ class SpectImage:
         """The scan attrs that record how the file was read: ``nuclide_source``, ``spect_modality``,
         ``spect_value_mapping``, the decay attrs (``activity_reference_datetime``, ``decay_correction_in_file``,
         ``decay_correction_reference_datetime``, ``decay_factor_in_file``, ``decay_frame_duration_s``,
-        ``decay_correction_applied``; a list in slice (z) order where slices differ), ``negative_voxels_clamped``
-        and ``negative_activity_removed_bq``."""
-        return {
+        ``decay_correction_applied``; a list in slice (z) order where slices differ), ``negative_voxels_clamped``,
+        ``negative_activity_removed_bq`` and, where the header gives it, ``acquisition_duration_s``."""
+        attrs = {
             "nuclide_source": self.nuclide_source,
             "spect_modality": self.modality,
             "spect_value_mapping": self.value_mapping,
@@ -106,6 +108,9 @@ class SpectImage:
             "negative_voxels_clamped": self.negative_voxels_clamped,
             "negative_activity_removed_bq": self.negative_activity_removed_bq,
         }
+        if self.acquisition_duration_s is not None:
+            attrs["acquisition_duration_s"] = self.acquisition_duration_s
+        return attrs
 
 
 @reader_of_input
@@ -237,8 +242,34 @@ def read_nm(
         decay=undone.attrs,
         negative_voxels_clamped=clamped,
         negative_activity_removed_bq=removed_bq,
+        acquisition_duration_s=acquisition_duration_s(first),
         notes=tuple(notes),
     )
+
+
+def acquisition_duration_s(ds: Dataset) -> float | None:
+    """Projection time of a SPECT summed over all its views, s: per item of the Rotation Information Sequence
+    (0054,0052), Actual Frame Duration (0018,1242; "nominal acquisition time per angular position", ms) x Number of
+    Frames in Rotation (0054,0053; the angular views of the rotation), summed over the items (DICOM PS3.3 C.8.4.12,
+    NM Tomo Acquisition Module; one item per rotation, Number of Rotations (0054,0051)).
+
+    Not multiplied by Number of Detectors (0054,0021): a reconstruction (RECON TOMO) has 1 there whatever the camera
+    had, its views being one set however many heads acquired them (PS3.3 C.8.4.8.1.3). So this is the time that,
+    times the activity and one head's sensitivity (cps/MBq), gives the counts. None when the sequence is absent or
+    empty or an item lacks a positive duration or view count: never guessed.
+    """
+    rotations = ds.get("RotationInformationSequence") or []
+    total_ms = 0.0
+    for rotation in rotations:
+        try:
+            ms = float(rotation.get("ActualFrameDuration"))
+            views = int(rotation.get("NumberOfFramesInRotation"))
+        except (TypeError, ValueError):
+            return None
+        if not (np.isfinite(ms) and ms > 0 and views > 0):
+            return None
+        total_ms += ms * views
+    return total_ms / 1000.0 if total_ms > 0 else None
 
 
 def in_activity_concentration(ds: Dataset) -> bool:

@@ -45,6 +45,13 @@ Where a region has holes on a slice (an organ inside ``body``, a lesion inside `
 CLOSED_PLANAR contours, and a voxel belongs to the ROI when its centre lies inside an odd number of them (even-odd
 rule). Contours run through the midpoints between voxel centres, so rasterising them at voxel centres gives the
 label mask back. A label that is named but absent from the map gets neither an ROI nor a segment.
+
+Moving patients (:func:`~cohort_dosimetry.phantoms.move_patient`: ``ct_hu``, ``density`` and ``labels`` with a
+leading timepoint axis) lie differently at every scan: each study gets its own time point's CT, and its RTSTRUCT and
+SEG are traced from that time point's labels; the NM is the time point's (moved) SPECT as always. Their UIDs add the
+motion's parameters (``motion_seed``, the motion limits, the reference time point) to the key, so a moved export never
+shares a UID with the static export of the same patient. Their ground truth adds the motion (:func:`read_ground_truth`).
+A static patient is exported as before.
 """
 
 from __future__ import annotations
@@ -54,7 +61,7 @@ import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import highdicom as hd
 import numpy as np
@@ -93,6 +100,26 @@ _MANUFACTURER = "cohort-dosimetry virtual patient"
 #: Patient Position (0018,5100) -> signs (along x, along y) of the image row and column direction cosines: the row
 #: cosine is (sign_x, 0, 0), the column cosine (0, sign_y, 0) and the slice normal (0, 0, sign_x * sign_y).
 PATIENT_POSITIONS = {"HFS": (1, 1), "FFS": (-1, 1), "HFP": (-1, -1), "FFP": (1, -1)}
+
+# A moved patient's attrs that set its motion (those of move_patient): in every UID key and in the ground truth.
+_MOTION_ATTRS = ("motion_seed", "max_shift_mm", "max_rotation_deg", "organ_displacement_mm", "reference_timepoint")
+# move_patient's motion parameters, copied into the ground truth where present (motion_points reads them back).
+_MOTION_PARAMETERS = (
+    "rigid_rotation",
+    "rigid_translation_mm",
+    "rotation_centre_mm",
+    "rotation_deg",
+    "shift_mm",
+    "breathing_centre_mm",
+    "breathing_semi_axes_mm",
+    "breathing_relative",
+    "breathing_amplitude_mm",
+    "breathing_max_mm",
+    "jacobian_min",
+    "activity_scale",
+)
+# displacement_true is stored rounded to this step, mm (exact in float32: the smooth field then compresses several-fold)
+_DISPLACEMENT_STEP_MM = 2.0**-10
 
 
 @dataclass(frozen=True)
@@ -158,7 +185,10 @@ def export_dicom(
             (z, y, x) g/cm3, ``labels`` (z, y, x) int with ``attrs["names"]`` {int: name}, ``activity`` and
             ``activity_true`` (timepoint, z, y, x) Bq/mL, coordinate ``hours_post_injection`` (timepoint) h;
             attrs ``seed``, ``spacing_mm`` and ``origin_mm`` (z, y, x) mm, ``administered_activity_bq``, ``nuclide``
-            and optionally ``sex``.
+            and optionally ``sex``. Or a moved patient as made by ``move_patient``: ``ct_hu``, ``density`` and
+            ``labels`` (timepoint, z, y, x), the anatomy of each scan, ``displacement_true`` (timepoint, component,
+            z, y, x) mm, and ``activity_true_unmoved`` (timepoint, z, y, x) Bq/mL added by the caller: the unmoved
+            patient's ``activity_true`` (``move_patient`` returns the moved one), for the ground truth.
         out_dir: the cohort folder; files go to ``out_dir/dicom/patient_{index:02d}/`` and
             ``out_dir/ground_truth/``.
         patient_index: the patient's number in the cohort; names its folder.
@@ -179,15 +209,19 @@ def export_dicom(
     out_dir = Path(out_dir)
     dicom_dir = out_dir / "dicom" / f"patient_{patient_index:02d}"
     _require_empty(dicom_dir)
-    contours = _trace_contours(patient.labels, patient.label_names)
+    moving = patient.moved_labels is not None
+    ct_hu = patient_ds["ct_hu"].values
+    # a static patient's contours serve every scan; a moved patient's are traced per scan from its own labels
+    contours = None if moving else _trace_contours(patient.labels, patient.label_names)
     segments = _segment_descriptions(patient.label_names, patient.where)
     scans = []
     for k, hours in enumerate(patient.hours):
         scan = _ScanContext(patient, k, hours)
         study_dir = dicom_dir / f"study_{k + 1}"
-        ct_slices = _write_ct(scan, patient_ds["ct_hu"].values, study_dir / "CT")
+        ct_slices = _write_ct(scan, ct_hu[k] if moving else ct_hu, study_dir / "CT")
         nm_file = _write_nm(scan, patient_ds["activity"].isel(timepoint=k).values, study_dir / "NM" / "NM.dcm")
-        rs_file = _write_rtstruct(scan, ct_slices, contours, study_dir / "RTSTRUCT" / "RS.dcm")
+        scan_contours = _trace_contours(scan.labels, patient.label_names) if contours is None else contours
+        rs_file = _write_rtstruct(scan, ct_slices, scan_contours, study_dir / "RTSTRUCT" / "RS.dcm")
         seg_file = _write_seg(scan, ct_slices, segments, study_dir / "SEG" / "SEG.dcm")
         scans.append(
             ScanExport(
@@ -222,6 +256,7 @@ def export_cohort(
     spect: str = "fast",
     progress: bool = True,
     workers: int | None = None,
+    motion: bool = False,
 ) -> CohortExport:
     """Generate and export a cohort of virtual patients like the published one.
 
@@ -229,6 +264,11 @@ def export_cohort(
     from ``seed`` too), the others have all four of the generator's default hours (4, 24, 96, 168 h): 12 patients
     give 42 scans from day 0 to day 7, as in Li et al. (Med Phys 49:1216, 2022).
     Patient ``i`` is generated with seed ``SeedSequence([seed, i])`` and exported with :func:`export_dicom`.
+    With ``motion`` it is first moved with ``move_patient(patient, seed=<the same patient seed>)`` at the default
+    limits (rigid shift up to 15 mm, rotation up to 5 degrees, breathing-scale organ displacement up to 8 mm; the
+    first scan is the reference): ``move_patient`` separates its random stream from the anatomy's by a salt, so
+    the patient's one seed fixes anatomy, SPECT and motion together, and a patient's motion does not change with
+    ``n_patients`` or its index.
 
     Args:
         out_dir: the cohort folder (layout in the module docstring).
@@ -239,6 +279,7 @@ def export_cohort(
         progress: show a progress bar over scans.
         workers: processes generating patients side by side; None uses one per CPU core (at most one per patient).
             Each holds one patient at a time, so memory grows with ``workers``, not with ``n_patients``.
+        motion: move the patients between scans (above); their ground truth keeps the motion.
 
     Returns:
         A :class:`CohortExport` (patients in index order).
@@ -248,7 +289,9 @@ def export_cohort(
     out_dir = Path(out_dir)
     _require_empty(out_dir / "dicom")
     plans = cohort_plan(n_patients, seed)
-    jobs = [(out_dir, index, patient_seed, hours, grid, spect) for index, (patient_seed, hours) in enumerate(plans)]
+    jobs = [
+        (out_dir, index, patient_seed, hours, grid, spect, motion) for index, (patient_seed, hours) in enumerate(plans)
+    ]
     workers = min(workers or os.cpu_count() or 1, n_patients)
     results = []
     with tqdm(
@@ -298,13 +341,33 @@ def read_ground_truth(path: str | os.PathLike) -> xr.Dataset:
         (z, y, x) int with ``attrs["names"]`` {int: name}, coordinate ``hours_post_injection`` (timepoint) h, and
         attrs ``seed``, ``patient_id``, ``spacing_mm``, ``origin_mm`` (z, y, x), ``administered_activity_bq``,
         ``nuclide``, ``injection_datetime`` (ISO 8601) and per time point ``study_instance_uids``,
-        ``frame_of_reference_uids`` and ``acquisition_datetimes``, to match the truth to ingested scans.
+        ``frame_of_reference_uids`` and ``acquisition_datetimes``, to match the truth to ingested scans; attr
+        ``moves`` says whether the patient moves between scans (False for ground truth written without the attr).
+
+        A moving patient's (``moves`` True) ``labels`` and ``density`` are those of the reference time point (attr
+        ``reference_timepoint``, where every other time point's motion starts), ``activity_true`` is what each scan
+        imaged (moved with the anatomy), and the Dataset adds:
+
+        * ``activity_true_unmoved`` (timepoint, z, y, x) Bq/mL: the activity of each time point in the reference
+          anatomy (before the motion), to compare a registration's output with;
+        * ``labels_moved`` (timepoint, z, y, x) int (``attrs["names"]``): each scan's own labels, those of its
+          RTSTRUCT and SEG;
+        * ``displacement_true`` (timepoint, component, z, y, x) float32 mm, ``component`` = "z", "y", "x": where each
+          reference voxel centre lies at each time point (``F(p) - p``), rounded to 2^-10 mm;
+        * the motion's parameters as ``move_patient`` returns them (``rigid_rotation``, ``rigid_translation_mm``,
+          ``rotation_centre_mm``, ``rotation_deg``, ``shift_mm``, ``breathing_*`` with coordinate ``organ``,
+          ``jacobian_min``, ``activity_scale``), so that ``motion_points`` maps any point exactly;
+        * attrs ``motion_seed``, ``max_shift_mm``, ``max_rotation_deg``, ``organ_displacement_mm`` and
+          ``reference_timepoint``.
     """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"ground truth {path} does not exist")
     ds = xr.open_zarr(path, consolidated=False).load()
-    ds["labels"].attrs["names"] = {int(k): v for k, v in ds["labels"].attrs["names"].items()}
+    for name in ("labels", "labels_moved"):
+        if name in ds:
+            ds[name].attrs["names"] = {int(k): v for k, v in ds[name].attrs["names"].items()}
+    ds.attrs.setdefault("moves", False)
     return ds
 
 
@@ -361,6 +424,15 @@ class _PatientContext:
     hours: tuple[float, ...]
     spect_model: str
     layout: _StoredLayout
+    #: a moved patient's labels per scan (timepoint, z, y, x); None for a static patient (``labels`` for every scan)
+    moved_labels: np.ndarray | None = None
+    #: a moved patient's reference time point (its ``labels`` and the truth's ``density`` are that time point's)
+    reference: int = 0
+    #: a moved patient's motion attrs (:data:`_MOTION_ATTRS`) as "name=value" strings, part of every UID key
+    motion_key: tuple[str, ...] = ()
+    #: the simulated SPECT acquisition's (views, seconds per view), attrs ``n_views`` and ``seconds_per_view``;
+    #: None when the Dataset does not give both (the NM's Rotation Information Sequence is then empty: unknown)
+    views: tuple[int, float] | None = None
 
     @classmethod
     def from_dataset(
@@ -376,11 +448,36 @@ class _PatientContext:
             missing.append("hours_post_injection")
         if missing:
             raise ValueError(f"{where}: Dataset lacks {', '.join(missing)}")
-        shape = ds["ct_hu"].shape
+        moving = "timepoint" in ds["ct_hu"].dims
+        if moving:
+            missing = [v for v in ("displacement_true", "activity_true_unmoved") if v not in ds]
+            if missing:
+                raise ValueError(
+                    f"{where}: a moved patient (ct_hu with a timepoint axis) lacks {', '.join(missing)} "
+                    "(activity_true_unmoved: the unmoved patient's activity_true, (timepoint, z, y, x) Bq/mL)"
+                )
+            n_t = ds.sizes["timepoint"]
+            for name in ("ct_hu", "labels", "density", "activity_true_unmoved"):
+                if ds[name].dims != ("timepoint", "z", "y", "x"):
+                    raise ValueError(
+                        f"{where}: {name} of a moved patient must be (timepoint, z, y, x), got {ds[name].dims}"
+                    )
+            shape = ds["ct_hu"].shape[1:]
+            if ds["displacement_true"].shape != (n_t, 3, *shape):
+                raise ValueError(
+                    f"{where}: displacement_true must be (timepoint, component, z, y, x) {(n_t, 3, *shape)}, "
+                    f"got {ds['displacement_true'].dims} {ds['displacement_true'].shape}"
+                )
+            reference = int(ds.attrs.get("reference_timepoint", 0))
+            if not 0 <= reference < n_t:
+                raise ValueError(f"{where}: reference_timepoint {reference} outside 0..{n_t - 1}")
+        else:
+            shape = ds["ct_hu"].shape
+            reference = 0
         for name in ("labels", "density"):
-            if ds[name].shape != shape:
-                raise ValueError(f"{where}: {name} has shape {ds[name].shape}, ct_hu has {shape}")
-        for name in ("activity", "activity_true"):
+            if ds[name].shape != ds["ct_hu"].shape:
+                raise ValueError(f"{where}: {name} has shape {ds[name].shape}, ct_hu has {ds['ct_hu'].shape}")
+        for name in ("activity", "activity_true", *(["activity_true_unmoved"] if moving else [])):
             if ds[name].dims != ("timepoint", "z", "y", "x") or ds[name].shape[1:] != shape:
                 raise ValueError(
                     f"{where}: {name} must be (timepoint, z, y, x) on the ct_hu grid {shape}, "
@@ -411,9 +508,15 @@ class _PatientContext:
         unnamed = sorted(set(np.unique(labels).tolist()) - set(names) - {0})
         if unnamed:
             raise ValueError(f"{where}: label values {unnamed} have no name in labels.attrs['names']")
+        reference_labels = labels[reference] if moving else labels
         seed = int(ds.attrs["seed"])
         if injection is None:
             injection = _default_injection_datetime(seed)
+        views = None
+        if "n_views" in ds.attrs and "seconds_per_view" in ds.attrs:
+            views = (int(ds.attrs["n_views"]), float(ds.attrs["seconds_per_view"]))
+            if not (views[0] > 0 and np.isfinite(views[1]) and views[1] > 0):
+                raise ValueError(f"{where}: n_views and seconds_per_view must be positive, got {views}")
         nuclide_name = str(ds.attrs["nuclide"])
         if nuclide_name not in _RADIONUCLIDE_CODES:
             raise ValueError(
@@ -429,16 +532,20 @@ class _PatientContext:
             half_life_s=float(nuclide(nuclide_name).half_life_s),
             spacing_mm=tuple(float(s) for s in ds.attrs["spacing_mm"]),
             origin_mm=tuple(float(o) for o in ds.attrs["origin_mm"]),
-            labels=labels,
+            labels=reference_labels,
             label_names={k: names[k] for k in sorted(names)},
             hours=hours,
             spect_model=str(ds.attrs.get("spect_model", "")),
             layout=layout,
+            moved_labels=labels if moving else None,
+            reference=reference,
+            motion_key=tuple(f"{a}={ds.attrs.get(a)}" for a in _MOTION_ATTRS) if moving else (),
+            views=views,
         )
 
     def uid(self, *parts) -> str:
-        """A UID determined by the patient's seed, grid, SPECT model and patient position and by ``parts`` (what the
-        UID identifies); head first supine adds nothing to the key."""
+        """A UID determined by the patient's seed, grid, SPECT model, patient position and motion and by ``parts``
+        (what the UID identifies); head first supine and a static patient add nothing to the key."""
         key = [
             "cohort-dosimetry",
             f"seed={self.seed}",
@@ -449,6 +556,8 @@ class _PatientContext:
         ]
         if self.layout.position != "HFS":
             key.append(f"position={self.layout.position}")
+        if self.moved_labels is not None:
+            key.append(f"motion={self.motion_key}")
         return generate_uid(entropy_srcs=key + [str(p) for p in parts])
 
     def first_voxel_xyz(self, k: int) -> tuple[float, float, float]:
@@ -470,6 +579,8 @@ class _ScanContext:
     def __init__(self, patient: _PatientContext, k: int, hours: float):
         self.patient = patient
         self.number = k + 1
+        #: this scan's labels (z, y, x): a moved patient's own at this time point, else the patient's
+        self.labels = patient.labels if patient.moved_labels is None else patient.moved_labels[k]
         self.hours = hours
         self.acquired = patient.injection + dt.timedelta(seconds=round(hours * 3600.0))
         self.study_uid = patient.uid("study", hours)
@@ -674,15 +785,22 @@ def _write_nm(scan: _ScanContext, activity: np.ndarray, path: Path) -> Path:
     ds.DetectorInformationSequence = [detector]
     ds.NumberOfDetectors = 1
 
-    # Acquisition as in the paper's setting: 128 views over 360 degrees (two heads, 64 steps of 2.8125 degrees).
-    rotation = Dataset()
-    rotation.StartAngle = 0
-    rotation.AngularStep = _ds(2.8125)
-    rotation.RotationDirection = "CW"
-    rotation.ScanArc = 180
-    rotation.ActualFrameDuration = 20000  # ms per view
-    rotation.NumberOfFramesInRotation = 64
-    ds.RotationInformationSequence = [rotation]
+    # The simulated acquisition (NM Tomo Acquisition Module, PS3.3 C.8.4.12): n_views views over 360 degrees,
+    # seconds_per_view each. The two heads' views are one interleaved set, as a reconstruction records them (Number
+    # of Detectors 1, C.8.4.8.1.3), so views x duration is the projection time that, times the activity and one
+    # head's sensitivity, gave the simulated counts. A Dataset that does not say: an empty sequence (Type 2, unknown).
+    rotations = []
+    if p.views is not None:
+        n_views, seconds_per_view = p.views
+        rotation = Dataset()
+        rotation.StartAngle = 0
+        rotation.AngularStep = _ds(360.0 / n_views)
+        rotation.RotationDirection = "CW"
+        rotation.ScanArc = 360
+        rotation.ActualFrameDuration = round(seconds_per_view * 1000.0)  # ms per view
+        rotation.NumberOfFramesInRotation = n_views
+        rotations.append(rotation)
+    ds.RotationInformationSequence = rotations
     ds.NumberOfRotations = 1
     ds.TypeOfDetectorMotion = "STEP AND SHOOT"
 
@@ -816,7 +934,7 @@ def _write_seg(scan: _ScanContext, ct_slices: list[Dataset], segments: dict, pat
     """Write the label map as a BINARY DICOM SEG (highdicom) on the CT slices, one segment per label present,
     numbered 1.. in ascending label value. Frame k is CT slice ``ct_slices[k]`` in its stored layout; highdicom
     takes each frame's plane position and orientation from its CT slice."""
-    labels = scan.patient.layout.stored(scan.patient.labels)
+    labels = scan.patient.layout.stored(scan.labels)
     present = [v for v in segments if (labels == v).any()]
     segment_map = np.zeros(labels.shape, dtype=np.uint16)
     # The labels are the phantom's definition, drawn from geometric shapes; CID 7162 has no "synthetic phantom"
@@ -856,8 +974,11 @@ def _write_seg(scan: _ScanContext, ct_slices: list[Dataset], segments: dict, pat
 
 
 def _write_ground_truth(patient: _PatientContext, ds: xr.Dataset, scans: list[ScanExport], folder: Path) -> Path:
-    """Write activity_true, density and labels (+ hours, ids and UIDs to match scans) as Zarr v3."""
+    """Write activity_true, density and labels (+ hours, ids and UIDs to match scans; a moved patient's motion) as
+    Zarr v3."""
     names = {str(k): v for k, v in patient.label_names.items()}
+    moving = patient.moved_labels is not None
+    density = ds["density"].values[patient.reference] if moving else ds["density"].values
     truth = xr.Dataset(
         {
             "activity_true": (
@@ -865,7 +986,7 @@ def _write_ground_truth(patient: _PatientContext, ds: xr.Dataset, scans: list[Sc
                 ds["activity_true"].values.astype(np.float32),
                 {"units": "Bq/mL"},
             ),
-            "density": (("z", "y", "x"), ds["density"].values.astype(np.float32), {"units": "g/cm3"}),
+            "density": (("z", "y", "x"), density.astype(np.float32), {"units": "g/cm3"}),
             "labels": (("z", "y", "x"), patient.labels, {"names": names}),
         },
         coords={"hours_post_injection": ("timepoint", np.asarray(patient.hours), {"units": "h"})},
@@ -886,10 +1007,51 @@ def _write_ground_truth(patient: _PatientContext, ds: xr.Dataset, scans: list[Sc
     path = folder / f"{patient.identity.patient_id}.zarr"
     folder.mkdir(parents=True, exist_ok=True)
     shape = patient.labels.shape
-    truth.to_zarr(
-        path, mode="w", zarr_format=3, consolidated=False, encoding={"activity_true": {"chunks": (1, *shape)}}
-    )
+    encoding = {"activity_true": {"chunks": (1, *shape)}}
+    if moving:
+        truth = _with_motion_truth(truth, patient, ds, names)
+        for name in ("activity_true_unmoved", "labels_moved"):
+            encoding[name] = {"chunks": (1, *shape)}
+        encoding["displacement_true"] = {"chunks": (1, 1, *shape)}
+    truth.to_zarr(path, mode="w", zarr_format=3, consolidated=False, encoding=encoding)
     return path
+
+
+def _with_motion_truth(truth: xr.Dataset, patient: _PatientContext, ds: xr.Dataset, names: dict) -> xr.Dataset:
+    """``truth`` plus a moved patient's motion: unmoved activity, labels per scan, true displacement (rounded to
+    :data:`_DISPLACEMENT_STEP_MM`), the motion's parameters and attrs (see :func:`read_ground_truth`)."""
+    assert patient.moved_labels is not None
+    displacement = np.round(ds["displacement_true"].values / _DISPLACEMENT_STEP_MM) * _DISPLACEMENT_STEP_MM
+    data: dict[str, Any] = {
+        "activity_true_unmoved": (
+            ("timepoint", "z", "y", "x"),
+            ds["activity_true_unmoved"].values.astype(np.float32),
+            {"units": "Bq/mL", "long_name": "activity_true before the motion, in the reference anatomy"},
+        ),
+        "labels_moved": (
+            ("timepoint", "z", "y", "x"),
+            patient.moved_labels,
+            {"names": names, "long_name": "labels of each scan (moved anatomy)"},
+        ),
+        "displacement_true": (
+            ("timepoint", "component", "z", "y", "x"),
+            displacement.astype(np.float32),
+            {
+                "units": "mm",
+                "long_name": "true motion F(p) - p at the reference voxel centres",
+                "rounding_mm": _DISPLACEMENT_STEP_MM,
+            },
+        ),
+    }
+    for name in _MOTION_PARAMETERS:
+        if name in ds:
+            data[name] = (ds[name].dims, ds[name].values, dict(ds[name].attrs))
+    coords = {"component": ("component", np.array(["z", "y", "x"], dtype=object))}
+    if "organ" in ds.coords:  # variable-length strings: a Zarr v3 data type with a specification
+        coords["organ"] = ("organ", np.asarray(ds["organ"].values, dtype=object))
+    attrs = {"moves": True, **{a: ds.attrs[a] for a in _MOTION_ATTRS if a in ds.attrs}}
+    attrs["reference_timepoint"] = patient.reference
+    return truth.assign(data).assign_coords(coords).assign_attrs(attrs)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -897,10 +1059,16 @@ def _write_ground_truth(patient: _PatientContext, ds: xr.Dataset, scans: list[Sc
 
 
 def _generate_and_export(job) -> PatientExport:
-    out_dir, index, patient_seed, hours, grid, spect = job
+    out_dir, index, patient_seed, hours, grid, spect, motion = job
     from cohort_dosimetry.phantoms._virtual_patient import make_virtual_patient
 
     patient_ds = make_virtual_patient(patient_seed, grid=grid, hours=hours, spect=spect)
+    if motion:
+        from cohort_dosimetry.phantoms._motion import move_patient
+
+        unmoved = patient_ds["activity_true"]
+        patient_ds = move_patient(patient_ds, seed=patient_seed)  # the patient's own seed (export_cohort)
+        patient_ds["activity_true_unmoved"] = unmoved
     return export_dicom(patient_ds, out_dir, patient_index=index)
 
 

@@ -63,7 +63,8 @@ def simulate_spect(
     -------
     DataArray (timepoint, z, y, x), or (realisation, timepoint, z, y, x) when ``realisations > 1``, float32 Bq/mL;
     coordinate ``hours_post_injection``; attrs ``units``, ``spect_model``, ``counts`` (expected total counts per
-    time point) and, for ``pytomography``, ``measured_counts`` (realisation, timepoint).
+    time point), ``n_views``, ``seconds_per_view`` (s; only when ``counts`` is None, i.e. the protocol's time set the
+    count level) and, for ``pytomography``, ``measured_counts`` (realisation, timepoint).
     """
     where = f"virtual patient seed {anatomy.attrs.get('seed')}"
     if model not in SPECT_MODELS:
@@ -81,6 +82,7 @@ def simulate_spect(
         raise ValueError(f"{where}: true activity must be finite and >= 0")
     spacing = tuple(float(s) for s in anatomy.attrs["spacing_mm"])
     seed = int(anatomy.attrs["seed"]) if seed is None else int(seed)
+    counts_from_protocol = counts is None
     if counts is not None:
         counts = np.broadcast_to(np.asarray(counts, dtype=np.float64), hours.shape).copy()
         if np.any(counts <= 0):
@@ -114,6 +116,8 @@ def simulate_spect(
     attrs.update(
         n_views=acquisition.n_views, osem_iterations=acquisition.osem_iterations, osem_subsets=acquisition.osem_subsets
     )
+    if counts_from_protocol:
+        attrs["seconds_per_view"] = acquisition.seconds_per_view
     dims: tuple[str, ...] = ("realisation", "timepoint", "z", "y", "x")
     coords = {"hours_post_injection": ("timepoint", hours)}
     if realisations == 1:

@@ -41,7 +41,8 @@ def make_virtual_patient(
     ``realisations > 1``), ``activity_true`` (timepoint, z, y, x) Bq/mL; coordinates ``timepoint`` ("tp1", ...),
     ``hours_post_injection`` (timepoint) h and ``z``, ``y``, ``x`` (LPS mm); attrs ``spacing_mm``, ``origin_mm``
     (z, y, x), ``seed``, ``sex``, ``administered_activity_bq``, ``nuclide``, ``synthetic``, ``spect_model``,
-    ``counts`` (expected total counts per time point), ``lesion_sites``.
+    ``counts`` (expected total counts per time point), ``n_views`` and ``seconds_per_view`` (s; only when ``counts``
+    is None) of the simulated acquisition, ``lesion_sites``.
     """
     hours = np.atleast_1d(np.asarray(hours, dtype=np.float64))
     if hours.ndim != 1 or len(hours) == 0 or np.any(np.diff(hours) <= 0) or hours[0] <= 0:
@@ -70,6 +71,8 @@ def make_virtual_patient(
     )
     if "measured_counts" in simulated.attrs:
         attrs["measured_counts"] = simulated.attrs["measured_counts"]
+    if "seconds_per_view" in simulated.attrs:  # the protocol's view time set the count level
+        attrs["seconds_per_view"] = simulated.attrs["seconds_per_view"]
     spect_attrs = {k: v for k, v in simulated.attrs.items() if k in ("units", "long_name", "spect_model")}
     return xr.Dataset(
         {

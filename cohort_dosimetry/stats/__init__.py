@@ -7,6 +7,7 @@ uncertainty components, voxel-level integration) are in the docstrings of ``_met
 device made the maps (a scan's statistics take well under a second).
 """
 
+from cohort_dosimetry.stats._cycle_tables import DVH_LEVELS, cycle_tables, stored_cycle_tables, with_voi_level
 from cohort_dosimetry.stats._figures import plot_drvh, plot_joint_histogram, plot_time_activity
 from cohort_dosimetry.stats._metrics import (
     DR_PERCENTS,
@@ -26,6 +27,7 @@ from cohort_dosimetry.stats._metrics import (
 from cohort_dosimetry.stats._report import cohort_summary_table, write_report
 from cohort_dosimetry.stats._single_timepoint import HalfLifePrior, SingleTimePointDose, single_timepoint_dose
 from cohort_dosimetry.stats._tables import (
+    CYCLE_TABLES,
     METHODS,
     NOT_INTEGRATED,
     TABLE_UNITS,
@@ -43,6 +45,7 @@ from cohort_dosimetry.stats._time_integration import (
 )
 from cohort_dosimetry.stats._uncertainty import DoseUncertainty, voi_activities_bq, voi_counts, voi_dose_uncertainty
 from cohort_dosimetry.stats._voxel_dose import (
+    RULES,
     VoxelDose,
     compare_with_voi_integration,
     dose_statistics,
@@ -52,6 +55,12 @@ from cohort_dosimetry.stats._voxel_dose import (
 )
 
 __all__ = [
+    "CYCLE_TABLES",
+    "DVH_LEVELS",
+    "RULES",
+    "cycle_tables",
+    "stored_cycle_tables",
+    "with_voi_level",
     "DR_PERCENTS",
     "DoseUncertainty",
     "HalfLifePrior",

@@ -159,3 +159,56 @@ def plot_time_activity(fits: Mapping[str, TimeActivityFit], title: str = "") -> 
     if title:
         figure.suptitle(title, fontsize=10)
     return figure
+
+
+def plot_dvh(dvh, title: str = "") -> Figure:
+    """Cumulative dose-volume histograms of absorbed dose: one panel per VOI, one line per method.
+
+    ``dvh``: rows of the ``dose_volume_histograms`` table of one patient and cycle (``voi``, ``method``, ``dose_gy``,
+    ``volume_fraction``).
+    """
+    vois = list(dict.fromkeys(dvh["voi"]))
+    figure, axes = _figure(len(vois))
+    for ax, (voi, rows) in zip(axes, ((v, dvh[dvh["voi"] == v]) for v in vois)):
+        top = 0.0
+        for method, curve in rows.groupby("method", sort=False):
+            levels = curve["dose_gy"].to_numpy()
+            fraction = curve["volume_fraction"].to_numpy()
+            ax.plot(levels, 100 * fraction, color=METHOD_COLOURS.get(str(method)), label=str(method).upper())
+            reached = levels[np.nan_to_num(fraction) > 0]
+            top = max(top, reached.max() if reached.size else 0.0)
+        if top > 0:
+            ax.set_xlim(0, top * 1.05)
+        ax.set_title(voi, fontsize=9)
+        ax.set_xlabel("absorbed dose (Gy)", fontsize=8)
+        ax.set_ylabel("volume (%)", fontsize=8)
+        ax.set_ylim(0, 102)
+        ax.tick_params(labelsize=7)
+    if axes:
+        axes[0].legend(fontsize=7)
+    if title:
+        figure.suptitle(title, fontsize=10)
+    return figure
+
+
+def plot_dose_maps(maps: Mapping[str, np.ndarray], spacing_mm, title: str = "") -> Figure:
+    """One coronal slice (z, x) of each method's absorbed-dose map (Gy), on one colour scale.
+
+    ``maps``: {method: (z, x) slice in Gy}, superior up; ``spacing_mm``: (z, y, x) of the grid.
+    """
+    figure, axes = _figure(len(maps), columns=len(maps), panel_size=(3.4, 3.6))
+    top = max(float(np.nanmax(m)) for m in maps.values()) or 1.0
+    extent = None
+    for ax, (method, image) in zip(axes, maps.items()):
+        nz, nx = image.shape
+        extent = (0, nx * spacing_mm[2], 0, nz * spacing_mm[0])
+        shown = ax.imshow(image, origin="lower", extent=extent, cmap="inferno", vmin=0.0, vmax=top)
+        ax.set_title(method.upper(), fontsize=9)
+        ax.set_xlabel("x (mm)", fontsize=8)
+        ax.set_ylabel("z (mm)", fontsize=8)
+        ax.tick_params(labelsize=7)
+    bar = figure.colorbar(shown, ax=axes, shrink=0.8)
+    bar.set_label("absorbed dose (Gy)", fontsize=8)
+    if title:
+        figure.suptitle(title, fontsize=10)
+    return figure

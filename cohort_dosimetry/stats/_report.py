@@ -4,9 +4,9 @@ Built from the statistics tables (run :func:`compute_cohort_tables` first) plus 
 the CNN-vs-MC joint histogram and the DRVHs (one scan in memory at a time). Sections, in order: the synthetic-data
 statement, the cohort summary (Table 1, the form of Li et al.'s patient table: per VOI class and method, mean dose-rate
 and DR10-DR90 as mean (min-max) over scans and VOIs), agreement between methods, the joint histogram, absorbed doses
-per therapy cycle with the time-integration model chosen per VOI and why (and the curves that could not be
-integrated, with the reason), absorbed doses summed over each patient's cycles, time-activity curves (one figure per
-patient and cycle), DRVHs, methods and provenance.
+per therapy cycle with the time-integration model chosen per VOI and why, and what their uncertainty holds (and the
+curves that could not be integrated, with the reason), absorbed doses summed over each patient's cycles,
+time-activity curves (one figure per patient and cycle), DRVHs, methods and provenance.
 """
 
 from __future__ import annotations
@@ -25,7 +25,14 @@ import numpy as np
 import pandas as pd
 
 from . import _metrics
-from ._figures import MGY_PER_H_PER_GY_PER_S, plot_drvh, plot_joint_histogram, plot_time_activity
+from ._figures import (
+    MGY_PER_H_PER_GY_PER_S,
+    plot_dose_maps,
+    plot_drvh,
+    plot_dvh,
+    plot_joint_histogram,
+    plot_time_activity,
+)
 from ._metrics import DR_PERCENTS, VoiIndex, drvh
 from ._tables import METHODS, NOT_INTEGRATED, scan_methods
 from ._time_integration import fit_time_activity
@@ -39,6 +46,8 @@ JOINT_HISTOGRAM_BINS = 200
 #: Dose-rate levels of the DRVH figures: 0, then geometric from 1e-4 to 1 times the scan's highest value (1 % steps,
 #: so low-dose VOIs are resolved on their own scale too).
 DRVH_LEVELS = 1024
+#: Patients whose first cycle's absorbed-dose maps and DVHs the report shows.
+MAX_DVH_FIGURES = 4
 
 _STYLE = """
 body { font-family: sans-serif; margin: 2em auto; max-width: 75em; color: #222; }
@@ -123,7 +132,22 @@ section 3).</p>
 
 
 #: The columns of the report's table of chosen time-integration models.
-_CHOSEN_COLUMNS = "patient cycle voi method model absorbed_dose_gy uncertainty_gy n_timepoints reason".split()
+VOXEL_DOSE_TEXT = (
+    "Each scan of a cycle is registered onto the cycle's first scan (CT to CT: rigid, then diffeomorphic demons), "
+    "its dose-rate maps are warped onto that scan's grid, and every voxel's curve is integrated: trapezoid from "
+    "injection through the scans, then a tail fitted to the last points where they decrease faster than physical "
+    "decay, else the physical half-life. The VOIs are the first scan's contours. Each method's map statistics "
+    "(mean, D2 = dose to the hottest 2 %, D98) are set beside the VOI-level result of the same curve (the table "
+    "above, which needs no registration): without motion the two differ only through the tails (a fitted "
+    "mono- or bi-exponential of the VOI mean against per-voxel tails); with motion, registration and resampling "
+    "add their part. Methods without a map at every scan of the cycle (e.g. Monte Carlo on one scan) have no map."
+)
+_CHOSEN_COLUMNS = (
+    "patient cycle voi method model absorbed_dose_gy uncertainty_gy uncertainty_fit_gy uncertainty_counts_gy "
+    "uncertainty_calibration_gy n_timepoints reason uncertainty_note"
+).split()
+#: Columns of the chosen-model details in Gy, rounded to 3 decimals there.
+_GY_COLUMNS = ("absorbed_dose_gy", "uncertainty_gy", "uncertainty_fit_gy", "uncertainty_counts_gy")
 
 
 def write_report(cohort, notes: Sequence[str] = (), model_card: dict | None = None) -> Path:
@@ -191,6 +215,7 @@ def write_report(cohort, notes: Sequence[str] = (), model_card: dict | None = No
             "cycle's own injection). Mean (min&ndash;max) over patients, cycles and VOIs of the class, in Gy, "
             "with the time-integration model chosen (counts). The rule: " + SELECTION_RULE + "</p>",
             _table_html(absorbed_summary(chosen, voi_type_of)),
+            _uncertainty_html(chosen),
         ]
         if not failed.empty:
             parts += [
@@ -200,7 +225,11 @@ def write_report(cohort, notes: Sequence[str] = (), model_card: dict | None = No
             ]
         parts += [
             "<details><summary>Chosen model per patient, cycle, VOI and method, and why</summary>",
-            _table_html(chosen[_CHOSEN_COLUMNS].round({"absorbed_dose_gy": 3, "uncertainty_gy": 3})),
+            _table_html(
+                chosen[[c for c in _CHOSEN_COLUMNS if c in chosen]].round(
+                    dict.fromkeys((*_GY_COLUMNS, "uncertainty_calibration_gy"), 3)
+                )
+            ),
             "</details>",
         ]
     if not totals.empty:
@@ -218,6 +247,7 @@ def write_report(cohort, notes: Sequence[str] = (), model_card: dict | None = No
             ),
             "</details>",
         ]
+    parts += _voxel_dose_html(cohort, voi_type_of)
     parts += ["<h2>Time-activity curves</h2>", *_time_activity_figures(voi_stats, methods)]
     parts += ["<h2>Dose-rate volume histograms</h2><p>First scan of each patient.</p>", *drvh_figures]
     cnn_weights = set()
@@ -289,6 +319,59 @@ def concordance_summary(concordance: pd.DataFrame, voi_type_of: dict) -> pd.Data
             )
         )
     return pd.DataFrame([row for *_, row in sorted(rows, key=lambda r: r[:3])])
+
+
+def _uncertainty_html(chosen: pd.DataFrame) -> str:
+    """What the uncertainty of the absorbed doses holds: each component, whether it was estimated and why not."""
+    doses = chosen[np.isfinite(chosen["absorbed_dose_gy"].astype(float))]
+    n = len(doses)
+
+    def finite(column: str) -> int:
+        return int(np.isfinite(doses[column].astype(float)).sum()) if column in doses else 0
+
+    def notes_like(prefix: str) -> str:
+        found: set[str] = set()
+        for note in doses.get("uncertainty_note", pd.Series(dtype=str)).dropna():
+            found.update(part for part in str(note).split("; ") if part.startswith(prefix))
+        listing = sorted(found)
+        shown = "; ".join(listing[:5]) + (f"; and {len(listing) - 5} more" if len(listing) > 5 else "")
+        return f" ({html.escape(shown)})" if shown else ""
+
+    counts_sentence = (
+        f"estimated for {finite('uncertainty_counts_gy')} of {n} chosen doses"
+        + (notes_like("count noise not estimated") if finite("uncertainty_counts_gy") < n else "")
+        if finite("uncertainty_counts_gy")
+        else "not estimated" + (notes_like("count noise not estimated") or " (a table written before it existed)")
+    )
+    relative = (
+        (doses["uncertainty_calibration_gy"] / doses["absorbed_dose_gy"]).dropna()
+        if "uncertainty_calibration_gy" in doses
+        else pd.Series(dtype=float)
+    )
+    calibration_sentence = (
+        f"the relative calibration uncertainty given to the run, {100 * relative.median():.3g} %, times the dose; "
+        "common to every scan and cycle"
+        if len(relative)
+        else "not given to the run (<code>--calibration-uncertainty</code>): there is no default value, since 0 would "
+        "claim a perfect calibration, so the totals below leave the calibration out and understate the uncertainty "
+        "by it (quantitative SPECT is typically uncertain by a few per cent)"
+    )
+    return (
+        "<p>Uncertainty (1 sd, Gy; columns of the chosen-model details below), structured after the EANM guidance "
+        "(Gear et al., Eur J Nucl Med Mol Imaging 45:2456, 2018). <b>Fit</b> (<code>uncertainty_fit_gy</code>): from "
+        "the fit's parameter covariance, for the mono- and bi-exponential; none for the trapezoid and the "
+        f"single-time-point rules (estimated for {finite('uncertainty_fit_gy')} of {n} chosen doses). "
+        "<b>Count noise</b> (<code>uncertainty_counts_gy</code>): Poisson, 1/&radic;N at each scan, propagated "
+        "through the chosen model, with N = VOI activity &times; the camera sensitivity given to the run "
+        "(<code>--sensitivity-cps-per-mbq</code>) &times; the scan's acquisition duration from its NM header; a "
+        "lower bound, as attenuation lowers the detected counts and scatter and reconstruction add noise: "
+        f"{counts_sentence}. <b>Calibration</b> (<code>uncertainty_calibration_gy</code>): {calibration_sentence}. "
+        "<b>Total</b> (<code>uncertainty_gy</code>): &radic;(max(fit, count noise)<sup>2</sup> + "
+        "calibration<sup>2</sup>): the fit's scatter already contains the count noise, so the larger of the two is "
+        "taken, not their sum; n/a without a fit or count-noise component. Not included: the choice of model, the "
+        "systematic error of the trapezoid and single-time-point rules, registration and partial-volume effects. "
+        "Over cycles the random parts add in quadrature and the calibration parts linearly.</p>"
+    )
 
 
 def absorbed_summary(chosen: pd.DataFrame, voi_type_of: dict) -> pd.DataFrame:
@@ -440,6 +523,98 @@ def _scan_pass(cohort, scans, voi_stats: pd.DataFrame):
             "ccc": moments.ccc(),
         }
     return joint, figures
+
+
+def _voxel_dose_html(cohort, voi_type_of: dict) -> list[str]:
+    """The section on the absorbed-dose maps: registration quality, map statistics against the VOI-level result,
+    one map slice and the cumulative DVHs of the first cycle of each patient."""
+    voxel = cohort.read_table("voxel_absorbed_dose")
+    if voxel.empty:
+        return []
+    registrations = cohort.read_table("registrations")
+    dvh = cohort.read_table("dose_volume_histograms")
+    parts = ["<h2>Absorbed-dose maps per therapy cycle</h2>", "<p>" + VOXEL_DOSE_TEXT + "</p>"]
+    if not registrations.empty:
+        parts += [
+            _registration_sentence(registrations),
+            "<details><summary>Registration per time point</summary>",
+            _table_html(registrations.round(3)),
+            "</details>",
+        ]
+
+    def describe(group: pd.DataFrame) -> dict:
+        difference = group["difference_percent"].dropna()
+        return {
+            "map mean (Gy)": _mean_min_max(group["mean_gy"]),
+            "D2 (Gy)": _mean_min_max(group["d2_gy"]),
+            "D98 (Gy)": _mean_min_max(group["d98_gy"]),
+            "map vs VOI level, median (min&ndash;max) %": (
+                f"{difference.median():+.1f} ({difference.min():+.1f} to {difference.max():+.1f})"
+                if len(difference)
+                else "n/a"
+            ),
+        }
+
+    parts += [
+        _table_html(_per_class_and_method(voxel, voi_type_of, describe)).replace("&amp;ndash;", "&ndash;"),
+        "<details><summary>Map statistics per patient, cycle, VOI and method</summary>",
+        _table_html(
+            voxel[
+                [
+                    "patient",
+                    "cycle",
+                    "voi",
+                    "method",
+                    "volume_ml",
+                    "mean_gy",
+                    "d2_gy",
+                    "d50_gy",
+                    "d98_gy",
+                    "fitted_tail_fraction",
+                    "voi_level_gy",
+                    "voi_level_model",
+                    "difference_percent",
+                ]
+            ].round(3)
+        ),
+        "</details>",
+    ]
+    first_cycles = dvh.groupby("patient")["cycle"].min()
+    for patient, cycle in list(first_cycles.items())[:MAX_DVH_FIGURES]:
+        rows = dvh[(dvh["patient"] == patient) & (dvh["cycle"] == cycle)]
+        cycle_ds = cohort.cycle(str(patient), int(cycle))
+        reference = cycle_ds.attrs["reference_timepoint"]
+        labels = cohort.scan(str(patient), reference, version=cycle_ds.attrs["scan_versions"][reference])["labels"]
+        kidneys = [value for value, name in labels.attrs["names"].items() if _voi_type_of(name) == "kidney"]
+        kidney = np.isin(labels.values, kidneys)
+        y = int(np.argwhere(kidney)[:, 1].mean()) if kidney.any() else labels.shape[1] // 2
+        maps = {
+            str(name)[len("absorbed_dose_") :]: np.asarray(cycle_ds[name][:, y, :].values)
+            for name in cycle_ds.data_vars
+            if str(name).startswith("absorbed_dose_")
+        }
+        title = f"patient {patient}, cycle {cycle}"
+        parts += [
+            _figure_html(
+                plot_dose_maps(maps, cycle_ds.attrs["spacing_mm"], f"{title}, coronal slice through the kidneys"),
+                f"absorbed-dose maps {title}",
+            ),
+            _figure_html(plot_dvh(rows[rows["voi"].map(voi_type_of) != "body"], title), f"DVH {title}"),
+        ]
+    return parts
+
+
+def _registration_sentence(registrations: pd.DataFrame) -> str:
+    worst = registrations.loc[registrations["dice_min"].idxmin()] if registrations["dice_min"].notna().any() else None
+    dice = f"{worst['dice_min']:.3f} ({html.escape(str(worst['dice_min_voi']))})" if worst is not None else "n/a"
+    return (
+        f"<p>Registrations: {len(registrations)} time points onto their cycle's first scan. Rigid rotation up to "
+        f"{registrations['rotation_deg'].max():.1f}&deg;, translation up to {registrations['translation_mm'].max():.1f}"
+        f" mm; Jacobian determinant {registrations['jacobian_min'].min():.2f}&ndash;"
+        f"{registrations['jacobian_max'].max():.2f} (&gt; 0: no folding); smallest Dice of the warped contours "
+        f"{dice}; share of reference voxels beyond a scan's field of view up to "
+        f"{100 * registrations['outside_fov_fraction'].max():.1f} %.</p>"
+    )
 
 
 def _voi_type_of(name: str) -> str:

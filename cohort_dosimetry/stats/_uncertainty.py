@@ -48,7 +48,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ._metrics import VoiIndex
-from ._time_integration import TimeActivityFit, fit_time_activity
+from ._time_integration import (
+    N_PARAMETERS,
+    TimeActivityFit,
+    _fitted_model,
+    _trapezoid,
+    fit_time_activity,
+    physical_decay_per_h,
+)
 
 #: Relative step of the central differences of the integral with respect to each dose-rate.
 DIFFERENCE_STEP = 1e-3
@@ -133,14 +140,25 @@ def voi_activities_bq(activity_bq_ml, index: VoiIndex, spacing_mm) -> np.ndarray
 
 
 def _log_sensitivities(t: np.ndarray, r: np.ndarray, model: str, nuclide: str) -> np.ndarray:
-    """``dD / d ln r_i`` (Gy) of the given model's integral, by central differences of refits."""
+    """``dD / d ln r_i`` (Gy) of the given model's integral, by central differences of refits of that model alone
+    (as :func:`fit_time_activity` fits it: ``t`` sorted, two or more time points)."""
+    l_p = physical_decay_per_h(nuclide)
+    if model == "trapezoid":
+        refit = _trapezoid
+    elif model in N_PARAMETERS:
+
+        def refit(t, r, l_p):
+            return _fitted_model(model, t, r, l_p)
+
+    else:
+        raise ValueError(f"no refit for model {model!r} of a curve with {t.size} time points")
     out = np.empty(t.size)
     for i in range(t.size):
         values = []
         for sign in (1.0, -1.0):
             perturbed = r.copy()
             perturbed[i] *= 1.0 + sign * DIFFERENCE_STEP
-            values.append(fit_time_activity(t, perturbed, nuclide).fits[model].absorbed_dose_gy)
+            values.append(refit(t, perturbed, l_p).absorbed_dose_gy)
         out[i] = (values[0] - values[1]) / (2.0 * DIFFERENCE_STEP)
     return out
 
@@ -154,6 +172,7 @@ def voi_dose_uncertainty(
     other_relative: Mapping[str, float] | None = None,
     nuclide: str = "Lu177",
     fit: TimeActivityFit | None = None,
+    model: str | None = None,
 ) -> DoseUncertainty:
     """Absorbed dose of a VOI's mean dose-rate curve and its uncertainty components (module docstring).
 
@@ -161,11 +180,16 @@ def voi_dose_uncertainty(
     counts attributed to the VOI at each time point (:func:`voi_counts`; None: count noise not estimated, NaN),
     ``calibration_relative`` the relative standard uncertainty of the calibration (common to all time points),
     ``other_relative`` {name: relative sd} further common factors. ``fit``: the curve's
-    :func:`fit_time_activity` result if already computed (its selected model is used).
+    :func:`fit_time_activity` result if already computed. ``model``: which of its models (``fit.fits``) the
+    components are of; None: the selected one.
     """
     t = np.asarray(hours, dtype=np.float64).ravel()
     r = np.asarray(dose_rate_gy_s, dtype=np.float64).ravel()
     fit = fit or fit_time_activity(t, r, nuclide)
+    model = fit.selected if model is None else model
+    if model not in fit.fits:
+        raise ValueError(f"model {model!r} was not applied to this curve (applied: {sorted(fit.fits)})")
+    model_fit = fit.fits[model]
     order = np.argsort(t)
     t, r = t[order], r[order]
     if not (calibration_relative >= 0 and np.isfinite(calibration_relative)):
@@ -173,11 +197,11 @@ def voi_dose_uncertainty(
     others = dict(other_relative or {})
     if any(not (v >= 0 and np.isfinite(v)) for v in others.values()):
         raise ValueError(f"other_relative must hold finite fractions >= 0, got {others}")
-    dose = float(fit.absorbed_dose_gy)
+    dose = float(model_fit.absorbed_dose_gy)
     notes = []
-    fit_gy = float(fit.uncertainty_gy)
+    fit_gy = float(model_fit.uncertainty_gy)
     if not np.isfinite(fit_gy):
-        notes.append(f"{fit.selected}: no fit uncertainty")
+        notes.append(f"{model}: no fit uncertainty")
     if counts is None:
         counts_gy = float("nan")
         notes.append("no counts given: count noise not estimated")
@@ -189,7 +213,7 @@ def voi_dose_uncertainty(
             raise ValueError(f"counts must be > 0 at every time point, got {n_counts}")
         relative_sd = 1.0 / np.sqrt(n_counts[order])
         # one time point: every single-time-point formula is proportional to the dose-rate, dD / d ln r = D
-        sensitivity = np.array([dose]) if t.size == 1 else _log_sensitivities(t, r, fit.selected, nuclide)
+        sensitivity = np.array([dose]) if t.size == 1 else _log_sensitivities(t, r, model, nuclide)
         counts_gy = float(np.sqrt(np.sum((sensitivity * relative_sd) ** 2)))
     finite_random = [v for v in (fit_gy, counts_gy) if np.isfinite(v)]
     random_gy = max(finite_random) if finite_random else float("nan")
@@ -199,5 +223,5 @@ def voi_dose_uncertainty(
     if np.isfinite(random_gy):
         notes.append("random part from " + ("the fit" if random_gy == fit_gy else "count noise"))
     return DoseUncertainty(
-        fit.selected, dose, fit_gy, counts_gy, calibration_gy, random_gy, total_gy, other_gy, "; ".join(notes)
+        model, dose, fit_gy, counts_gy, calibration_gy, random_gy, total_gy, other_gy, "; ".join(notes)
     )

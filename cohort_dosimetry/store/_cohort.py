@@ -7,6 +7,8 @@ Layout (``storage_schema/README.md`` explains every decision)::
         scans/{patient}/{timepoint}/v0001/         one group per scan version; arrays (z, y, x) + attrs
         scans/{patient}/{timepoint}/v0002/         written when the source files changed; v0001 stays readable
           superseded/s0001/                        derived arrays replaced by a recomputation, with their provenance
+        cycles/{patient}/c{cycle}/                 per therapy cycle: absorbed-dose maps on the reference scan's
+                                                   grid, rule maps, registration fields; replaced as a whole
         .staging/                                  writers build here, then publish by one rename
         .locks/                                    one flock file per scan, per patient and per table; one per
                                                    scan and dose method held while a run computes that map
@@ -70,6 +72,8 @@ VERSION_DIR = "v{:04d}"
 SUPERSEDED_DIR = "superseded"
 SLOT_DIR = "s{:04d}"
 SLOT_RE = re.compile(r"^s(\d{4})$")
+#: Per-cycle result groups: ``cycles/{patient}/c1``, ``c2``, ...
+CYCLE_RE = re.compile(r"^c[1-9][0-9]*$")
 _GROUP_JSON = {"zarr_format": 3, "node_type": "group", "attributes": {}}
 _STORE_SET_ATTRS = ("status", "version", "written_utc")
 _GEOMETRY_ATTRS = ("spacing_mm", "origin_mm", "direction")
@@ -628,6 +632,93 @@ class Cohort:
         else:
             entry.unlink()
 
+    # ------------------------------------------------------------------------------------ per-cycle results
+    def _cycle_dir(self, patient: str, cycle: int) -> Path:
+        check_identifier(patient, "patient")
+        if not isinstance(cycle, int) or isinstance(cycle, bool) or cycle < 1:
+            raise ValueError(f"patient {patient}: therapy cycle {cycle!r} is not an integer >= 1")
+        return self.store_path / "cycles" / patient / f"c{cycle}"
+
+    def cycle_results(self) -> list[tuple[str, int]]:
+        """(patient, cycle) of every published per-cycle result group (absorbed-dose maps), sorted."""
+        root = self.store_path / "cycles"
+        found = []
+        for patient_dir in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
+            for cycle_dir in patient_dir.iterdir():
+                if CYCLE_RE.fullmatch(cycle_dir.name) and (cycle_dir / "zarr.json").is_file():
+                    found.append((patient_dir.name, int(cycle_dir.name[1:])))
+        return sorted(found)
+
+    def cycle_attrs(self, patient: str, cycle: int) -> dict | None:
+        """Attrs of a patient's per-cycle results, None when the cycle has none."""
+        path = self._cycle_dir(patient, cycle) / "zarr.json"
+        return _read_json(path)["attributes"] if path.is_file() else None
+
+    def cycle(self, patient: str, cycle: int) -> xr.Dataset:
+        """One cycle's results as a lazy Dataset on the grid of its reference scan (``reference_timepoint``):
+        ``absorbed_dose_<method>`` (z, y, x) Gy, ``integration_rule_<method>`` (z, y, x) rule codes, and
+        ``displacement_mm`` (timepoint, component, z, y, x) mm, the registration of each time point (fixed =
+        reference points to moving points, zero for the reference); attrs as written (schema ``cycle_attrs``), with
+        the geometry as tuples of float; z, y, x coordinates in patient mm as :meth:`scan` gives them."""
+        path = self._cycle_dir(patient, cycle)
+        if not (path / "zarr.json").is_file():
+            raise KeyError(f"patient {patient} cycle {cycle}: no per-cycle results in the store")
+        ds = xr.open_zarr(path, zarr_format=3, consolidated=False, chunks={}, mask_and_scale=False)
+        for name in ds.data_vars:
+            ds[name].attrs.pop("_FillValue", None)
+        ds.attrs = {k: tuple(v) if k in _GEOMETRY_ATTRS else v for k, v in ds.attrs.items()}
+        if "displacement_mm" in ds:
+            ds = ds.assign_coords(timepoint=list(ds.attrs["timepoints"]), component=list(DIMS))
+        return _with_patient_coords(ds)
+
+    def remove_cycle(self, patient: str, cycle: int) -> None:
+        """Remove a cycle's results (no-op if it has none): derived data that no longer holds, e.g. after the cycle's
+        scans changed so that it has one scan left."""
+        final = self._cycle_dir(patient, cycle)
+        with exclusive_lock(self._lock_path("cycle", patient, final.name)):
+            if final.exists():
+                staging = self._staging_path("cycle", patient, final.name)
+                staging.mkdir(parents=True)
+                os.rename(final, staging / "old")
+                shutil.rmtree(staging)
+
+    def write_cycle(self, patient: str, cycle: int, ds: xr.Dataset, attrs: dict) -> None:
+        """Publish one therapy cycle's results, replacing the previous ones as a whole.
+
+        ``ds``: variables named as in the schema's ``cycle_arrays`` with their dims, (z, y, x) on the reference
+        scan's grid; ``attrs`` (JSON types) must hold ``reference_timepoint`` and the reference grid's geometry
+        (``spacing_mm``, ``origin_mm``, ``direction``). Built in staging, then moved in under the cycle's lock: the
+        old group is moved out and the new one in (two renames). A reader in between finds no results for the
+        cycle, never a mix; a writer that dies in between leaves none, and the next run computes them again (they
+        are derived data: the scans they come from are untouched).
+        """
+        where = f"patient {patient} cycle {cycle}"
+        final = self._cycle_dir(patient, cycle)
+        specs = store_schema()["cycle_arrays"]
+        variables = {}
+        for name, var in ds.data_vars.items():
+            spec = specs.get(_cycle_array_kind(str(name)))
+            if spec is None:
+                raise ValueError(f"{where}: {name!r} is not a per-cycle array of the schema ({sorted(specs)})")
+            if tuple(var.dims) != tuple(spec["dims"]):
+                raise ValueError(f"{where}: {name} has dims {var.dims}, the schema needs {tuple(spec['dims'])}")
+            values = np.asarray(var.values)
+            if values.dtype != np.dtype(spec["dtype"]):
+                raise ValueError(f"{where}: {name} is {values.dtype}, the schema needs {spec['dtype']}")
+            variables[str(name)] = xr.Variable(var.dims, values, {**var.attrs, "units": spec["units"]})
+        missing = [k for k in ("reference_timepoint", *_GEOMETRY_ATTRS) if k not in attrs]
+        if missing:
+            raise ValueError(f"{where}: attrs {missing} are missing")
+        record = _jsonable({**attrs, "patient": patient, "cycle": cycle, "written_utc": _utc_now()}, where)
+        with exclusive_lock(self._lock_path("cycle", patient, final.name)):
+            staging = self._staging_path("cycle", patient, final.name)
+            _write_group(staging / "new", variables, record)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            if final.exists():
+                os.rename(final, staging / "old")
+            os.rename(staging / "new", final)
+            shutil.rmtree(staging)
+
     # ---------------------------------------------------------------------------------------------- tables
     def _table_path(self, name: str) -> Path:
         return self.tables_dir / f"{check_identifier(name, 'table name')}.parquet"
@@ -839,12 +930,15 @@ def _timepoint_sort_key(label: str) -> tuple:
 
 
 def _staging_owner(entry_name: str) -> tuple[str, ...] | None:
-    """('scan', patient, timepoint) or ('table', name) for a staging entry name, None if not ours."""
+    """('scan', patient, timepoint), ('table', name) or ('cycle', patient, 'c<n>') for a staging entry name, None
+    if not ours."""
     parts = entry_name.split(".")
     if parts[0] == "scan" and len(parts) == 4:
         return tuple(parts[:3])
     if parts[0] == "table" and len(parts) == 3:
         return tuple(parts[:2])
+    if parts[0] == "cycle" and len(parts) == 4:
+        return tuple(parts[:3])
     return None
 
 
@@ -872,7 +966,8 @@ def _check_scan_attrs(attrs: dict, where: str) -> None:
         if spec.get("set_by_store"):
             continue
         if name not in attrs:
-            problems.append(f"required attribute {name!r} is missing")
+            if spec.get("required", True):
+                problems.append(f"required attribute {name!r} is missing")
         else:
             problems += attr_problems(name, _jsonable(attrs[name], where), spec)
     if problems:
@@ -932,19 +1027,29 @@ def _checked_variables(ds: xr.Dataset, where: str, require_ingest_arrays: bool) 
 
 
 def _write_group(path: Path, variables: dict[str, xr.Variable], attrs: dict) -> None:
-    """Write variables as a zarr v3 group at ``path`` (which must not exist), chunked per the schema."""
+    """Write variables as a zarr v3 group at ``path`` (which must not exist), chunked per the schema: the last three
+    dims (z, y, x) in slabs of ``chunking.z`` slices, any leading dims (a cycle's time points) one by one."""
     chunking = store_schema()["chunking"]
     codec = BloscCodec(
         cname=chunking["codec"]["cname"], clevel=chunking["codec"]["clevel"], shuffle=chunking["codec"]["shuffle"]
     )
     encoding = {}
     for name, var in variables.items():
-        chunks = (min(chunking["z"], var.shape[0]), var.shape[1], var.shape[2])
+        nz, ny, nx = var.shape[-3:]
+        chunks = (*(1,) * (var.ndim - 3), min(chunking["z"], nz), ny, nx)
         if var.chunks is not None:  # dask-backed input: align its chunks with the zarr chunks
-            variables[name] = var.chunk(dict(zip(DIMS, chunks)))
+            variables[name] = var.chunk(dict(zip(var.dims, chunks)))
         encoding[name] = {"chunks": chunks, "compressors": (codec,)}
     path.parent.mkdir(parents=True, exist_ok=True)
     xr.Dataset(variables, attrs=attrs).to_zarr(path, mode="w-", zarr_format=3, consolidated=False, encoding=encoding)
+
+
+def _cycle_array_kind(name: str) -> str:
+    """The schema entry of a per-cycle array: ``absorbed_dose_dvk`` -> ``absorbed_dose_{method}``."""
+    for prefix in ("absorbed_dose_", "integration_rule_"):
+        if name.startswith(prefix):
+            return prefix + "{method}"
+    return name
 
 
 def _with_patient_coords(ds: xr.Dataset) -> xr.Dataset:

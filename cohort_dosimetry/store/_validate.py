@@ -181,7 +181,8 @@ def _version_problems(vdir: Path, where: str, number: int, writer_active: bool) 
     attrs = meta.get("attributes", {})
     for name, spec in store_schema()["scan_attrs"].items():
         if name not in attrs:
-            problems.append(f"{where}: required attribute {name!r} is missing")
+            if spec.get("required", True):
+                problems.append(f"{where}: required attribute {name!r} is missing")
         else:
             problems += [f"{where}: {p}" for p in attr_problems(name, attrs[name], spec)]
     if attrs.get("version") != number:

@@ -53,6 +53,17 @@ def test_cohort_flow_end_to_end_then_rerun_is_a_no_op(tiny_dicom, tmp_path):
     assert Path(summary["report"]).is_file()
     runs = cohort.runs()
     assert len(runs) == 1 and runs.iloc[0]["n_scans_failed"] == 0 and runs.iloc[0]["n_scans_done"] == len(scans)
+    # per therapy cycle: DVK and CNN absorbed-dose maps; MC (one scan per cycle) has none, with the reason
+    assert cohort.cycle_results() == sorted((p, 1) for p in first)
+    for p in first:
+        cycle = cohort.cycle(p, 1)
+        assert {"absorbed_dose_dvk", "absorbed_dose_cnn"} <= set(cycle.data_vars)
+        assert "absorbed_dose_mc" not in cycle and "no mc dose-rate map" in cycle.attrs["methods_skipped"]["mc"]
+    voxel = cohort.read_table("voxel_absorbed_dose")
+    kidneys = voxel[voxel["voi_type"] == "kidney"]
+    # no motion: a SPECT-based method's map mean matches its own VOI-level result within 10 %
+    assert len(kidneys) == 2 * 2 * len(first) and (kidneys["difference_percent"].abs() < 10).all(), kidneys
+    assert len(cohort.read_table("registrations")) == len(scans) - len(first)
 
     again = cohort_flow(
         str(tiny_dicom), str(cohort_dir), methods=("dvk", "cnn", "mc"), grid="ct", mc_scans="first", mc_decays=200_000
@@ -60,7 +71,7 @@ def test_cohort_flow_end_to_end_then_rerun_is_a_no_op(tiny_dicom, tmp_path):
     runs = open_cohort(cohort_dir).runs()
     assert len(runs) == 2 and runs.iloc[1]["n_scans_failed"] == 0
     # the rerun ingested nothing and computed no dose-rate map: every such step was skipped
-    work = [r for r in again["results"] if r["step"].startswith("dose_") or r["step"] == "ingest"]
+    work = [r for r in again["results"] if r["step"].startswith(("dose_", "absorbed_dose_")) or r["step"] == "ingest"]
     assert work and all(r["status"] == "skipped" for r in work), work
 
 

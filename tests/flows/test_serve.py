@@ -20,7 +20,9 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -32,6 +34,12 @@ DASK = str(Path(sys.executable).with_name("dask"))
 CRON = "0 2 * * *"
 POOL = "cohort-dosimetry"  # the work pool of deploy/prefect.yaml
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+# What Prefect's own client retries (429, 502, 503): the server answers 503 when SQLite refuses a write with
+# "database is locked" (SQLITE_BUSY_SNAPSHOT: a transaction that read before writing, as create_flow_run does, fails
+# at once, without waiting, when another connection wrote in between; a busy machine widens that gap). The request's
+# transaction was rolled back, so it may be sent again.
+RETRY_CODES = {429, 502, 503}
+RETRY_DELAYS_S = (0.5, 1, 2, 4, 8)
 
 
 def test_every_flow_validates_its_parameters_when_pickled_by_value():
@@ -43,10 +51,11 @@ def test_every_flow_validates_its_parameters_when_pickled_by_value():
     import flows
 
     given = {
-        "cohort_flow": dict(dicom_dir="in", cohort_dir="out", methods=["dvk"]),
+        "cohort_flow": dict(dicom_dir="in", cohort_dir="out", methods=["dvk"], sensitivity_cps_per_mbq=9.0),
         "ingest_flow": dict(dicom_dir="in", cohort_dir="out"),
         "dose_flow": dict(cohort_dir="out", methods=["dvk"]),
-        "aggregate_flow": dict(cohort_dir="out", notes=["a note"]),
+        "absorbed_dose_flow": dict(cohort_dir="out", methods=["dvk"]),
+        "aggregate_flow": dict(cohort_dir="out", notes=["a note"], calibration_uncertainty=0.05),
     }
     assert set(given) == {name for name in flows.__all__ if name.endswith("_flow")}
     for name, parameters in given.items():
@@ -128,11 +137,22 @@ class Orchestrator:
     dask_address: str
     tmp: Path
 
+    def request(self, method: str, path: str, **kwargs) -> httpx.Response:
+        """Send a request to the API, and send it again (up to 5 times, over 15.5 s) while it answers a code that
+        Prefect's client retries (``RETRY_CODES``), as every Prefect client of the server (`serve`, workers, the CLI)
+        does."""
+        for delay_s in (*RETRY_DELAYS_S, None):
+            response = httpx.request(method, f"{self.api}{path}", auth=self.auth, timeout=10, **kwargs)
+            if response.status_code not in RETRY_CODES or delay_s is None:
+                return response
+            time.sleep(delay_s)
+        raise AssertionError("unreachable")
+
     def get(self, path: str) -> httpx.Response:
-        return httpx.get(f"{self.api}{path}", auth=self.auth, timeout=10)
+        return self.request("GET", path)
 
     def post(self, path: str, body: dict) -> httpx.Response:
-        return httpx.post(f"{self.api}{path}", json=body, auth=self.auth, timeout=10)
+        return self.request("POST", path, json=body)
 
     def dask_transitions(self) -> int:
         """How many task state transitions this module's Dask scheduler has made (it grows as tasks run on it)."""
@@ -153,11 +173,31 @@ class Orchestrator:
             time.sleep(0.5)
         pytest.fail(f"{what} did not happen within {timeout} s:\n{_tail(log)}")
 
+    def wait_for_scheduled_runs(self, deployment: dict, proc: subprocess.Popen, timeout: float = 30) -> list[dict]:
+        """The flow runs the server's scheduler service creates for ``deployment`` from its cron schedule (state
+        SCHEDULED, auto-scheduled), each at 02:00 UTC of a day to come; on failure the tail of server.log, where the
+        scheduler's errors are."""
+
+        def scheduled():
+            of_deployment = {"deployment_id": {"any_": [deployment["id"]]}, "state": {"type": {"any_": ["SCHEDULED"]}}}
+            runs = self.post("/flow_runs/filter", {"flow_runs": of_deployment}).json()
+            return [run for run in runs if run["auto_scheduled"]]
+
+        what = f"the scheduler's runs of deployment {deployment['name']}"
+        runs = self.wait_for(what, scheduled, proc, self.tmp / "server.log", timeout)
+        now = datetime.now(UTC)
+        for run in runs:
+            start = datetime.fromisoformat(run["expected_start_time"]).astimezone(UTC)
+            assert start > now and (start.hour, start.minute, start.second) == (2, 0, 0), run["expected_start_time"]
+        return runs
+
     def run_deployment(
         self, deployment: dict, parameters: dict, proc: subprocess.Popen, log: Path, timeout: float = 300
     ) -> dict:
         """Create a flow run of ``deployment`` (what the UI's Run button does) and wait for it to end."""
-        r = self.post(f"/deployments/{deployment['id']}/create_flow_run", {"parameters": parameters})
+        # the idempotency key makes a resent request return the run the first one created instead of a second run
+        body = {"parameters": parameters, "idempotency_key": str(uuid.uuid4())}
+        r = self.post(f"/deployments/{deployment['id']}/create_flow_run", body)
         r.raise_for_status()
         run_id = r.json()["id"]
 
@@ -192,7 +232,16 @@ def orchestrator(tmp_path_factory):
     procs = [
         _spawn(
             [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-            {**base, "PREFECT_SERVER_API_AUTH_STRING": f"{user}:{secret}", "PREFECT_UI_ENABLED": "false"},
+            {
+                **base,
+                "PREFECT_SERVER_API_AUTH_STRING": f"{user}:{secret}",
+                "PREFECT_UI_ENABLED": "false",
+                # the server logs the cause of each 503 it answers (server.log in the module's tmp folder)
+                "PREFECT_API_LOG_RETRYABLE_ERRORS": "true",
+                # the scheduler service visits every deployment each 2 s (default 60 s), so that the cron
+                # deployments below get their scheduled runs within seconds
+                "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2",
+            },
             tmp,
             server_log,
         )
@@ -307,6 +356,7 @@ def test_serve_runs_its_cron_deployment_when_triggered(orchestrator, tiny_dicom,
         assert dep["parameters"]["methods"] == ["dvk"]
         assert dep["entrypoint"] == "flows._flows.cohort_flow"  # a module, wherever `serve` runs
         assert o.get(f"/flows/{dep['flow_id']}").json()["name"] == "cohort"
+        o.wait_for_scheduled_runs(dep, serve)  # the cron schedule creates runs, as it must to run nightly
 
         before = o.dask_transitions()
         run = o.run_deployment(dep, {}, serve, log)
@@ -353,6 +403,7 @@ def test_prefect_yaml_deployment_runs_on_a_process_worker(orchestrator, tiny_dic
         assert [s["schedule"].get("cron") for s in dep["schedules"]] == [CRON]
         # no path or host is baked into the deployment: the worker's environment supplies them
         assert not {"dicom_dir", "cohort_dir", "address"} & set(dep["parameters"]), dep["parameters"]
+        o.wait_for_scheduled_runs(dep, worker)
 
         before = o.dask_transitions()
         run = o.run_deployment(dep, {"methods": ["dvk"], "grid": "ct"}, worker, log)

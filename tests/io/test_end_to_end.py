@@ -46,6 +46,9 @@ def test_export_then_ingest_gives_back_the_generator_dataset(exported, tmp_path,
         assert scan.attrs["administered_activity_bq"] == pytest.approx(patient.attrs["administered_activity_bq"])
         assert scan.attrs["contours_from"] == "SEG"
         assert scan.attrs["synthetic"] is True  # the exporter's mark survives: reports can say "not patient data"
+        # the simulated acquisition's projection time, through the NM header's Rotation Information Sequence
+        seconds = patient.attrs["n_views"] * patient.attrs["seconds_per_view"]
+        assert scan.attrs["acquisition_duration_s"] == pytest.approx(seconds) and seconds == 120 * 30.0
         np.testing.assert_array_equal(scan["ct_hu"].values, patient["ct_hu"].values)
         np.testing.assert_array_equal(scan["labels"].values, patient["labels"].values)
         assert scan["labels"].attrs["names"] == patient["labels"].attrs["names"]

@@ -484,3 +484,109 @@ def test_export_command(ingested, tmp_path, monkeypatch, capsys):
     assert cli_main(["export", str(cohort_dir), str(tmp_path), "--dicom", str(dicom_out), "--patient", patient]) == 0
     assert "2 DICOM objects of 1 scans" in capsys.readouterr().out
     assert (tmp_path / patient / timepoint / "SEG.dcm").is_file()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# a cycle's absorbed-dose maps as RT Dose on the reference scan's CT
+
+
+@pytest.fixture(scope="module")
+def cycle_exported(ingested, tmp_path_factory):
+    """A copy of the ingested cohort with a stored cycle (absorbed-dose maps of two methods on the scan's grid, an
+    analytic function of patient position in Gy, as ``pipeline.cycle_absorbed_dose`` stores them), exported."""
+    cohort_dir, dicom_out, patient, timepoint, grid, _ = ingested
+    copy_dir = tmp_path_factory.mktemp("cycle") / "cohort"
+    shutil.copytree(cohort_dir, copy_dir)
+    cohort = open_cohort(copy_dir)
+    attrs = cohort.scan_attrs(patient, timepoint)
+    cycle = int(attrs["cycle"])
+    doses = {"dvk": dose_at(voxel_centres_xyz(grid)).astype(np.float32)}
+    doses["mc"] = (0.9 * doses["dvk"]).astype(np.float32)
+    cohort.write_cycle(
+        patient,
+        cycle,
+        xr.Dataset({f"absorbed_dose_{m}": (("z", "y", "x"), d) for m, d in doses.items()}),
+        {
+            "reference_timepoint": timepoint,
+            "timepoints": [timepoint],
+            "hours_post_injection": [float(attrs["hours_post_injection"])],
+            "scan_versions": {timepoint: int(attrs["version"])},
+            **{k: list(np.ravel(attrs[k])) for k in ("spacing_mm", "origin_mm", "direction")},
+            "methods": {m: {} for m in doses},
+        },
+    )
+    out = tmp_path_factory.mktemp("cycle_out")
+    rows = export_scans(copy_dir, dicom_out, out, key=KEY)
+    return copy_dir, dicom_out, patient, timepoint, cycle, grid, doses, rows, out
+
+
+def test_export_writes_a_cycles_absorbed_dose_as_rt_dose_on_the_reference_ct(reference, cycle_exported):
+    ct, *_ = reference
+    _, _, patient, timepoint, cycle, grid, doses, rows, out = cycle_exported
+    assert (rows["status"] == "written").all(), rows.to_string()
+    rt = rows[rows["object"].str.startswith("RTDOSE")]
+    assert rt["object"].tolist() == [f"RTDOSE absorbed_dose_{m} cycle {cycle}" for m in ("dvk", "mc")]
+    assert rt["file"].tolist() == [f"{patient}/cycle_{cycle}/RTDOSE_{m}.dcm" for m in ("dvk", "mc")]
+    assert (rt["timepoint"] == timepoint).all()
+    for method, dose in doses.items():
+        path = out / patient / f"cycle_{cycle}" / f"RTDOSE_{method}.dcm"
+        rd = pydicom.dcmread(path)
+        assert (rd.DoseUnits, rd.DoseType, rd.DoseSummationType) == ("GY", "PHYSICAL", "CYCLE")
+        assert rd.SeriesDescription == f"absorbed dose, {method}, cycle {cycle}, voxel-level, registered, synthetic"
+        assert (rd.FrameOfReferenceUID, rd.StudyInstanceUID, rd.PatientID) == (
+            ct[0].FrameOfReferenceUID,
+            ct[0].StudyInstanceUID,
+            ct[0].PatientID,
+        )
+        assert rd.ReferencedSeriesSequence[0].SeriesInstanceUID == ct[0].SeriesInstanceUID
+        scaling = float(rd.DoseGridScaling)
+        np.testing.assert_array_less(np.abs(rd.pixel_array * scaling - dose), scaling / 2 * (1 + 1e-6) + 1e-12)
+        np.testing.assert_allclose([float(v) for v in rd.ImagePositionPatient], grid.origin_mm[::-1], atol=1e-4)
+        np.testing.assert_allclose([float(v) for v in rd.PixelSpacing], grid.spacing_mm[1:], atol=1e-6)
+        np.testing.assert_allclose(
+            np.asarray(rd.GridFrameOffsetVector, dtype=float), np.arange(grid.shape[0]) * grid.spacing_mm[0]
+        )
+    # An independent reader's placement: SimpleITK's voxel centres carry the analytic dose of those points.
+    image = sitk.ReadImage(str(out / patient / f"cycle_{cycle}" / "RTDOSE_dvk.dcm"))
+    scaling = float(image.GetMetaData("3004|000e"))
+    read = sitk.GetArrayFromImage(image) * scaling
+    np.testing.assert_allclose(read, dose_at(sitk_centres_xyz(image)), rtol=1e-6, atol=scaling)
+
+
+@requires_dciodvfy
+def test_cycle_rt_dose_dciodvfy_reports_no_errors(cycle_exported, tmp_path):
+    """The exported header, checked by dciodvfy on a 16-bit copy (dciodvfy 1.00 aborts on 32-bit pixel data, see
+    test_rt_dose_dciodvfy_reports_no_errors)."""
+    _, _, patient, _, cycle, *_, out = cycle_exported
+    rd = pydicom.dcmread(out / patient / f"cycle_{cycle}" / "RTDOSE_dvk.dcm")
+    dose = rd.pixel_array * float(rd.DoseGridScaling)
+    scaling = float(f"{dose.max() / (2**16 - 1) * (1 + 1e-7):.8e}")
+    rd.BitsAllocated, rd.BitsStored, rd.HighBit = 16, 16, 15
+    rd.DoseGridScaling = f"{scaling:.8e}"
+    rd.PixelData = np.minimum(np.rint(dose / scaling), 2**16 - 1).astype("<u2").tobytes()
+    rd.save_as(tmp_path / "RD16.dcm", enforce_file_format=True)
+    report = _dciodvfy(tmp_path / "RD16.dcm")
+    assert "RTDose" in report, "\n".join(report)
+    assert not _errors(report), "\n".join(report)
+    warnings = [line for line in report if line.startswith("Warning")]
+    assert warnings == ["Warning - </DoseSummationType(3004,000a)[1]> - Unrecognized defined term = <CYCLE>"], warnings
+
+
+def test_export_refuses_a_cycle_whose_reference_scan_was_reingested(cycle_exported, tmp_path):
+    """The maps lie on the grid of the reference scan's version they were computed from: after a new version of
+    that scan they are refused, with the reason; the scan's own objects are still written."""
+    copy_dir, dicom_out, patient, timepoint, cycle, *_ = cycle_exported
+    stale = tmp_path / "cohort"
+    shutil.copytree(copy_dir, stale)
+    cohort = open_cohort(stale)
+    scan = cohort.scan(patient, timepoint).load()
+    attrs = cohort.scan_attrs(patient, timepoint)
+    given = {k: v for k, v in attrs.items() if k not in ("status", "version", "written_utc", "provenance")}
+    given = {k: v for k, v in given.items() if k not in ("patient", "timepoint")}
+    assert cohort.write_scan(patient, timepoint, scan, {**given, "source_hash": "0" * 64}) == "new_version"
+    rows = export_scans(stale, dicom_out, tmp_path / "out", key=KEY)
+    rt = rows[rows["object"].str.startswith("RTDOSE")]
+    assert rt["status"].tolist() == ["refused", "refused"], rows.to_string()
+    assert rt["message"].str.contains("the maps belong to another version").all(), rt["message"].tolist()
+    assert not (tmp_path / "out" / patient / f"cycle_{cycle}").exists()
+    assert (rows.loc[~rows.index.isin(rt.index), "status"] == "written").all(), rows.to_string()

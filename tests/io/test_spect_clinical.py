@@ -16,6 +16,7 @@ from pydicom.uid import generate_uid
 
 from cohort_dosimetry.grid import Grid
 from cohort_dosimetry.io import IngestError, Volume, discover_studies, ingest, read_nm, resample_to_grid
+from cohort_dosimetry.io._nm import acquisition_duration_s
 from cohort_dosimetry.store import open_cohort
 from tests.io import dicom_factory as factory
 
@@ -247,6 +248,24 @@ def test_none_a_mean_over_the_acquisition_is_brought_to_its_start(tmp_path, pati
     assert spect.activity.array.sum(dtype=np.float64) == pytest.approx(truth.sum(dtype=np.float64), rel=2e-5)
     assert spect.decay["decay_frame_duration_s"] == pytest.approx(duration_s)
     assert spect.decay["decay_correction_applied"] == pytest.approx(x / (1 - np.exp(-x)), rel=1e-9)
+
+
+def test_the_acquisition_duration_is_the_rotations_views_times_their_duration_and_never_guessed(tmp_path, patient):
+    truth, origin, spacing = _truth(patient)
+    spect = read_nm([_write_nm(tmp_path, patient, truth, origin, spacing, rotation=(25000, 96))])
+    assert spect.acquisition_duration_s == 96 * 25.0  # views x seconds per view
+    assert spect.reading_attrs()["acquisition_duration_s"] == 2400.0  # the scan attr ingest writes
+    bare = read_nm([_write_nm(tmp_path, patient, truth, origin, spacing, name="bare.dcm")])
+    assert bare.acquisition_duration_s is None and "acquisition_duration_s" not in bare.reading_attrs()
+    # two rotations (PS3.3 C.8.4.12: one item per rotation) add up; an item without its duration leaves it unknown
+    items = [pydicom.Dataset(), pydicom.Dataset()]
+    items[0].ActualFrameDuration, items[0].NumberOfFramesInRotation = 20000, 60
+    items[1].ActualFrameDuration, items[1].NumberOfFramesInRotation = 30000, 40
+    header = pydicom.Dataset()
+    header.RotationInformationSequence = items
+    assert acquisition_duration_s(header) == 60 * 20.0 + 40 * 30.0
+    del items[1].ActualFrameDuration
+    assert acquisition_duration_s(header) is None
 
 
 def test_none_without_a_duration_keeps_the_values_and_states_the_size_of_the_assumption(tmp_path, patient):

@@ -22,6 +22,7 @@ from matplotlib.path import Path as PolygonPath
 
 from cohort_dosimetry.cli import main as cli_main
 from cohort_dosimetry.grid import Grid
+from cohort_dosimetry.io import read_nm
 from cohort_dosimetry.phantoms import make_virtual_patient
 from cohort_dosimetry.phantoms._dicom_export import cohort_plan, export_cohort, export_dicom, read_ground_truth
 from cohort_dosimetry.phantoms._identity import synthetic_identity
@@ -77,6 +78,8 @@ def make_patient(seed: int, hours=(4.0, 24.0, 96.0)) -> xr.Dataset:
             "administered_activity_bq": 7.4e9,
             "nuclide": "Lu177",
             "sex": "female",
+            "n_views": 12,
+            "seconds_per_view": 25.0,
         },
     )
     return ds
@@ -166,6 +169,10 @@ def test_nm_round_trip_pydicom_and_metadata(exported):
         acquired = dt.datetime.strptime(nm.AcquisitionDateTime, "%Y%m%d%H%M%S")
         assert (acquired - INJECTION).total_seconds() / 3600 == pytest.approx(patient.hours_post_injection[k])
         assert nm.FrameOfReferenceUID == scan.frame_of_reference_uid
+        (rotation,) = nm.RotationInformationSequence  # the simulated acquisition: 12 views of 25 s over 360 degrees
+        assert (rotation.NumberOfFramesInRotation, rotation.ActualFrameDuration) == (12, 25000)
+        assert float(rotation.ScanArc) == 360 and float(rotation.AngularStep) == 30 and nm.NumberOfDetectors == 1
+        assert read_nm([scan.nm_file]).acquisition_duration_s == 300.0
 
 
 def test_nm_round_trip_simpleitk(exported):

@@ -58,8 +58,9 @@ def patient_anatomy(seed: int) -> tuple[np.ndarray, np.ndarray]:
     return labels, texture
 
 
-def make_cohort(path, seed: int = 0, second_cycle=()):
-    """Write the cohort at ``path``; returns (cohort, {patient: (labels, texture)})."""
+def make_cohort(path, seed: int = 0, second_cycle=(), acquisition_duration_s: float | None = None):
+    """Write the cohort at ``path``; returns (cohort, {patient: (labels, texture)}). The activity is 1 Bq/mL in every
+    voxel; ``acquisition_duration_s``: the scans' attr of that name (None: absent, as from a header without it)."""
     cohort = open_cohort(path, create=True)
     anatomy = {}
     for k, (patient, hours) in enumerate(PATIENTS.items()):
@@ -94,6 +95,8 @@ def make_cohort(path, seed: int = 0, second_cycle=()):
                 "cycle": cycle,
                 "synthetic": True,
             }
+            if acquisition_duration_s is not None:
+                attrs["acquisition_duration_s"] = acquisition_duration_s
             cohort.write_scan(patient, timepoint, scan, attrs)
             mc = np.zeros(SHAPE)
             for label, voi in NAMES.items():

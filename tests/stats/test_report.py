@@ -95,6 +95,10 @@ def test_report_shows_absorbed_doses_per_cycle_and_over_the_cycles(tmp_path):
         totals,
     )
     assert "total absorbed dose (Gy)" in totals
+    # the uncertainty's components, each stated, and what was not estimated (no sensitivity, no calibration given)
+    assert all(f"<th>uncertainty_{c}_gy</th>" in per_cycle for c in ("fit", "counts", "calibration"))
+    assert "Count noise</b>" in per_cycle and "no camera sensitivity given" in per_cycle
+    assert "Calibration</b> (<code>uncertainty_calibration_gy</code>): not given to the run" in per_cycle
     # one time-activity figure per patient and cycle (4), one DRVH per patient (3), the joint histogram
     assert text.count('src="data:image/png;base64,') == 1 + 4 + 3
     assert 'alt="time-activity curves patient PA cycle 2"' in text

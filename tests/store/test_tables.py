@@ -20,6 +20,9 @@ def _absorbed_dose_rows(rng: np.random.Generator, n: int) -> pd.DataFrame:
             "model": "biexponential",
             "absorbed_dose_gy": rng.uniform(0.5, 20.0, n),
             "uncertainty_gy": rng.uniform(0.01, 1.0, n),
+            "uncertainty_fit_gy": rng.uniform(0.01, 1.0, n),
+            "uncertainty_counts_gy": rng.uniform(0.01, 1.0, n),
+            "uncertainty_calibration_gy": np.nan,  # not given
             "n_timepoints": rng.integers(1, 5, n),  # numpy int64 -> int64
             "note": "synthetic virtual patients",
         }
@@ -68,6 +71,9 @@ def test_table_round_trip_keeps_values_and_records_units(cohort, rng):
         "cycle": "1",
         "absorbed_dose_gy": "Gy",
         "uncertainty_gy": "Gy",
+        "uncertainty_fit_gy": "Gy",
+        "uncertainty_counts_gy": "Gy",
+        "uncertainty_calibration_gy": "Gy",
         "n_timepoints": "1",
         "note": "1",
     }
