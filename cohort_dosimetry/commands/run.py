@@ -239,12 +239,17 @@ def print_summary(summary: dict) -> None:
                 if len(registrations)
                 else ""
             )
-            + "; map mean against the VOI-level dose, median (min to max) %:"
+            + "; map mean against the VOI-level dose (selected model | the voxel rule on the VOI mean curve), "
+            "median (min to max) %:"
         )
         for (voi_type, method), rows in voxel.groupby(["voi_type", "method"]):
-            d = rows["difference_percent"].dropna()
-            if len(d):
-                print(f"  {voi_type:>9} {method.upper():>4}: {d.median():+.1f} ({d.min():+.1f} to {d.max():+.1f})")
+            print(
+                f"  {voi_type:>9} {method.upper():>4}: "
+                + " | ".join(
+                    f"{d.median():+.1f} ({d.min():+.1f} to {d.max():+.1f})" if len(d) else "n/a"
+                    for d in (rows[c].dropna() for c in ("difference_percent", "same_rule_difference_percent"))
+                )
+            )
     for note in summary.get("notes", []):
         print(f"note: {note}")
     print(

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from ._metrics import VoiIndex
-from ._voxel_dose import RULE_CODES, dose_statistics, dose_volume_histogram
+from ._voxel_dose import RULE_CODES, dose_statistics, dose_volume_histogram, integrate_curve
 
 #: Dose levels per cumulative DVH: 0 to the VOI's highest dose, evenly spaced.
 DVH_LEVELS = 101
@@ -86,14 +86,33 @@ def stored_cycle_tables(cohort, patient: str, cycle: int) -> dict[str, pd.DataFr
     return cycle_tables(cycle_ds, cohort.scan(patient, reference, version=version)["labels"])
 
 
-def with_voi_level(voxel: pd.DataFrame, absorbed: pd.DataFrame) -> pd.DataFrame:
-    """``voxel`` rows (of :func:`cycle_tables`) with the ``absorbed_dose`` table's selected dose and model of the same
-    patient, cycle, VOI and method beside them, and ``difference_percent`` = 100 (map mean - VOI level) / VOI level.
+def with_voi_level(voxel: pd.DataFrame, absorbed: pd.DataFrame, voi_stats: pd.DataFrame) -> pd.DataFrame:
+    """``voxel`` rows (of :func:`cycle_tables`) with the VOI-level results of the same patient, cycle, VOI and method
+    beside them: the ``absorbed_dose`` table's selected dose and model (``voi_level_gy``, ``voi_level_model``,
+    ``difference_percent`` = 100 (map mean - VOI level) / VOI level), and the voxel rule applied to the VOI's mean
+    dose-rate curve of ``voi_stats`` (each scan's own contours; ``voi_same_rule_gy``,
+    ``same_rule_difference_percent``). The second isolates what registration and resampling do: the two differ only
+    through them and through the spread of the voxels' tails (``_voxel_dose`` module docstring), while the selected
+    model can differ from the voxel rule by itself (a mono-exponential fitted to all scans against a tail fitted to
+    the last ones, most with three scans or fewer).
     """
     selected = absorbed[absorbed["selected"]][["patient", "cycle", "voi", "method", "absorbed_dose_gy", "model"]]
     selected = selected.rename(columns={"absorbed_dose_gy": "voi_level_gy", "model": "voi_level_model"})
     out = voxel.merge(selected, on=["patient", "cycle", "voi", "method"], how="left")
     out["voi_level_model"] = out["voi_level_model"].fillna("")
+    if "nuclide" not in voi_stats:  # as absorbed_dose reads a table without it
+        voi_stats = voi_stats.assign(nuclide="Lu177")
+    same_rule = {}
+    for key, curve in voi_stats.groupby(["patient", "cycle", "voi", "method"]):
+        curve = curve[np.isfinite(curve["mean"])]
+        hours = curve["hours_post_injection"].to_numpy()
+        if len(curve) >= 2 and len(set(hours)) == len(hours) and curve["nuclide"].nunique() == 1:
+            same_rule[key] = integrate_curve(hours, curve["mean"].to_numpy(), str(curve["nuclide"].iloc[0]))[0]
+    keys = zip(out["patient"], out["cycle"], out["voi"], out["method"])
+    out["voi_same_rule_gy"] = [same_rule.get(k, np.nan) for k in keys]
     with np.errstate(invalid="ignore", divide="ignore"):
         out["difference_percent"] = 100.0 * (out["mean_gy"] - out["voi_level_gy"]) / out["voi_level_gy"]
+        out["same_rule_difference_percent"] = (
+            100.0 * (out["mean_gy"] - out["voi_same_rule_gy"]) / out["voi_same_rule_gy"]
+        )
     return out

@@ -137,10 +137,12 @@ VOXEL_DOSE_TEXT = (
     "its dose-rate maps are warped onto that scan's grid, and every voxel's curve is integrated: trapezoid from "
     "injection through the scans, then a tail fitted to the last points where they decrease faster than physical "
     "decay, else the physical half-life. The VOIs are the first scan's contours. Each method's map statistics "
-    "(mean, D2 = dose to the hottest 2 %, D98) are set beside the VOI-level result of the same curve (the table "
-    "above, which needs no registration): without motion the two differ only through the tails (a fitted "
-    "mono- or bi-exponential of the VOI mean against per-voxel tails); with motion, registration and resampling "
-    "add their part. Methods without a map at every scan of the cycle (e.g. Monte Carlo on one scan) have no map."
+    "(mean, D2 = dose to the hottest 2 %, D98) are set beside two VOI-level results of the same curve, which need "
+    "no registration (each scan's own contours): the selected model of the table above, which can differ from the "
+    "voxel rule by itself (a mono-exponential fitted to all scans against a tail fitted to the last ones, most with "
+    "three scans or fewer), and the voxel rule applied to the VOI mean curve, which differs from the map only "
+    "through registration, resampling and the spread of the voxels' tails. Methods without a map at every scan of "
+    "the cycle (e.g. Monte Carlo on one scan) have no map."
 )
 _CHOSEN_COLUMNS = (
     "patient cycle voi method model absorbed_dose_gy uncertainty_gy uncertainty_fit_gy uncertainty_counts_gy "
@@ -543,20 +545,18 @@ def _voxel_dose_html(cohort, voi_type_of: dict) -> list[str]:
         ]
 
     def describe(group: pd.DataFrame) -> dict:
-        difference = group["difference_percent"].dropna()
         return {
             "map mean (Gy)": _mean_min_max(group["mean_gy"]),
             "D2 (Gy)": _mean_min_max(group["d2_gy"]),
             "D98 (Gy)": _mean_min_max(group["d98_gy"]),
-            "map vs VOI level, median (min&ndash;max) %": (
-                f"{difference.median():+.1f} ({difference.min():+.1f} to {difference.max():+.1f})"
-                if len(difference)
-                else "n/a"
+            "map vs VOI level, median (min to max) %": _median_range(group["difference_percent"]),
+            "map vs same rule on the VOI curve, median (min to max) %": _median_range(
+                group["same_rule_difference_percent"]
             ),
         }
 
     parts += [
-        _table_html(_per_class_and_method(voxel, voi_type_of, describe)).replace("&amp;ndash;", "&ndash;"),
+        _table_html(_per_class_and_method(voxel, voi_type_of, describe)),
         "<details><summary>Map statistics per patient, cycle, VOI and method</summary>",
         _table_html(
             voxel[
@@ -574,6 +574,8 @@ def _voxel_dose_html(cohort, voi_type_of: dict) -> list[str]:
                     "voi_level_gy",
                     "voi_level_model",
                     "difference_percent",
+                    "voi_same_rule_gy",
+                    "same_rule_difference_percent",
                 ]
             ].round(3)
         ),
@@ -602,6 +604,11 @@ def _voxel_dose_html(cohort, voi_type_of: dict) -> list[str]:
             _figure_html(plot_dvh(rows[rows["voi"].map(voi_type_of) != "body"], title), f"DVH {title}"),
         ]
     return parts
+
+
+def _median_range(values: pd.Series) -> str:
+    values = values.dropna()
+    return f"{values.median():+.1f} ({values.min():+.1f} to {values.max():+.1f})" if len(values) else "n/a"
 
 
 def _registration_sentence(registrations: pd.DataFrame) -> str:

@@ -478,7 +478,7 @@ def write_cohort_tables(
     for name in CYCLE_TABLES:
         parts = [c[name] for c in cycles or () if len(c[name])]
         table = pd.concat(parts, ignore_index=True) if parts else _empty(name)
-        tables[name] = with_voi_level(table, absorbed) if name == "voxel_absorbed_dose" and parts else table
+        tables[name] = with_voi_level(table, absorbed, voi_stats) if name == "voxel_absorbed_dose" and parts else table
     for name, table in tables.items():
         cohort.write_table(name, table, units=TABLE_UNITS[name])
     return tables
