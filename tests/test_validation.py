@@ -128,9 +128,9 @@ def test_motion_section_separates_registration_from_resampling(motion):
     readme = (out / "README.md").read_text()
     assert "## 5. Registration and voxel integration" in readme and "synthetic virtual" in readme
     per_voi = pd.read_csv(out / "motion_per_voi.csv")
-    for method in MOTION_METHODS:  # every error is the ratio of its own columns
+    for method in MOTION_METHODS:  # every error is the ratio of its own columns (the CSV keeps 6 significant digits)
         np.testing.assert_allclose(
-            per_voi[f"{method}_error"], per_voi[f"{method}_gy"] / per_voi["truth_gy"] - 1, rtol=1e-4, atol=1e-6
+            per_voi[f"{method}_error"], per_voi[f"{method}_gy"] / per_voi["truth_gy"] - 1, rtol=1e-4, atol=2e-5
         )
     kidneys = per_voi["voi_class"] == "kidney"
     expected = kidneys | ((per_voi["voi_class"] == "lesion") & (per_voi["volume_ml"] >= MOTION_LESION_MIN_ML))

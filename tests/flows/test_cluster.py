@@ -152,7 +152,12 @@ def test_dose_tasks_run_only_on_gpu_workers_and_ingest_and_statistics_anywhere(
     stats = placement[placement["kind"] == "scan_stats_task"]
     assert len(ingest) == len(scans) and len(stats) == len(scans)
     assert "cpu-0" in set(ingest["worker"]), table
-    assert set(placement["kind"]) == {"ingest_scan_task", "dose_task", "scan_stats_task"}, table
+    # per patient and cycle: one absorbed-dose task (registration and integration, CPU) and its statistics
+    n_cycles = len({(p, cohort.scan_attrs(p, t)["cycle"]) for p, t in scans})
+    for kind in ("cycle_dose_task", "cycle_stats_task"):
+        assert (placement["kind"] == kind).sum() == n_cycles, table
+    kinds = {"ingest_scan_task", "dose_task", "scan_stats_task", "cycle_dose_task", "cycle_stats_task"}
+    assert set(placement["kind"]) == kinds, table
 
     # no worker has CUDA: every map says it was computed on the CPU, in the run record and in the map's provenance
     run = cohort.runs().iloc[-1]

@@ -365,6 +365,7 @@ def test_serve_runs_its_cron_deployment_when_triggered(orchestrator, tiny_dicom,
         _stop(serve)
 
 
+@pytest.mark.slow  # about a minute; the serve test above runs the same server, scheduler and flow in `make test`
 def test_prefect_yaml_deployment_runs_on_a_process_worker(orchestrator, tiny_dicom, tmp_path):
     o = orchestrator
     cohort = tmp_path / "cohort"
