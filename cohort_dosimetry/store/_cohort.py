@@ -627,10 +627,13 @@ class Cohort:
                     if restore:
                         self._update_provenance(vdir, add=restore, staging=entry)
                     shutil.rmtree(slot_dir)
-        if entry.is_dir():
-            shutil.rmtree(entry)
-        else:
-            entry.unlink()
+        try:
+            if entry.is_dir():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+        except FileNotFoundError:  # its writer finished and removed it after the cleaner listed the staging folder
+            pass
 
     # ------------------------------------------------------------------------------------ per-cycle results
     def _cycle_dir(self, patient: str, cycle: int) -> Path:

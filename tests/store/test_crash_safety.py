@@ -89,6 +89,30 @@ def test_staging_leftover_is_invisible_reported_and_cleaned_on_open(cohort):
     assert validate_cohort(cohort.path) == []
 
 
+def test_a_staging_entry_its_writer_removes_while_the_cleaner_waits_is_no_error(cohort, monkeypatch):
+    """A reader opening the cohort lists the staging folder; a writer that was still working then finishes, removes
+    its staging entry and releases its lock, and only then does the reader's cleaner take that lock: opening the
+    cohort must not fail on the entry that is gone (it did, with FileNotFoundError, while a flow was writing)."""
+    import contextlib
+    import shutil
+
+    from cohort_dosimetry.store import _cohort
+
+    staged = cohort.store_path / ".staging" / "scan.P2.tp1.0123456789ab"
+    staged.mkdir(parents=True)
+    real_try_lock = _cohort.try_lock
+
+    @contextlib.contextmanager
+    def writer_finishes_first(path):
+        shutil.rmtree(staged, ignore_errors=True)  # the writer's last step, under its lock
+        with real_try_lock(path) as taken:
+            yield taken
+
+    monkeypatch.setattr(_cohort, "try_lock", writer_finishes_first)
+    assert open_cohort(cohort.path).scans() == []
+    assert not staged.exists()
+
+
 @pytest.fixture(scope="module")
 def two_processes():
     with ProcessPoolExecutor(max_workers=2, mp_context=SPAWN) as pool:
