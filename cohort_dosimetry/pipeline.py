@@ -414,7 +414,7 @@ def cycle_absorbed_dose(
     """
     from cohort_dosimetry import __version__ as version
     from cohort_dosimetry.grid import Grid
-    from cohort_dosimetry.registration import dice, identity_result, register
+    from cohort_dosimetry.registration import dice, register
     from cohort_dosimetry.stats import RULES, integrate_voxels
     from cohort_dosimetry.store import open_cohort
     from cohort_dosimetry.vocabulary import voi_regions
@@ -469,39 +469,39 @@ def cycle_absorbed_dose(
     ref_ct = ref_ds["ct_hu"].values
     ref_labels = ref_ds["labels"]
     ref_regions = voi_regions(ref_labels.attrs["names"], ref_labels.attrs.get("vois"))
-    registrations, quality, fields = {}, {}, []
-    for tp in timepoints:
+    # the reference's own maps are used as they are (None: no warp); every other scan is registered onto it
+    registrations: dict[str, tuple[Any, Any]] = {reference: (None, ref_ds)}
+    quality = {}
+    fields = [np.zeros((3, *ref_grid.shape), dtype=np.float32)]
+    for tp in timepoints[1:]:
         grid, ds = load(tp)
-        if tp == reference:
-            reg = identity_result(ref_ct, ref_grid)
-        else:
-            try:
-                reg = register(ref_ct, ds["ct_hu"].values, ref_grid, moving_spacing_mm=grid)
-            except RuntimeError as err:  # SimpleITK's failures (no overlap, a diverging optimiser) name no scan
-                raise ValueError(f"patient {patient} cycle {cycle}: registering {tp} onto {reference}: {err}") from None
-            labels = ds["labels"]
-            regions = voi_regions(labels.attrs["names"], labels.attrs.get("vois"))
-            warped = reg.warp(labels.values, "nearest", default_value=0)
-            dices = {
-                voi: dice(np.isin(ref_labels.values, ref_regions[voi]), np.isin(warped, regions[voi]))
-                for voi in sorted(set(ref_regions) & set(regions))
-            }
-            finite = {voi: d for voi, d in dices.items() if np.isfinite(d)}
-            worst = min(finite, key=finite.__getitem__) if finite else ""
-            quality[tp] = {
-                "rotation_deg": reg.rotation_deg,
-                "translation_mm": float(np.linalg.norm(reg.translation_mm)),
-                "metric_before_hu2": reg.metric_before,
-                "metric_hu2": reg.metric,
-                "jacobian_min": reg.jacobian_range[0],
-                "jacobian_max": reg.jacobian_range[1],
-                "dice_min": finite[worst] if finite else float("nan"),
-                "dice_min_voi": worst,
-                "outside_fov_fraction": _outside_fraction(reg),
-                "seconds": reg.seconds,
-                "dice": dices,
-                "settings": reg.settings,
-            }
+        try:
+            reg = register(ref_ct, ds["ct_hu"].values, ref_grid, moving_spacing_mm=grid)
+        except RuntimeError as err:  # SimpleITK's failures (no overlap, a diverging optimiser) name no scan
+            raise ValueError(f"patient {patient} cycle {cycle}: registering {tp} onto {reference}: {err}") from None
+        labels = ds["labels"]
+        regions = voi_regions(labels.attrs["names"], labels.attrs.get("vois"))
+        warped = reg.warp(labels.values, "nearest", default_value=0)
+        dices = {
+            voi: dice(np.isin(ref_labels.values, ref_regions[voi]), np.isin(warped, regions[voi]))
+            for voi in sorted(set(ref_regions) & set(regions))
+        }
+        finite = {voi: d for voi, d in dices.items() if np.isfinite(d)}
+        worst = min(finite, key=finite.__getitem__) if finite else ""
+        quality[tp] = {
+            "rotation_deg": reg.rotation_deg,
+            "translation_mm": float(np.linalg.norm(reg.translation_mm)),
+            "metric_before_hu2": reg.metric_before,
+            "metric_hu2": reg.metric,
+            "jacobian_min": reg.jacobian_range[0],
+            "jacobian_max": reg.jacobian_range[1],
+            "dice_min": finite[worst] if finite else float("nan"),
+            "dice_min_voi": worst,
+            "outside_fov_fraction": _outside_fraction(reg),
+            "seconds": reg.seconds,
+            "dice": dices,
+            "settings": reg.settings,
+        }
         registrations[tp] = (reg, ds)
         fields.append(reg.displacement_mm)
 
@@ -514,7 +514,9 @@ def cycle_absorbed_dose(
     for method, maps in inputs.items():
         rates = np.stack(
             [
-                reg.warp(ds[f"dose_rate_{method}"].values.astype(np.float32), REGISTRATION_SETTINGS["warp"])
+                ds[f"dose_rate_{method}"].values.astype(np.float32)
+                if reg is None
+                else reg.warp(ds[f"dose_rate_{method}"].values.astype(np.float32), REGISTRATION_SETTINGS["warp"])
                 for reg, ds in registrations.values()
             ]
         )

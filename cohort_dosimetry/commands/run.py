@@ -125,37 +125,29 @@ def add_uncertainty_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _sensitivity(text: str) -> float:
-    """--sensitivity-cps-per-mbq: a positive number."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of cps/MBq") from None
-    if not (value > 0 and value < float("inf")):
-        raise argparse.ArgumentTypeError(f"the camera sensitivity must be positive cps/MBq, got {text!r}")
-    return value
+def _number(what: str, valid, rule: str):
+    """An argparse type: a float that ``valid(value)`` accepts, else an error naming ``what`` or the ``rule``."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if not valid(value):
+            raise argparse.ArgumentTypeError(f"{rule}, got {text!r}")
+        return value
+
+    return parse
 
 
-def _relative_uncertainty(text: str) -> float:
-    """--calibration-uncertainty: a fraction in [0, 1]."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a relative uncertainty") from None
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"give the relative uncertainty as a fraction, e.g. 0.05 for 5 %: {text!r}")
-    return value
-
-
-def _seconds(text: str) -> float:
-    """A timeout option: positive seconds."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"a timeout must be positive seconds, got {text!r}")
-    return value
+#: --sensitivity-cps-per-mbq, --calibration-uncertainty and the timeout options
+_sensitivity = _number(
+    "a number of cps/MBq", lambda v: 0 < v < float("inf"), "the camera sensitivity must be positive cps/MBq"
+)
+_relative_uncertainty = _number(
+    "a relative uncertainty", lambda v: 0 <= v <= 1, "give the relative uncertainty as a fraction, e.g. 0.05 for 5 %"
+)
+_seconds = _number("a number of seconds", lambda v: v > 0, "a timeout must be positive seconds")
 
 
 class _UseTlsDir(argparse.Action):
