@@ -141,6 +141,37 @@ class RegistrationResult:
     seconds: float
     settings: dict = field(default_factory=dict)
 
+    @classmethod
+    def from_transform(
+        cls, fixed_grid: Grid, moving_grid: Grid, rotation, centre_mm, translation_mm, deformable_mm, settings: dict
+    ) -> RegistrationResult:
+        """The result of a known transform ``T(p) = R (p + d(p) - c) + c + t`` (class docstring): the total
+        displacement and the Jacobian determinant follow from the parts; metrics NaN, seconds 0."""
+        rotation = np.asarray(rotation, dtype=np.float64)
+        centre = np.asarray(centre_mm, dtype=np.float64)
+        translation = np.asarray(translation_mm, dtype=np.float64)
+        deformable_mm = np.asarray(deformable_mm, dtype=np.float32)
+        points = _voxel_points(fixed_grid)
+        moved = (
+            np.einsum("ij,j...->i...", rotation, points + deformable_mm - centre[:, None, None, None])
+            + (centre + translation)[:, None, None, None]
+        )
+        return cls(
+            fixed_grid=fixed_grid,
+            moving_grid=moving_grid,
+            rotation=rotation,
+            centre_mm=centre,
+            translation_mm=translation,
+            deformable_mm=deformable_mm,
+            displacement_mm=(moved - points).astype(np.float32),
+            jacobian=_jacobian_determinant(deformable_mm, fixed_grid),
+            rigid_metric=float("nan"),
+            metric_before=float("nan"),
+            metric=float("nan"),
+            seconds=0.0,
+            settings=settings,
+        )
+
     @property
     def rotation_deg(self) -> float:
         return float(np.rad2deg(np.arccos(np.clip((np.trace(self.rotation) - 1.0) / 2.0, -1.0, 1.0))))
@@ -295,7 +326,6 @@ def register(
     translation = np.asarray(rigid.GetTranslation())[::-1].copy()
 
     # --- deformable (on the fixed grid) ---
-    points = _voxel_points(fixed_grid)
     deformable_mm = np.zeros((3, *fixed_grid.shape), dtype=np.float32)
     levels_run: list[int] = []
     if deformable:
@@ -343,28 +373,14 @@ def register(
                 displacement, fixed_w, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkVectorFloat64
             )
             deformable_mm = _field_array(displacement)
-    deformed = points + deformable_mm
-    moved = (
-        np.einsum("ij,j...->i...", rotation, deformed - centre[:, None, None, None])
-        + (centre + translation)[:, None, None, None]
-    )
-    total = (moved - points).astype(np.float32)
-    jacobian = _jacobian_determinant(deformable_mm, fixed_grid)
-
-    result = RegistrationResult(
-        fixed_grid=fixed_grid,
-        moving_grid=moving_grid,
-        rotation=rotation,
-        centre_mm=centre,
-        translation_mm=translation,
-        deformable_mm=deformable_mm,
-        displacement_mm=total,
-        jacobian=jacobian,
-        rigid_metric=rigid_metric,
-        metric_before=float("nan"),
-        metric=float("nan"),
-        seconds=0.0,
-        settings={
+    result = RegistrationResult.from_transform(
+        fixed_grid,
+        moving_grid,
+        rotation,
+        centre,
+        translation,
+        deformable_mm,
+        {
             "deformable": bool(deformable),
             "smoothing_mm": float(smoothing_mm),
             "iterations": list(iterations),
@@ -375,6 +391,7 @@ def register(
             "seed": int(seed),
         },
     )
+    result.rigid_metric = rigid_metric
     body = fixed_ct > -500
     if fixed_grid == moving_grid:
         result.metric_before = float(np.mean((fixed_ct[body].astype(np.float64) - moving_ct[body]) ** 2))

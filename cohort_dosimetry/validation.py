@@ -196,7 +196,7 @@ SIZES = {
         motion_seeds=FRESH_PATIENT_SEEDS[:1],
         motion_decays=2_000_000,
     ),
-    # the documented evidence in docs/validation: about 40 minutes on 2 CPU cores (the motion section adds about 15)
+    # the documented evidence in docs/validation: about 37 minutes on 2 CPU cores (9 of them the motion section)
     "full": ValidationSize(
         "full",
         tuple(LANCONELLI_2012_LU177_SOFT),
@@ -1035,7 +1035,7 @@ def _true_motion(moved, t: int, grid: Grid):
     """A RegistrationResult holding ``move_patient``'s true motion of time point ``t`` (reference points -> moved
     points), so that its warp resamples without registration error. The deformable part ``d`` follows from the true
     displacement and the rigid parameters (``F(p) = R (p + d(p) - c) + c + t``); ``jacobian`` is ``det(I + grad d)``
-    by central differences."""
+    (``RegistrationResult.from_transform``)."""
     from cohort_dosimetry.registration import RegistrationResult
 
     displacement = moved["displacement_true"].values[t].astype(np.float64)  # (3, z, y, x) mm
@@ -1048,23 +1048,7 @@ def _true_motion(moved, t: int, grid: Grid):
         + centre[:, None, None, None]
         - points
     )
-    gradient = np.stack([np.stack(np.gradient(deformable[i], *grid.spacing_mm)) for i in range(3)])  # [i, j] d d_i/dp_j
-    jacobian = np.linalg.det(np.moveaxis(gradient, (0, 1), (-2, -1)) + np.eye(3)).astype(np.float32)
-    return RegistrationResult(
-        fixed_grid=grid,
-        moving_grid=grid,
-        rotation=rotation,
-        centre_mm=centre,
-        translation_mm=shift,
-        deformable_mm=deformable.astype(np.float32),
-        displacement_mm=displacement.astype(np.float32),
-        jacobian=jacobian,
-        rigid_metric=float("nan"),
-        metric_before=float("nan"),
-        metric=float("nan"),
-        seconds=0.0,
-        settings={"true_motion": True},
-    )
+    return RegistrationResult.from_transform(grid, grid, rotation, centre, shift, deformable, {"true_motion": True})
 
 
 def _observable_body(labels: np.ndarray, truth: np.ndarray, grid: Grid) -> np.ndarray:
