@@ -72,8 +72,10 @@ def test_an_interrupted_run_leaves_no_process_behind(sig, tiny_dicom, tmp_path):
                 "-m",
                 "cohort_dosimetry.cli",
                 "run",
-                "--methods",
-                "dvk",
+                "--methods",  # Monte Carlo of 10^9 decays per scan: still running when the signal comes
+                "dvk,mc",
+                "--mc-decays",
+                "1000000000",
                 "--grid",
                 "ct",
                 str(tiny_dicom),
